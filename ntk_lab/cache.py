@@ -1,0 +1,38 @@
+"""Where ntk-lab keeps what it builds or computes, and how it writes it without losing it on a crash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$NTK_LAB_CACHE/parts`` (default ``~/.cache/ntk_lab/parts``), created if absent."""
+    root = Path(os.environ.get("NTK_LAB_CACHE", Path.home() / ".cache" / "ntk_lab")).expanduser()
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_folder_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build(tmp)`` in a sibling temporary folder, then rename it to ``target``.
+
+    A crash leaves no half-built ``target``; if another process built it first, theirs is kept.
+    """
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.exists():
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
