@@ -1,0 +1,163 @@
+"""Prompts: a task's template rendered into token ids, and the prompted classifier on top of a masked LM.
+
+An example becomes ``[CLS] piece_1 ... piece_m [SEP]`` where the pieces are the template's literal
+text, its fields and the mask, each tokenized on its own. When the whole is longer than
+``max_length``, tokens are cut from the end of the longest field, one at a time, so the template
+and the mask always survive.
+
+The classifier is the paper's ``f``: for a batch it returns the label words' MLM logits at the mask
+position, ``f(θ, x) = [logit_θ(x, <mask> = w_c)]_{c=1..C}``, shape ``[b, C]``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntk_lab.errors import NtkLabError
+from ntk_lab.models import LoadedMaskedLM
+from ntk_lab.tasks import Example, Task
+
+Batch = dict[str, jax.Array]
+
+_PART = re.compile(r"\{(\w+)(?::(\w+))?\}|<mask>")
+_MODIFIERS = {
+    None: lambda s: s,
+    "rstrip_punct": lambda s: s.rstrip().rstrip(".?!,;:"),
+    "lower_first": lambda s: s[:1].lower() + s[1:],
+}
+
+
+def parse_template(template: str) -> list[tuple[str, str, str | None]]:
+    """Split a template into parts ``(kind, value, modifier)``: kind is ``text``, ``field`` or ``mask``.
+
+    Whitespace before a field moves into the field (so byte-level BPE sees `` word``); whitespace
+    before the mask is dropped (the label word carries it).
+    """
+    parts: list[tuple[str, str, str | None]] = []
+    position = 0
+    for match in _PART.finditer(template):
+        text = template[position : match.start()]
+        position = match.end()
+        if match.group(0) == "<mask>":
+            text = text.rstrip()
+        if text.strip():
+            stripped = text.rstrip() if match.group(1) else text
+            parts.append(("text", stripped, None))
+        leading = " " if match.group(1) and text[-1:].isspace() else ""
+        if match.group(0) == "<mask>":
+            parts.append(("mask", "", None))
+        else:
+            if match.group(2) not in _MODIFIERS:
+                raise NtkLabError(f"template {template!r}: unknown field modifier '{match.group(2)}'")
+            parts.append(("field", leading + match.group(1), match.group(2)))
+    if template[position:].strip():
+        parts.append(("text", template[position:], None))
+    if [k for k, _, _ in parts].count("mask") != 1:
+        raise NtkLabError(f"template {template!r} must contain <mask> exactly once")
+    return parts
+
+
+def render(template: str, fields: dict[str, str], mask_token: str = "<mask>") -> str:
+    """The prompt as text (for display): the template with its fields filled in."""
+    out = []
+    for kind, value, modifier in parse_template(template):
+        if kind == "field":
+            out.append(value[: len(value) - len(value.lstrip())] + _MODIFIERS[modifier](fields[value.strip()].strip()))
+        else:
+            out.append(value if kind == "text" else mask_token)
+    return "".join(out)
+
+
+def label_word_ids(task: Task, tokenizer: Any) -> np.ndarray:
+    """Vocabulary ids ``[C]`` of the task's label words, each looked up with a leading space."""
+    ids = []
+    for word in task.words:
+        pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1 or pieces[0] == tokenizer.unk_token_id:
+            shown = tokenizer.convert_ids_to_tokens(pieces)
+            raise NtkLabError(
+                f"label word '{word}' of task {task.name} is not a single token of tokenizer "
+                f"'{tokenizer.name_or_path}' (it becomes {shown}); choose a word that is one token"
+            )
+        ids.append(pieces[0])
+    return np.asarray(ids, np.int32)
+
+
+def _truncate(pieces: list[list[int]], is_field: list[bool], budget: int) -> list[list[int]]:
+    """Cut tokens from the end of the longest field until the pieces fit ``budget``."""
+    excess = sum(map(len, pieces)) - budget
+    fields = [i for i, f in enumerate(is_field) if f]
+    while excess > 0:
+        longest = max(fields, key=lambda i: len(pieces[i]))
+        if not pieces[longest]:
+            raise NtkLabError(f"max_length is too small for the template alone ({sum(map(len, pieces))} tokens)")
+        pieces[longest] = pieces[longest][:-1]
+        excess -= 1
+    return pieces
+
+
+def encode(
+    task: Task, examples: list[Example], tokenizer: Any, max_length: int = 128
+) -> dict[str, np.ndarray]:
+    """Token ids for prompted examples, padded to the longest one.
+
+    Returns ``input_ids [n, l]``, ``attention_mask [n, l]``, ``mask_pos [n]`` (the mask's index) and
+    ``labels [n]``.
+    """
+    parts = parse_template(task.template)
+    budget = max_length - 2
+    rows, positions = [], []
+    tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    literal = {value: tokenize(value) for kind, value, _ in parts if kind == "text"}
+    for example in examples:
+        pieces, is_field = [], []
+        for kind, value, modifier in parts:
+            if kind == "field":
+                name = value.strip()
+                text = _MODIFIERS[modifier](example.fields[name].strip())
+                pieces.append(tokenize(value[: len(value) - len(name)] + text))
+            else:
+                pieces.append(list(literal[value]) if kind == "text" else [tokenizer.mask_token_id])
+            is_field.append(kind == "field")
+        pieces = _truncate(pieces, is_field, budget)
+        mask_piece = [k for k, _, _ in parts].index("mask")
+        positions.append(1 + sum(len(p) for p in pieces[:mask_piece]))
+        rows.append([tokenizer.cls_token_id, *(t for p in pieces for t in p), tokenizer.sep_token_id])
+    length = max(map(len, rows))
+    input_ids = np.full((len(rows), length), tokenizer.pad_token_id, np.int32)
+    attention_mask = np.zeros((len(rows), length), np.int32)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = row
+        attention_mask[i, : len(row)] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "mask_pos": np.asarray(positions, np.int32),
+        "labels": np.asarray([e.label for e in examples], np.int32),
+    }
+
+
+@dataclass(frozen=True)
+class PromptedClassifier:
+    """``f(params, batch) -> [b, C]``: the label words' logits at the mask position.
+
+    Only the ``C`` label-word rows of the (tied) decoder are multiplied, never the full vocabulary.
+    """
+
+    model: LoadedMaskedLM
+    label_ids: np.ndarray  # [C]
+
+    @classmethod
+    def for_task(cls, model: LoadedMaskedLM, task: Task) -> "PromptedClassifier":
+        return cls(model, label_word_ids(task, model.tokenizer))
+
+    def __call__(self, params: Any, batch: Batch) -> jax.Array:
+        hidden = self.model.encode(params, batch["input_ids"], batch["attention_mask"])  # [b, l, h]
+        at_mask = jnp.take_along_axis(hidden, batch["mask_pos"][:, None, None], axis=1)[:, 0]  # [b, h]
+        return self.model.vocab_logits(params, at_mask, jnp.asarray(self.label_ids))
