@@ -157,6 +157,23 @@ class PromptedClassifier:
     def for_task(cls, model: LoadedMaskedLM, task: Task) -> "PromptedClassifier":
         return cls(model, label_word_ids(task, model.tokenizer))
 
+    def logits(self, params: Any, encoded: dict[str, np.ndarray], batch_size: int = 32, desc: str = "f") -> np.ndarray:
+        """``f`` on every example of ``encoded`` (from ``encode``), ``[n, C]``, in jitted batches.
+
+        The last batch is padded to ``batch_size`` so that one compiled shape serves the whole set.
+        """
+        from tqdm.auto import tqdm
+
+        f = jax.jit(self.__call__)
+        n = len(encoded["labels"])
+        keys = ("input_ids", "attention_mask", "mask_pos")
+        out = []
+        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
+            stop = min(start + batch_size, n)
+            rows = np.arange(start, start + batch_size).clip(max=n - 1)
+            out.append(np.asarray(f(params, {k: encoded[k][rows] for k in keys}))[: stop - start])
+        return np.concatenate(out)
+
     def __call__(self, params: Any, batch: Batch) -> jax.Array:
         hidden = self.model.encode(params, batch["input_ids"], batch["attention_mask"])  # [b, l, h]
         at_mask = jnp.take_along_axis(hidden, batch["mask_pos"][:, None, None], axis=1)[:, 0]  # [b, h]
