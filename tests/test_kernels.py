@@ -1,0 +1,142 @@
+"""The eNTK engine against brute-force explicit Jacobians (x64: < 1e-10; float32 HIGHEST: < 1e-5)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from ntk_lab.kernels import IMPLEMENTATIONS, KINDS, count_params, entk_fn, restrict
+
+SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see kernels.adam_sign)
+
+
+def mlp_init(key: jax.Array, widths: list[int], dtype=jnp.float64) -> list[dict[str, jax.Array]]:
+    keys = jax.random.split(key, len(widths) - 1)
+    return [
+        {"w": jax.random.normal(k, (a, b), dtype), "b": 0.1 * jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype)}
+        for k, a, b in zip(keys, widths[:-1], widths[1:])
+    ]
+
+
+def mlp(params: list[dict[str, jax.Array]], x: jax.Array) -> jax.Array:
+    """``[n, d] -> [n, c]``, NTK parameterization, tanh hidden units."""
+    for layer in params[:-1]:
+        x = jnp.tanh(x @ layer["w"] / np.sqrt(x.shape[-1]) + layer["b"])
+    return x @ params[-1]["w"] / np.sqrt(x.shape[-1]) + params[-1]["b"]
+
+
+def brute_force(f, params, x1, x2, kind, param_filter=None, binary=False) -> np.ndarray:
+    """Whole-batch Jacobians over the raveled moving parameters, contracted in numpy."""
+    g, theta = restrict(f, params, param_filter)
+    flat, unravel = ravel_pytree(theta)
+
+    def jac(x):
+        out = lambda v: g(unravel(v), x)
+        if binary:
+            out = (lambda h: lambda v: (h(v)[:, 1] - h(v)[:, 0])[:, None])(out)
+        return np.asarray(jax.jacrev(out)(flat))  # [n, c, P]
+
+    sign = lambda j: np.sign(j) * (np.abs(j) > SIGN_EPS)
+    j1, j2 = jac(x1), jac(x2)
+    if kind in ("signgd", "asigngd"):
+        j1 = sign(j1)
+    if kind == "signgd":
+        j2 = sign(j2)
+    return np.einsum("iap,jbp->iajb", j1, j2)
+
+
+def rel_err(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
+
+
+CASES = [(kind, impl) for kind in KINDS for impl in IMPLEMENTATIONS if not (impl == "ntk_vp" and kind != "sgd")]
+
+
+@pytest.mark.parametrize("kind,implementation", CASES)
+def test_mlp_kernels_match_brute_force_x64(kind: str, implementation: str) -> None:
+    with jax.enable_x64(True):
+        params = mlp_init(jax.random.PRNGKey(0), [5, 16, 12, 3])
+        x1 = jax.random.normal(jax.random.PRNGKey(1), (7, 5), jnp.float64)
+        x2 = jax.random.normal(jax.random.PRNGKey(2), (4, 5), jnp.float64)
+        kernel = entk_fn(mlp, kind=kind, implementation=implementation, chunk=3)
+        for a, b in ((x1, x2), (x1, None)):
+            got = kernel(params, a, b)
+            expected = brute_force(mlp, params, a, a if b is None else b, kind)
+            assert got.shape == expected.shape
+            assert rel_err(got, expected) < 1e-10
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_filter_and_binary_mode_x64(kind: str) -> None:
+    with jax.enable_x64(True):
+        params = mlp_init(jax.random.PRNGKey(3), [4, 10, 2])
+        x1 = jax.random.normal(jax.random.PRNGKey(4), (5, 4), jnp.float64)
+        x2 = jax.random.normal(jax.random.PRNGKey(5), (3, 4), jnp.float64)
+        biases = lambda path: path[-1] == "b"
+        for implementation in ("jacobian", "streamed"):
+            got = entk_fn(mlp, kind=kind, implementation=implementation, param_filter=biases, binary=True, chunk=2)(
+                params, x1, x2)
+            expected = brute_force(mlp, params, x1, x2, kind, param_filter=biases, binary=True)
+            assert got.shape == (5, 1, 3, 1)
+            assert rel_err(got, expected) < 1e-10
+        assert count_params(params, biases) == 12
+
+
+def test_sgd_kernel_is_symmetric_psd_and_asigngd_is_not_symmetric() -> None:
+    with jax.enable_x64(True):
+        params = mlp_init(jax.random.PRNGKey(6), [3, 8, 2])
+        x = jax.random.normal(jax.random.PRNGKey(7), (6, 3), jnp.float64)
+        k = np.asarray(entk_fn(mlp, kind="sgd")(params, x)).reshape(12, 12)
+        np.testing.assert_allclose(k, k.T, atol=1e-12)
+        assert np.linalg.eigvalsh(k).min() > -1e-10
+        a = np.asarray(entk_fn(mlp, kind="asigngd")(params, x)).reshape(12, 12)
+        assert np.abs(a - a.T).max() > 1e-3
+
+
+@pytest.mark.parametrize("kind,implementation", CASES)
+def test_tiny_masked_lm_kernels_match_brute_force(kind: str, implementation: str) -> None:
+    """The prompted classifier of the tiny RoBERTa in float64: every implementation < 1e-10."""
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.tasks import TASKS, Example
+
+    with jax.enable_x64(True):
+        model = load_masked_lm("tiny", dtype=jnp.float64)
+        task = TASKS["sst2"]
+        f = PromptedClassifier.for_task(model, task)
+        texts = ["the film was dull .", "a truly superb cast", "warm", "the plot is flat and messy ."]
+        batch = {k: jnp.asarray(v) for k, v in encode(task, [Example({"S": t}, 0) for t in texts], model.tokenizer).items()
+                 if k != "labels"}
+        x1 = {k: v[:3] for k, v in batch.items()}
+        x2 = {k: v[2:] for k, v in batch.items()}
+        no_embeddings = lambda path: path[0] != "embeddings"
+        got = entk_fn(f, kind=kind, implementation=implementation, param_filter=no_embeddings, chunk=2)(
+            model.params, x1, x2)
+        expected = brute_force(f, model.params, x1, x2, kind, param_filter=no_embeddings)
+        assert got.shape == (3, 2, 2, 2)
+        assert rel_err(got, expected) < 1e-10
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_float32_with_highest_precision_within_1e5(implementation: str) -> None:
+    params32 = mlp_init(jax.random.PRNGKey(8), [6, 32, 32, 2], jnp.float32)
+    x1 = jax.random.normal(jax.random.PRNGKey(9), (6, 6))
+    x2 = jax.random.normal(jax.random.PRNGKey(10), (5, 6))
+    with jax.default_matmul_precision("highest"):
+        got = entk_fn(mlp, implementation=implementation, chunk=4)(params32, x1, x2)
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params32)
+        expected = brute_force(mlp, p64, jnp.asarray(x1, jnp.float64), jnp.asarray(x2, jnp.float64), "sgd")
+    assert rel_err(got, expected) < 1e-5
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="sgd kernel only"):
+        entk_fn(mlp, kind="signgd", implementation="ntk_vp")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        entk_fn(mlp, kind="adam")
+    with pytest.raises(ValueError, match="selects no parameters"):
+        entk_fn(mlp, param_filter=lambda p: False)(mlp_init(jax.random.PRNGKey(0), [2, 2], jnp.float32), jnp.ones((1, 2)))
