@@ -1,0 +1,85 @@
+"""Kernel blocks on disk: resume gives the identical kernel, NaN stops with the examples named."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntk_lab.errors import NtkLabError
+from ntk_lab.kernel_store import compute_kernel, kernel_key
+from ntk_lab.kernels import entk_fn
+
+
+def f(params, x):
+    return jnp.tanh(x @ params["w"]) @ params["v"]
+
+
+PARAMS = {"w": jax.random.normal(jax.random.PRNGKey(0), (3, 16)), "v": jax.random.normal(jax.random.PRNGKey(1), (16, 2))}
+X1 = jax.random.normal(jax.random.PRNGKey(2), (10, 3))
+X2 = jax.random.normal(jax.random.PRNGKey(3), (4, 3))
+
+
+def test_interrupted_run_resumes_to_the_identical_kernel(tmp_path) -> None:
+    kernel = entk_fn(f)
+    whole = np.asarray(kernel(PARAMS, X1, X2))
+    calls = []
+
+    def flaky(params, x1, x2):
+        calls.append(len(x1))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return kernel(params, x1, x2)
+
+    with pytest.raises(KeyboardInterrupt):
+        compute_kernel(flaky, PARAMS, X1, X2, tmp_path, block=3)
+    assert len(list(tmp_path.glob("rows_*.npy"))) == 2 and not list(tmp_path.glob(".*"))
+    calls.clear()
+    resumed = compute_kernel(flaky, PARAMS, X1, X2, tmp_path, block=3)
+    assert calls == [3, 1]  # only the two missing blocks
+    np.testing.assert_array_equal(resumed, compute_kernel(kernel, PARAMS, X1, X2, tmp_path / "fresh", block=3))
+    np.testing.assert_allclose(resumed, whole, rtol=0, atol=1e-5 * np.abs(whole).max())  # float32 blocks vs whole
+
+
+def test_nan_block_names_the_examples(tmp_path) -> None:
+    bad = X1.at[4, 0].set(jnp.nan)
+    with pytest.raises(NtkLabError, match=r"NaN/Inf at x1 examples \[4\] against x2 examples \[0, 1, 2, 3\]"):
+        compute_kernel(entk_fn(f), PARAMS, bad, X2, tmp_path, block=3)
+    assert sorted(p.name for p in tmp_path.glob("rows_*")) == ["rows_0000000_0000003.npy"]
+
+
+def test_key_depends_on_model_data_kind_and_subset() -> None:
+    base = dict(model="tiny", kind="sgd", subset="full", x1=X1, x2=X2)
+    keys = {kernel_key(**base), kernel_key(**{**base, "kind": "asigngd"}), kernel_key(**{**base, "subset": "bitfit"}),
+            kernel_key(**{**base, "model": "roberta-base"}), kernel_key(**{**base, "x1": X1 + 1})}
+    assert len(keys) == 5 and kernel_key(**base) == kernel_key(**base)
+
+
+def test_four_host_devices_give_the_single_device_kernel(tmp_path) -> None:
+    script = textwrap.dedent("""
+        import jax, jax.numpy as jnp, numpy as np
+        from ntk_lab.kernels import entk_fn
+        assert len(jax.devices()) == 4, jax.devices()
+        params = {"w": jax.random.normal(jax.random.PRNGKey(0), (3, 16)), "v": jax.random.normal(jax.random.PRNGKey(1), (16, 2))}
+        f = lambda p, x: jnp.tanh(x @ p["w"]) @ p["v"]
+        x1 = jax.random.normal(jax.random.PRNGKey(2), (10, 3))
+        x2 = jax.random.normal(jax.random.PRNGKey(3), (5, 3))
+        with jax.default_matmul_precision("highest"):
+            for kind, impl in [("sgd", "jacobian"), ("sgd", "ntk_vp"), ("asigngd", "streamed"), ("signgd", "jacobian")]:
+                many = entk_fn(f, kind=kind, implementation=impl, chunk=3)
+                one = entk_fn(f, kind=kind, implementation=impl, chunk=3, devices=jax.devices()[:1])
+                k4, k1 = many(params, x1, x2), one(params, x1, x2)
+                assert len(k4.sharding.device_set) == 4 or impl == "streamed", k4.sharding
+                np.testing.assert_allclose(np.asarray(k4), np.asarray(k1), rtol=1e-6, atol=1e-6)
+                np.testing.assert_allclose(np.asarray(many(params, x1)), np.asarray(one(params, x1)), rtol=1e-6, atol=1e-6)
+        print("ok")
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
