@@ -27,6 +27,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="13,21,42,87,100", help="comma-separated k-shot seeds")
     p.add_argument("--max-length", type=int, default=128, help="prompt length in tokens (the sentence is truncated)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--init-missing-head", action="store_true", help="initialise MLM-head weights the checkpoint lacks")
     p.add_argument("--out", default="runs/compare", help="output folder")
     args = p.parse_args(argv)
     try:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
     task = get_task(args.task)
     train, test = load_task_data(task, args.data_dir)
-    model = load_masked_lm(args.model)
+    model = load_masked_lm(args.model, init_missing_head=args.init_missing_head)
     f = PromptedClassifier.for_task(model, task)
     max_length = min(args.max_length, model.config.max_length)
     splits = [kshot_split(train, test, task.num_classes, args.k, seed) for seed in args.seeds]
