@@ -47,18 +47,10 @@ def build(model: str):
     import numpy as np
 
     n1, n2 = SIZES[model]
-    if model == "mlp":  # 3 hidden layers of width 2048, NTK parameterization
-        widths = [64, 2048, 2048, 2048, 2]
-        keys = jax.random.split(jax.random.PRNGKey(0), len(widths))
-        params = [jax.random.normal(k, (a, b)) for k, a, b in zip(keys, widths[:-1], widths[1:])]
+    if model == "mlp":
+        from bench_mlp import mlp, setup
 
-        def f(params, x):
-            for w in params[:-1]:
-                x = jax.nn.relu(x @ w / np.sqrt(x.shape[-1]))
-            return x @ params[-1] / np.sqrt(x.shape[-1])
-
-        x = jax.random.normal(keys[-1], (n1 + n2, 64))
-        return f, params, x[:n1], x[n1:]
+        return (mlp, *setup(n1, n2))
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import PromptedClassifier, encode
     from ntk_lab.tasks import TASKS, load_task_data
