@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from ntk_lab.errors import NtkLabError
+from ntk_lab.kernels import num_examples, take_examples
 
 
 def fingerprint(tree: Any) -> str:
@@ -82,13 +83,13 @@ def compute_kernel(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    n1 = int(jax.tree_util.tree_leaves(x1)[0].shape[0])
+    n1 = num_examples(x1)
     starts = range(0, n1, block)
     paths = [folder / f"rows_{s:07d}_{min(s + block, n1):07d}.npy" for s in starts]
     todo = [(s, p) for s, p in zip(starts, paths) if not p.exists()]
     for s, path in tqdm(todo, desc=desc, unit="block", disable=not todo, leave=False):
         rows = np.arange(s, min(s + block, n1))
-        values = np.asarray(kernel(params, jax.tree_util.tree_map(lambda a: a[rows], x1), x2))
+        values = np.asarray(kernel(params, take_examples(x1, rows), x2))
         check_finite(values, s)
         save_atomically(path, values)
     return np.concatenate([np.load(p) for p in paths])

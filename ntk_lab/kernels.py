@@ -86,11 +86,13 @@ def _binary(f: Callable[[Params, X], jax.Array]) -> Callable[[Params, X], jax.Ar
     return fb
 
 
-def _take(x: X, rows: np.ndarray) -> X:
+def take_examples(x: X, rows: np.ndarray) -> X:
+    """The examples ``rows`` of every array in the pytree ``x``."""
     return jax.tree_util.tree_map(lambda a: a[rows], x)
 
 
-def _num_examples(x: X) -> int:
+def num_examples(x: X) -> int:
+    """The length of the leading (example) axis of the pytree ``x``."""
     return int(jax.tree_util.tree_leaves(x)[0].shape[0])
 
 
@@ -151,10 +153,9 @@ def _streamed_block(g, theta, x1_block, x2, kind, chunk, eps):
     """Rows ``[b, c, n2, c]`` of the kernel for a block of x1, without x1's other Jacobians."""
     s1, s2 = _signs(kind, eps)
     j1 = s1(per_example_jacobian(g, theta, x1_block))  # leaves [b, c, ...]
-    x2 = x1_block if x2 is None else x2
     if kind == "signgd":  # sign(J2) is not linear in a tangent: contract x2's signed Jacobians by blocks
-        n2 = _num_examples(x2)
-        blocks = [s2(per_example_jacobian(g, theta, _take(x2, np.arange(s, min(s + chunk, n2)))))
+        n2 = num_examples(x2)
+        blocks = [s2(per_example_jacobian(g, theta, take_examples(x2, np.arange(s, min(s + chunk, n2)))))
                   for s in range(0, n2, chunk)]
         return jnp.concatenate([contract(j1, j2) for j2 in blocks], axis=2)
     b, c = j1[0].shape[:2]
@@ -206,11 +207,11 @@ def entk_fn(
 
     def run(params: Params, x1: X, x2: X | None) -> jax.Array:
         """Pad x1 to a multiple of the device count, shard it, run, and drop the padding rows."""
-        n = _num_examples(x1)
+        n = num_examples(x1)
         padded = -(-n // mesh.size) * mesh.size
-        x1p = jax.device_put(_take(x1, np.arange(padded).clip(max=n - 1)), rows)
+        x1p = jax.device_put(take_examples(x1, np.arange(padded).clip(max=n - 1)), rows)
         params = jax.device_put(params, replicated)
-        if x2 is None and padded == n and implementation != "streamed":
+        if x2 is None and padded == n:
             return symmetric_block(params, x1p)[:n]
         x2r = jax.device_put(x1 if x2 is None else x2, replicated)
         return sharded_block(params, x1p, x2r)[:n]
@@ -218,10 +219,10 @@ def entk_fn(
     def kernel(params: Params, x1: X, x2: X | None = None) -> jax.Array:
         if implementation != "streamed":
             return run(params, x1, x2)
-        n1 = _num_examples(x1)
+        n1 = num_examples(x1)
         x2 = x1 if x2 is None else x2
         return jnp.concatenate(
-            [run(params, _take(x1, np.arange(s, min(s + chunk, n1))), x2) for s in range(0, n1, chunk)]
+            [run(params, take_examples(x1, np.arange(s, min(s + chunk, n1))), x2) for s in range(0, n1, chunk)]
         )
 
     return kernel
