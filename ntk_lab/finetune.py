@@ -1,0 +1,214 @@
+"""Prompt-based fine-tuning with optax, and the diagnostics that test whether it behaves like a kernel.
+
+Training minimizes the mean loss over the k-shot train set of the classifier ``f(θ, x) -> [b, C]``
+(the label words' logits), moving only the parameters a ``param_filter`` selects:
+
+    cross-entropy   ℓ(F, y) = logsumexp(F) - F_y
+    mse             ℓ(F, y) = ½ ||F - e_y||²
+
+with SGD (``θ ← θ - η ∇L``), Adam, or SignGD (``θ ← θ - η sign ∇L``). There is no dropout, and the
+minibatch order comes from the seed, so a run is deterministic. The learning rate and the number of
+steps are chosen on the k-shot dev split: every ``eval_every`` steps the dev accuracy is measured
+and the parameters at the best (earliest on ties) checkpoint of the best learning rate are kept.
+
+Diagnostics (Malladi et al. 2023):
+
+- linearization: ``f_lin(θ_T, x) = f(θ0, x) + J0(x)(θ_T - θ0)`` on test, against ``f(θ_T, x)``;
+  ``linearization_fraction = (L(f0) - L(f_lin)) / (L(f0) - L(f_T))`` is the share of fine-tuning's
+  test-loss improvement over the pre-trained model that the linearized model recovers (1 when
+  fine-tuning is exactly kernel behaviour).
+- kernel drift: ``||K(θ_T) - K(θ0)||_F / ||K(θ0)||_F`` on the train set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ntk_lab.kernels import num_examples, restrict, take_examples
+from ntk_lab.linearized import linearize
+
+OPTIMIZERS = ("sgd", "adam", "signgd")
+LOSSES = ("ce", "mse")
+#: the kernel whose dynamics each optimizer follows in the lazy regime
+KERNEL_OF = {"sgd": "sgd", "signgd": "signgd", "adam": "asigngd"}
+
+
+def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    """``sgd``: ``-η g``; ``adam``: ``-η m̂ / (√v̂ + ε)``; ``signgd``: ``-η sign(g)``."""
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "adam":
+        return optax.adam(lr)
+    if name == "signgd":
+        return optax.sign_sgd(lr)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def loss_value(scores: jax.Array, labels: jax.Array, loss: str) -> jax.Array:
+    """Mean loss over the batch: cross-entropy ``logsumexp(F) - F_y`` or MSE ``½ ||F - e_y||²``."""
+    if loss == "ce":
+        return jnp.mean(jax.nn.logsumexp(scores, axis=1) - jnp.take_along_axis(scores, labels[:, None], 1)[:, 0])
+    if loss == "mse":
+        return jnp.mean(0.5 * jnp.sum((scores - jax.nn.one_hot(labels, scores.shape[1])) ** 2, axis=1))
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose argmax is the label."""
+    return float(np.mean(np.asarray(scores).argmax(1) == np.asarray(labels)))
+
+
+@dataclass
+class Run:
+    """One learning rate's training run: its curve, and the parameters at its best dev checkpoint."""
+
+    lr: float
+    steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    dev_accuracy: list[float] = field(default_factory=list)
+    best_step: int = 0
+    best_dev: float = -np.inf
+    best_theta: Any = None
+
+
+@dataclass
+class FinetuneResult:
+    """The dev-selected fine-tuned parameters and every learning rate's curve."""
+
+    params: Any  # the full parameter pytree at the selected checkpoint
+    lr: float
+    step: int
+    dev_accuracy: float
+    runs: list[Run]
+
+
+def _evaluate(g: Callable, theta: Any, x: Any, batch_size: int) -> np.ndarray:
+    n = num_examples(x)
+    out = []
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, start + batch_size).clip(max=n - 1)
+        out.append(np.asarray(g(theta, take_examples(x, rows)))[: min(batch_size, n - start)])
+    return np.concatenate(out)
+
+
+def train(
+    f: Callable[[Any, Any], jax.Array],
+    params0: Any,
+    x_train: Any,
+    y_train: np.ndarray,
+    x_dev: Any,
+    y_dev: np.ndarray,
+    *,
+    optimizer: str,
+    lrs: tuple[float, ...],
+    steps: int,
+    eval_every: int = 50,
+    loss: str = "ce",
+    batch_size: int | None = None,
+    param_filter: Callable[[tuple[str, ...]], bool] | None = None,
+    seed: int = 0,
+    eval_batch_size: int = 64,
+    keep: str = "best",
+    desc: str = "fine-tune",
+) -> FinetuneResult:
+    """Fine-tune ``f`` from ``params0`` for each learning rate; keep the best dev checkpoint.
+
+    ``x_train`` / ``x_dev`` are batches (pytrees with a leading example axis), ``y`` their labels
+    ``[n]``. ``batch_size=None`` is full-batch gradient descent; otherwise each epoch visits a
+    permutation of the train set drawn from ``seed``. Step 0 (the pre-trained model) is a checkpoint
+    too. A learning rate whose loss becomes NaN or Inf stops there and keeps its best checkpoint.
+    ``keep="last"`` keeps each run's last parameters instead of its best dev checkpoint.
+    """
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+    from tqdm.auto import tqdm
+
+    g, theta0 = restrict(f, params0, param_filter)
+    n = num_examples(x_train)
+    y_train_j = jnp.asarray(y_train)
+    g_jit = jax.jit(g)
+
+    def objective(theta, x, y):
+        return loss_value(g(theta, x), y, loss)
+
+    runs = []
+    for lr in lrs:
+        opt = make_optimizer(optimizer, lr)
+
+        @jax.jit
+        def step_fn(theta, state, x, y):
+            value, grads = jax.value_and_grad(objective)(theta, x, y)
+            updates, state = opt.update(grads, state, theta)
+            return optax.apply_updates(theta, updates), state, value
+
+        theta, state = theta0, opt.init(theta0)
+        rng = np.random.default_rng(seed)
+        order = np.arange(n)
+        run = Run(lr)
+        value = float(objective(theta, x_train, y_train_j))
+        for t in tqdm(range(steps + 1), desc=f"{desc} lr={lr:g}", unit="step", leave=False):
+            if t % eval_every == 0 or t == steps:
+                dev = accuracy(_evaluate(g_jit, theta, x_dev, eval_batch_size), y_dev)
+                run.steps.append(t)
+                run.train_loss.append(value)
+                run.dev_accuracy.append(dev)
+                if dev > run.best_dev or keep == "last":
+                    run.best_step, run.best_dev, run.best_theta = t, dev, theta
+            if t == steps or not np.isfinite(value):
+                break
+            if batch_size is None or batch_size >= n:
+                x, y = x_train, y_train_j
+            else:
+                position = (t * batch_size) % n
+                if position < batch_size:
+                    order = rng.permutation(n)
+                rows = order[position : position + batch_size]
+                x, y = take_examples(x_train, rows), y_train_j[rows]
+            theta, state, value = step_fn(theta, state, x, y)
+            value = float(value)
+        runs.append(run)
+    best = max(runs, key=lambda r: r.best_dev)  # first on ties: the smallest learning rate listed first
+    return FinetuneResult(_merge(params0, param_filter, best.best_theta), best.lr, best.best_step, best.best_dev, runs)
+
+
+def _merge(params0: Any, param_filter: Callable | None, theta: list[jax.Array]) -> Any:
+    """``params0`` with the moving leaves replaced by ``theta``."""
+    from ntk_lab.kernels import path_names
+
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params0)
+    it = iter(theta)
+    full = [next(it) if param_filter is None or param_filter(path_names(p)) else leaf for p, leaf in leaves]
+    return jax.tree_util.tree_unflatten(treedef, full)
+
+
+def linearized_outputs(
+    f: Callable[[Any, Any], jax.Array],
+    params0: Any,
+    params: Any,
+    x: Any,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """``f(θ0, x) + J0(x) (θ - θ0)`` ``[n, C]``, by one JVP per batch."""
+    f_lin = jax.jit(lambda p, xb: linearize(f, params0)(p, xb))
+    return _evaluate(f_lin, params, x, batch_size)
+
+
+def linearization_fraction(
+    f0: np.ndarray, f_lin: np.ndarray, f_ft: np.ndarray, labels: np.ndarray, loss: str = "ce"
+) -> float:
+    """``(L(f0) - L(f_lin)) / (L(f0) - L(f_T))`` on the given outputs ``[n, C]`` (NaN if FT did not move L)."""
+    value = lambda s: float(loss_value(jnp.asarray(s, jnp.float32), jnp.asarray(labels), loss))
+    gain = value(f0) - value(f_ft)
+    return float("nan") if gain == 0 else (value(f0) - value(f_lin)) / gain
+
+
+def kernel_drift(k0: np.ndarray, k_t: np.ndarray) -> float:
+    """``||K_T - K_0||_F / ||K_0||_F``."""
+    k0, k_t = np.asarray(k0, np.float64), np.asarray(k_t, np.float64)
+    return float(np.linalg.norm(k_t - k0) / np.linalg.norm(k0))

@@ -1,0 +1,102 @@
+"""Fine-tuning: determinism, dev selection, frozen parameters, and kernel behaviour in the lazy regime."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntk_lab import finetune, kernels, linearized
+
+KEYS = ("input_ids", "attention_mask", "mask_pos")
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.tasks import get_task, kshot_split, load_task_data
+
+    task = get_task("sst2")
+    train, test = load_task_data(task, "sample")
+    split = kshot_split(train, test, 2, 16, 13)
+    enc = [encode(task, part, tiny.tokenizer, 64) for part in (split.train, split.dev, split.test)]
+    xs = [{k: e[k] for k in KEYS} for e in enc]
+    return PromptedClassifier.for_task(tiny, task), tiny.params, xs, [e["labels"] for e in enc]
+
+
+def test_loss_values_against_numpy():
+    rng = np.random.default_rng(0)
+    scores, labels = rng.normal(size=(5, 3)), rng.integers(0, 3, 5)
+    ce = np.mean(np.log(np.exp(scores).sum(1)) - scores[np.arange(5), labels])
+    mse = np.mean(0.5 * ((scores - np.eye(3)[labels]) ** 2).sum(1))
+    np.testing.assert_allclose(finetune.loss_value(jnp.asarray(scores), jnp.asarray(labels), "ce"), ce, rtol=1e-6)
+    np.testing.assert_allclose(finetune.loss_value(jnp.asarray(scores), jnp.asarray(labels), "mse"), mse, rtol=1e-6)
+
+
+def test_signgd_step_is_lr_times_sign():
+    theta = {"w": jnp.array([1.0, -2.0, 3.0])}
+    grads = {"w": jnp.array([0.5, -1e-3, 0.0])}
+    opt = finetune.make_optimizer("signgd", 0.1)
+    updates, _ = opt.update(grads, opt.init(theta), theta)
+    np.testing.assert_allclose(updates["w"], [-0.1, 0.1, 0.0])
+
+
+def test_lazy_regime_fine_tuning_is_kernel_gradient_descent(setup):
+    """Tiny learning rate, MSE, full-batch SGD: FT follows gradient descent on the linearized model,
+    whose test outputs are the kernel predictor f0 + K* K⁻¹ (I - (I - ηK/n)^t)(y - f0)."""
+    f, params, (x_train, x_dev, x_test), (y_train, y_dev, y_test) = setup
+    lr, steps = 1e-3, 300
+    result = finetune.train(f, params, x_train, y_train, x_dev, y_dev, optimizer="sgd", lrs=(lr,), steps=steps,
+                            eval_every=steps, loss="mse", keep="last")
+    assert result.step == steps
+    apply = jax.jit(lambda p, x: f(p, x))
+    f0_train, f0_test = np.asarray(apply(params, x_train)), np.asarray(apply(params, x_test))
+    f_ft = np.asarray(apply(result.params, x_test))
+    kernel = kernels.entk_fn(f)
+    k_train = kernels.flatten_kernel(kernel(params, x_train))
+    k_test_train = kernels.flatten_kernel(kernel(params, x_test, x_train))
+    _, f_kernel = linearized.predict(k_train, np.asarray(k_test_train), f0_train, f0_test, np.eye(2)[y_train],
+                                     lr=lr, t=steps, normalization=len(y_train), discrete=True)
+    assert np.abs(f_ft - f0_test).mean() > 0.1  # the outputs did move
+    agreement = np.mean(f_ft.argmax(1) == f_kernel.argmax(1))
+    f_lin = finetune.linearized_outputs(f, params, result.params, x_test)
+    fraction = finetune.linearization_fraction(f0_test, f_lin, f_ft, y_test, "mse")
+    assert agreement >= 0.95, agreement
+    assert fraction >= 0.9, fraction
+
+
+def test_kernel_drift_is_first_order_in_the_learning_rate(setup):
+    """K(θ_T) - K(θ0) = O(η T): ten times the learning rate, about ten times the drift (as η -> 0)."""
+    f, params, (x_train, x_dev, _), (y_train, y_dev, _) = setup
+    kernel = kernels.entk_fn(f)
+    k0 = np.asarray(kernel(params, x_train))
+    drift = []
+    for lr in (1e-5, 1e-4):
+        result = finetune.train(f, params, x_train, y_train, x_dev, y_dev, optimizer="sgd", lrs=(lr,), steps=50,
+                                eval_every=50, loss="ce", keep="last")
+        drift.append(finetune.kernel_drift(k0, kernel(result.params, x_train)))
+    assert 1e-4 < drift[0] < 1e-2, drift
+    assert 8 < drift[1] / drift[0] < 13, drift
+
+
+def test_selection_deterministic_and_frozen_parameters(setup):
+    f, params, (x_train, x_dev, _), (y_train, y_dev, _) = setup
+    head_only = lambda path: path[0] == "lm_head"
+    run = lambda seed, keep: finetune.train(f, params, x_train, y_train, x_dev, y_dev, optimizer="adam",
+                                            lrs=(1e-3, 1e-2), steps=30, eval_every=10, batch_size=8,
+                                            param_filter=head_only, seed=seed, keep=keep)
+    a, b, c = run(0, "last"), run(0, "last"), run(1, "last")
+    leaves = lambda p: jax.tree_util.tree_leaves_with_path(p)
+    for (_, x), (_, y) in zip(leaves(a.params), leaves(b.params)):
+        np.testing.assert_array_equal(x, y)  # same seed, same minibatches: identical
+    assert any(not np.array_equal(x, y) for (_, x), (_, y) in zip(leaves(a.params), leaves(c.params)))
+    moved = 0
+    for (path, new), (_, old) in zip(leaves(a.params), leaves(params)):
+        if head_only(kernels.path_names(path)):
+            moved += not np.array_equal(new, old)
+        else:
+            np.testing.assert_array_equal(new, old)
+    assert moved > 0
+    best_run = run(0, "best")
+    best = max(best_run.runs, key=lambda r: max(r.dev_accuracy))
+    assert best_run.lr == best.lr and best_run.dev_accuracy == max(best.dev_accuracy)
+    assert best_run.step == best.steps[int(np.argmax(best.dev_accuracy))]
