@@ -1,21 +1,62 @@
-"""``python -m ntk_lab.compare``: prompted few-shot classification of a masked LM, per k-shot seed.
+"""``python -m ntk_lab.compare``: kernel regression with the eNTK against prompt-based fine-tuning.
 
-This stage measures the pre-trained model's zero-shot accuracy, ``argmax_c f(θ0, x)_c`` on the test
-set, for every seed's split; the kernel and fine-tuning columns build on it.
+For every k-shot seed, on the same model, parameters and split:
 
-Writes ``OUT/results.json``: ``{"task", "model", "k", "runs": [{"seed", "method", "accuracy"}, ...],
-"summary": {method: {"mean", "std"}}}``.
+- ``zero-shot``: the pre-trained classifier ``argmax_c f(θ0, x)_c``.
+- ``kernel-KIND``: the eNTK ``K(X_train, ·)`` of KIND (sgd, signgd, asigngd) at θ0, a kernel solver
+  fitted on train with ``f0`` as offset, its regularization and offset scale chosen on dev
+  (``ntk_lab.solvers``). A-SignGD uses the asymmetric LS-SVM.
+- ``ft-OPT``: fine-tuning with OPT (sgd, adam, signgd), learning rate and steps chosen on dev
+  (``ntk_lab.finetune``), with its linearization fraction and kernel drift.
+- agreement: the share of test examples on which ``kernel-sgd`` and ``ft-sgd`` (``kernel-asigngd``
+  and ``ft-adam``, ``kernel-signgd`` and ``ft-signgd``) predict the same label.
+
+Writes ``OUT/results.json`` ``{"task", "model", "k", "runs", "summary", "diagnostics", "timing"}``,
+``OUT/results.csv`` and the figures ``accuracy.png``, ``scatter.png``, ``curves.png``. Kernels are
+cached by content; each finished (seed, method) is kept under ``OUT/state``, so an interrupted run
+resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
 from ntk_lab.errors import NtkLabError, cli_main
+
+KIND_NAMES = ("sgd", "signgd", "asigngd")
+OPTIMIZER_NAMES = ("sgd", "adam", "signgd")
+COUNTERPART = {"kernel-sgd": "ft-sgd", "kernel-signgd": "ft-signgd", "kernel-asigngd": "ft-adam"}
+METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
+DIAGNOSTICS = ("f1", "agreement", "linearization", "kernel_drift")
+KEYS = ("input_ids", "attention_mask", "mask_pos")
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise NtkLabError(f"{option} must be comma-separated numbers, got '{text}'") from None
+    if not values:
+        raise NtkLabError(f"{option} is empty")
+    return values
+
+
+def _names(text: str, option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise NtkLabError(f"{option}: unknown {unknown}; choose from {', '.join(allowed)}")
+    return names
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -26,54 +67,340 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=16, help="examples per label in the train (and dev) split")
     p.add_argument("--seeds", default="13,21,42,87,100", help="comma-separated k-shot seeds")
     p.add_argument("--max-length", type=int, default=128, help="prompt length in tokens (the sentence is truncated)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="batch size for evaluating f")
     p.add_argument("--init-missing-head", action="store_true", help="initialise MLM-head weights the checkpoint lacks")
+    p.add_argument("--no-prompt", action="store_true", help="linear head on the first token instead of label-word logits")
+    p.add_argument("--kernels", default="sgd,asigngd", help="kernels to solve: sgd, signgd, asigngd")
+    p.add_argument("--solver", default="ridge", choices=("ridge", "svm", "logistic", "lssvm"),
+                   help="solver for the symmetric kernels (asigngd always uses the asymmetric LS-SVM)")
+    p.add_argument("--binary", default="auto", choices=("auto", "on", "off"),
+                   help="kernels of f_1 - f_0 (auto: for two-class tasks)")
+    p.add_argument("--implementation", default="streamed", choices=("jacobian", "streamed", "ntk_vp"),
+                   help="eNTK implementation (ntk_vp: sgd kernel only, the others fall back to streamed)")
+    p.add_argument("--chunk", type=int, default=8, help="x1 examples (or cotangents) in flight in the kernel")
+    p.add_argument("--kernel-block", type=int, default=32, help="train rows per kernel tile on disk")
+    p.add_argument("--column-block", type=int, default=128, help="examples per kernel column tile on disk")
+    p.add_argument("--optimizers", default="sgd,adam", help="fine-tuning optimizers: sgd, adam, signgd")
+    p.add_argument("--loss", default="ce", choices=("ce", "mse"))
+    p.add_argument("--steps", type=int, default=1000, help="fine-tuning steps per learning rate")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between dev evaluations")
+    p.add_argument("--ft-batch-size", type=int, default=0, help="fine-tuning minibatch (0: full batch)")
+    p.add_argument("--lr-sgd", default="1e-4,1e-3,1e-2")
+    p.add_argument("--lr-adam", default="1e-5,1e-4,1e-3")
+    p.add_argument("--lr-signgd", default="1e-5,1e-4,1e-3")
     p.add_argument("--out", default="runs/compare", help="output folder")
     args = p.parse_args(argv)
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise NtkLabError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    args.kernels = _names(args.kernels, "--kernels", KIND_NAMES)
+    args.optimizers = _names(args.optimizers, "--optimizers", OPTIMIZER_NAMES)
+    args.lrs = {name: _floats(getattr(args, f"lr_{name}"), f"--lr-{name}") for name in OPTIMIZER_NAMES}
+    for option in ("k", "steps", "eval_every", "chunk", "kernel_block", "column_block", "batch_size"):
+        if getattr(args, option) < 1:
+            raise NtkLabError(f"--{option.replace('_', '-')} must be at least 1")
     return args
 
 
-def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean and (population) standard deviation of ``accuracy`` per method over seeds."""
-    methods = dict.fromkeys(r["method"] for r in runs)
-    return {
-        m: {"mean": float(np.mean(a)), "std": float(np.std(a))}
-        for m in methods
-        for a in [[r["accuracy"] for r in runs if r["method"] == m]]
-    }
+def summarize(runs: list[dict], metric: str = "accuracy") -> dict[str, dict[str, float]]:
+    """Mean and (population) standard deviation of ``metric`` per method over seeds (NaN/None skipped)."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        values = [r[metric] for r in runs if r["method"] == method and r.get(metric) is not None]
+        values = [v for v in values if np.isfinite(v)]
+        if values:
+            out[method] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    return out
+
+
+def f1_score(pred: np.ndarray, labels: np.ndarray) -> float:
+    """F1 of the positive class (label 1), as GLUE reports it for MRPC and QQP."""
+    tp = float(np.sum((pred == 1) & (labels == 1)))
+    fp, fn = float(np.sum((pred == 1) & (labels != 1))), float(np.sum((pred != 1) & (labels == 1)))
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+@dataclass
+class Timer:
+    """Wall seconds per stage, summed over seeds."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+class State:
+    """Finished (seed, method) records and their test outputs under ``OUT/state/CONFIG``."""
+
+    def __init__(self, out: Path, config: dict[str, Any]) -> None:
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        self.folder = out / "state" / digest
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def load(self, seed: int, method: str) -> tuple[dict, dict[str, np.ndarray]] | None:
+        record, arrays = self.folder / f"{seed}-{method}.json", self.folder / f"{seed}-{method}.npz"
+        if not (record.exists() and arrays.exists()):
+            return None
+        with np.load(arrays) as data:
+            return json.loads(record.read_text()), dict(data)
+
+    def save(self, seed: int, method: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Arrays first, then the record: a record on disk always has its arrays."""
+        tmp = self.folder / f".{seed}-{method}.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(self.folder / f"{seed}-{method}.npz")
+        save_atomically_text(self.folder / f"{seed}-{method}.json", json.dumps(record))
+
+
+def save_atomically_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+@dataclass
+class Context:
+    """What every seed shares: the task, the classifier and its parameters, the options."""
+
+    args: argparse.Namespace
+    task: Any
+    model: Any
+    f: Any
+    binary: bool
+    timer: Timer
+    state: State
+    max_length: int
+    params_fingerprint: dict[int, str] = field(default_factory=dict)
+    kernel_fns: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def entk(self, kind: str, implementation: str) -> Any:
+        """One ``entk_fn`` per (kind, implementation), so its compiled code serves every seed."""
+        from ntk_lab.kernels import entk_fn
+
+        if implementation == "ntk_vp" and kind != "sgd":
+            implementation = "streamed"
+        if (kind, implementation) not in self.kernel_fns:
+            self.kernel_fns[kind, implementation] = entk_fn(
+                self.f, kind=kind, implementation=implementation, binary=self.binary, chunk=self.args.chunk
+            )
+        return self.kernel_fns[kind, implementation]
+
+
+def _subset(encoded: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in encoded.items()}
+
+
+def _inputs(encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: encoded[k] for k in KEYS}
+
+
+def _binary_outputs(scores: np.ndarray, binary: bool) -> np.ndarray:
+    return (scores[:, 1] - scores[:, 0])[:, None] if binary else scores
+
+
+def _params0(ctx: Context, seed: int) -> Any:
+    """θ0: the checkpoint's parameters (plus, without a prompt, a head drawn from the seed)."""
+    return ctx.f.init_params(seed) if ctx.args.no_prompt else ctx.model.params
+
+
+def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, seed: int) -> np.ndarray:
+    """``K(X_train, X_train ∪ X_dev ∪ X_test) [n, c, N, c]`` at θ0, through the on-disk kernel cache."""
+    from ntk_lab.cache import cache_dir
+    from ntk_lab.kernel_store import compute_kernel, fingerprint, kernel_key
+
+    args = ctx.args
+    kernel = ctx.entk(kind, args.implementation)
+    if seed not in ctx.params_fingerprint:
+        ctx.params_fingerprint[seed] = fingerprint(params0)
+    key = kernel_key(model=args.model, kind=kind, subset="full" + ("-noprompt" if args.no_prompt else ""),
+                     x1=x_train, x2=x_all, binary=ctx.binary, params=ctx.params_fingerprint[seed])
+    return compute_kernel(kernel, params0, x_train, x_all, cache_dir("kernels", key), block=args.kernel_block,
+                          column_block=args.column_block, desc=f"kernel {kind} seed {seed}")
+
+
+def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
+    """Every method's record for one k-shot split, and the test outputs each produced."""
+    from ntk_lab import finetune, solvers
+    from ntk_lab.prompts import batched_outputs, encode
+
+    args, task, seed = ctx.args, ctx.task, split.seed
+    n, d = len(split.train), len(split.dev)
+    with ctx.timer.stage("tokenize"):
+        encoded = encode(task, split.train + split.dev + split.test, ctx.model.tokenizer, ctx.max_length,
+                         prompt=not args.no_prompt, pad_multiple=16)
+    parts = {"train": slice(0, n), "dev": slice(n, n + d), "test": slice(n + d, None)}
+    y = {name: encoded["labels"][rows] for name, rows in parts.items()}
+    x = {name: _inputs(_subset(encoded, rows)) for name, rows in parts.items()}
+    params0 = _params0(ctx, seed)
+    with ctx.timer.stage("f0"):
+        f0 = batched_outputs(ctx.f, params0, encoded, args.batch_size, desc=f"f0 seed {seed}")
+    f0b = {name: _binary_outputs(f0[rows], ctx.binary) for name, rows in parts.items()}
+
+    def scored(method: str, record: dict, pred: np.ndarray) -> dict:
+        record = {"seed": seed, "method": method, "accuracy": float(np.mean(pred == y["test"])), **record}
+        if task.f1:
+            record["f1"] = f1_score(pred, y["test"])
+        return record
+
+    records, outputs = [], {}
+    zero = scored("zero-shot", {}, f0[parts["test"]].argmax(1))
+    records.append(zero)
+    outputs["zero-shot"] = {"test": f0[parts["test"]]}
+
+    kernels_at_init: dict[str, np.ndarray] = {}
+    for kind in args.kernels:
+        method = f"kernel-{kind}"
+        cached = ctx.state.load(seed, method)
+        if cached is None:
+            with ctx.timer.stage("kernels"):
+                k = _kernel(ctx, kind, params0, x["train"], _inputs(encoded), seed)
+            with ctx.timer.stage("solve"):
+                solver = "asym-lssvm" if kind == "asigngd" else args.solver
+                chosen = solvers.select(solver, k[:, :, parts["train"]], y["train"], f0b["train"],
+                                        k[:, :, parts["dev"]], y["dev"], f0b["dev"])
+                scores = chosen.fit.decision(k[:, :, parts["test"]], f0b["test"])
+            record = scored(method, {"solver": solver, "lambda": chosen.lam, "scale": chosen.scale,
+                                     "dev_accuracy": chosen.dev_accuracy}, solvers.predict_labels(scores))
+            cached = record, {"test": scores, "k_train": k[:, :, parts["train"]]}
+            ctx.state.save(seed, method, *cached)
+        records.append(cached[0])
+        outputs[method] = cached[1]
+        kernels_at_init[kind] = cached[1]["k_train"]
+
+    for name in args.optimizers:
+        method = f"ft-{name}"
+        cached = ctx.state.load(seed, method)
+        if cached is None:
+            with ctx.timer.stage("fine-tune"):
+                result = finetune.train(
+                    ctx.f, params0, x["train"], y["train"], x["dev"], y["dev"], optimizer=name, lrs=args.lrs[name],
+                    steps=args.steps, eval_every=args.eval_every, loss=args.loss,
+                    batch_size=args.ft_batch_size or None, seed=seed, eval_batch_size=args.batch_size,
+                    desc=f"{method} seed {seed}",
+                )
+                test_encoded = _subset(encoded, parts["test"])
+                f_ft = batched_outputs(ctx.f, result.params, test_encoded, args.batch_size, desc=f"{method} test")
+                f_lin = finetune.linearized_outputs(ctx.f, params0, result.params, x["test"], args.batch_size)
+            with ctx.timer.stage("kernels"):
+                kind = finetune.KERNEL_OF[name]
+                kernel = ctx.entk(kind, "jacobian")
+                k0 = kernels_at_init.get(kind)
+                if k0 is None:
+                    k0 = np.asarray(kernel(params0, x["train"]))
+                drift = finetune.kernel_drift(k0, np.asarray(kernel(result.params, x["train"])))
+            fraction = finetune.linearization_fraction(f0[parts["test"]], f_lin, f_ft, y["test"], args.loss)
+            best = next(r for r in result.runs if r.lr == result.lr)
+            record = scored(method, {
+                "lr": result.lr, "step": result.step, "dev_accuracy": result.dev_accuracy,
+                "linearization": None if not np.isfinite(fraction) else fraction,
+                "linearized_accuracy": float(np.mean(f_lin.argmax(1) == y["test"])),
+                "kernel_drift": drift,
+                "curve": {"lr": best.lr, "steps": best.steps, "train_loss": best.train_loss,
+                          "dev_accuracy": best.dev_accuracy},
+            }, f_ft.argmax(1))
+            cached = record, {"test": f_ft}
+            ctx.state.save(seed, method, *cached)
+        records.append(cached[0])
+        outputs[method] = cached[1]
+
+    for record in records:
+        partner = COUNTERPART.get(record["method"])
+        if partner in outputs:
+            kernel_pred = solvers.predict_labels(outputs[record["method"]]["test"])
+            record["agreement"] = float(np.mean(kernel_pred == outputs[partner]["test"].argmax(1)))
+    return records, outputs
+
+
+def _table(results: dict, methods: list[str], seeds: list[int]) -> str:
+    """Methods down, seeds across, then mean ± std; the diagnostics below the accuracies."""
+    runs = results["runs"]
+    value = lambda m, s, key: next((r.get(key) for r in runs if r["method"] == m and r["seed"] == s), None)
+    cell = lambda v: f"{v:7.3f}" if isinstance(v, (int, float)) and np.isfinite(v) else f"{'-':>7}"
+    lines = [f"{'':<28}" + "".join(f"{s:>7}" for s in seeds) + "   mean ± std"]
+    for key in ("accuracy", *DIAGNOSTICS):
+        summary = summarize(runs, key)
+        for m in methods:
+            if m not in summary:
+                continue
+            label = m if key == "accuracy" else f"{m} {key}"
+            lines.append(f"{label:<28}" + "".join(cell(value(m, s, key)) for s in seeds)
+                         + f"   {summary[m]['mean']:.3f} ± {summary[m]['std']:.3f}")
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, runs: list[dict]) -> None:
+    columns = ["seed", "method", "accuracy", *DIAGNOSTICS, "linearized_accuracy", "dev_accuracy", "lr", "step",
+               "solver", "lambda", "scale"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(runs)
+
+
+def _figures(out: Path, results: dict, methods: list[str], outputs: dict, seed: int, title: str) -> None:
+    from ntk_lab import figures
+
+    figures.accuracy_figure(results["runs"], methods, out / "accuracy.png", title)
+    pairs = [(k, outputs[k]["test"], ft, outputs[ft]["test"]) for k, ft in COUNTERPART.items()
+             if k in outputs and ft in outputs]
+    if pairs:
+        figures.scatter_figure(pairs, out / "scatter.png", f"{title}, seed {seed}, test")
+    records = {r["method"]: r for r in results["runs"] if r["seed"] == seed}
+    kernel_of = {ft: k for k, ft in COUNTERPART.items()}
+    curves = [(m, records[m]["curve"], kernel_of[m] if kernel_of[m] in records else None,
+               records[kernel_of[m]]["dev_accuracy"] if kernel_of[m] in records else None)
+              for m in methods if m.startswith("ft-")]
+    if curves:
+        figures.curve_figure(curves, out / "curves.png", f"{title}, seed {seed}")
 
 
 def main(argv: list[str] | None = None) -> None:
     from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.prompts import HeadClassifier, PromptedClassifier
     from ntk_lab.tasks import get_task, kshot_split, load_task_data
 
     args = _parse(argv)
     task = get_task(args.task)
     train, test = load_task_data(task, args.data_dir)
     model = load_masked_lm(args.model, init_missing_head=args.init_missing_head)
-    f = PromptedClassifier.for_task(model, task)
-    max_length = min(args.max_length, model.config.max_length)
-    splits = [kshot_split(train, test, task.num_classes, args.k, seed) for seed in args.seeds]
-    encoded = encode(task, splits[0].test, model.tokenizer, max_length)  # the test set is the same for every seed
-    f0 = f.logits(model.params, encoded, args.batch_size, desc="zero-shot")
-    zero_shot = float(np.mean(f0.argmax(1) == encoded["labels"]))
-    runs = [{"seed": split.seed, "method": "zero-shot", "accuracy": zero_shot} for split in splits]
+    f = HeadClassifier(model, task.num_classes) if args.no_prompt else PromptedClassifier.for_task(model, task)
+    binary = args.binary == "on" or (args.binary == "auto" and task.num_classes == 2)
+    if binary and task.num_classes != 2:
+        raise NtkLabError(f"--binary on needs a two-class task; {task.name} has {task.num_classes} classes")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"task": task.name, "model": args.model, "k": args.k, "runs": runs, "summary": summarize(runs)}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"{task.name}, {args.model}, k={args.k}, test n={len(splits[0].test)}")
-    print(f"{'seed':>6}  {'method':<12} {'accuracy':>8}")
-    for r in runs:
-        print(f"{r['seed']:>6}  {r['method']:<12} {r['accuracy']:>8.3f}")
-    for m, s in results["summary"].items():
-        print(f"{'mean':>6}  {m:<12} {s['mean']:>8.3f} ± {s['std']:.3f}")
-    print(f"wrote {out / 'results.json'}")
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "seeds")}
+    ctx = Context(args, task, model, f, binary, Timer(), State(out, config), min(args.max_length, model.config.max_length))
+    splits = [kshot_split(train, test, task.num_classes, args.k, seed) for seed in args.seeds]
+    print(f"{task.name}, {args.model}, k={args.k}, train n={len(splits[0].train)}, test n={len(splits[0].test)}, "
+          f"{'binary ' if binary else ''}kernels {', '.join(args.kernels)}, fine-tuning {', '.join(args.optimizers)}"
+          f"{', no prompt' if args.no_prompt else ''}", flush=True)
+    runs, first_outputs = [], None
+    for split in splits:
+        records, outputs = run_seed(ctx, split)
+        runs += records
+        first_outputs = first_outputs or outputs
+        print(f"seed {split.seed}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in records), flush=True)
+    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
+    results = {
+        "task": task.name, "model": args.model, "k": args.k, "runs": runs, "summary": summarize(runs),
+        "diagnostics": {key: summarize(runs, key) for key in (*DIAGNOSTICS, "linearized_accuracy")},
+        "timing": {k: round(v, 3) for k, v in ctx.timer.seconds.items()},
+        "config": {**config, "binary": binary, "seeds": args.seeds},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    _write_csv(out / "results.csv", runs)
+    _figures(out, results, methods, first_outputs, args.seeds[0], f"{task.name}, {Path(args.model).name}, k={args.k}")
+    print(_table(results, methods, args.seeds))
+    print(f"wrote {out / 'results.json'}, results.csv, accuracy.png, scatter.png, curves.png")
 
 
 cli = cli_main(main)

@@ -25,12 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ntk_lab.kernels import num_examples, restrict, take_examples
+from ntk_lab.kernels import num_examples, path_names, take_examples
 from ntk_lab.linearized import linearize
 
 OPTIMIZERS = ("sgd", "adam", "signgd")
@@ -39,15 +41,18 @@ LOSSES = ("ce", "mse")
 KERNEL_OF = {"sgd": "sgd", "signgd": "signgd", "adam": "asigngd"}
 
 
+_FACTORIES = {"sgd": optax.sgd, "adam": optax.adam, "signgd": optax.sign_sgd}
+
+
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    """``sgd``: ``-η g``; ``adam``: ``-η m̂ / (√v̂ + ε)``; ``signgd``: ``-η sign(g)``."""
-    if name == "sgd":
-        return optax.sgd(lr)
-    if name == "adam":
-        return optax.adam(lr)
-    if name == "signgd":
-        return optax.sign_sgd(lr)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    """``sgd``: ``-η g``; ``adam``: ``-η m̂ / (√v̂ + ε)``; ``signgd``: ``-η sign(g)``.
+
+    The learning rate is a hyperparameter in the optimizer state (``optax.inject_hyperparams``), so
+    one compiled step serves every learning rate.
+    """
+    if name not in _FACTORIES:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    return optax.inject_hyperparams(_FACTORIES[name])(learning_rate=lr)
 
 
 def loss_value(scores: jax.Array, labels: jax.Array, loss: str) -> jax.Array:
@@ -88,13 +93,48 @@ class FinetuneResult:
     runs: list[Run]
 
 
-def _evaluate(g: Callable, theta: Any, x: Any, batch_size: int) -> np.ndarray:
+def _evaluate(apply: Callable, params: Any, x: Any, batch_size: int) -> np.ndarray:
+    """``apply(params, batch)`` over ``x`` in batches of ``batch_size`` (the last one padded)."""
     n = num_examples(x)
     out = []
     for start in range(0, n, batch_size):
         rows = np.arange(start, start + batch_size).clip(max=n - 1)
-        out.append(np.asarray(g(theta, take_examples(x, rows)))[: min(batch_size, n - start)])
+        out.append(np.asarray(apply(params, take_examples(x, rows)))[: min(batch_size, n - start)])
     return np.concatenate(out)
+
+
+def split_params(params: Any, param_filter: Callable[[tuple[str, ...]], bool] | None) -> tuple[list, list, Any, tuple]:
+    """``(moving leaves, frozen leaves, treedef, chosen)``: the leaves ``param_filter`` selects, and the rest."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    chosen = tuple(param_filter is None or bool(param_filter(path_names(p))) for p, _ in leaves)
+    if not any(chosen):
+        raise ValueError("param_filter selects no parameters")
+    theta = [leaf for (_, leaf), c in zip(leaves, chosen) if c]
+    frozen = [leaf for (_, leaf), c in zip(leaves, chosen) if not c]
+    return theta, frozen, treedef, chosen
+
+
+def merge_params(theta: list, frozen: list, treedef: Any, chosen: tuple) -> Any:
+    """The inverse of ``split_params``."""
+    moving, fixed = iter(theta), iter(frozen)
+    return jax.tree_util.tree_unflatten(treedef, [next(moving) if c else next(fixed) for c in chosen])
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(f: Callable, treedef: Any, chosen: tuple, optimizer: str, loss: str) -> tuple[Callable, Callable]:
+    """Jitted ``step(θ, frozen, state, x, y)`` and ``outputs(θ, frozen, x)``, built once per
+    (classifier, parameter layout, optimizer, loss) and reused across seeds and learning rates."""
+    opt = make_optimizer(optimizer, 0.0)
+
+    def outputs(theta, frozen, x):
+        return f(merge_params(theta, frozen, treedef, chosen), x)
+
+    def step(theta, frozen, state, x, y):
+        value, grads = jax.value_and_grad(lambda t: loss_value(outputs(t, frozen, x), y, loss))(theta)
+        updates, state = opt.update(grads, state, theta)
+        return optax.apply_updates(theta, updates), state, value
+
+    return jax.jit(step), jax.jit(outputs)
 
 
 def train(
@@ -129,32 +169,22 @@ def train(
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     from tqdm.auto import tqdm
 
-    g, theta0 = restrict(f, params0, param_filter)
+    theta0, frozen, treedef, chosen = split_params(params0, param_filter)
+    step_fn, outputs = _compiled(f, treedef, chosen, optimizer, loss)
+    apply = lambda theta, xb: outputs(theta, frozen, xb)
     n = num_examples(x_train)
     y_train_j = jnp.asarray(y_train)
-    g_jit = jax.jit(g)
-
-    def objective(theta, x, y):
-        return loss_value(g(theta, x), y, loss)
-
     runs = []
     for lr in lrs:
         opt = make_optimizer(optimizer, lr)
-
-        @jax.jit
-        def step_fn(theta, state, x, y):
-            value, grads = jax.value_and_grad(objective)(theta, x, y)
-            updates, state = opt.update(grads, state, theta)
-            return optax.apply_updates(theta, updates), state, value
-
         theta, state = theta0, opt.init(theta0)
         rng = np.random.default_rng(seed)
         order = np.arange(n)
         run = Run(lr)
-        value = float(objective(theta, x_train, y_train_j))
+        value = float(loss_value(apply(theta, x_train), y_train_j, loss))
         for t in tqdm(range(steps + 1), desc=f"{desc} lr={lr:g}", unit="step", leave=False):
             if t % eval_every == 0 or t == steps:
-                dev = accuracy(_evaluate(g_jit, theta, x_dev, eval_batch_size), y_dev)
+                dev = accuracy(_evaluate(apply, theta, x_dev, eval_batch_size), y_dev)
                 run.steps.append(t)
                 run.train_loss.append(value)
                 run.dev_accuracy.append(dev)
@@ -170,21 +200,12 @@ def train(
                     order = rng.permutation(n)
                 rows = order[position : position + batch_size]
                 x, y = take_examples(x_train, rows), y_train_j[rows]
-            theta, state, value = step_fn(theta, state, x, y)
+            theta, state, value = step_fn(theta, frozen, state, x, y)
             value = float(value)
         runs.append(run)
     best = max(runs, key=lambda r: r.best_dev)  # first on ties: the smallest learning rate listed first
-    return FinetuneResult(_merge(params0, param_filter, best.best_theta), best.lr, best.best_step, best.best_dev, runs)
-
-
-def _merge(params0: Any, param_filter: Callable | None, theta: list[jax.Array]) -> Any:
-    """``params0`` with the moving leaves replaced by ``theta``."""
-    from ntk_lab.kernels import path_names
-
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params0)
-    it = iter(theta)
-    full = [next(it) if param_filter is None or param_filter(path_names(p)) else leaf for p, leaf in leaves]
-    return jax.tree_util.tree_unflatten(treedef, full)
+    params = merge_params(best.best_theta, frozen, treedef, chosen)
+    return FinetuneResult(params, best.lr, best.best_step, best.best_dev, runs)
 
 
 def linearized_outputs(
@@ -195,8 +216,14 @@ def linearized_outputs(
     batch_size: int = 64,
 ) -> np.ndarray:
     """``f(θ0, x) + J0(x) (θ - θ0)`` ``[n, C]``, by one JVP per batch."""
-    f_lin = jax.jit(lambda p, xb: linearize(f, params0)(p, xb))
-    return _evaluate(f_lin, params, x, batch_size)
+    f_lin = _linearized(f)
+    return _evaluate(lambda p, xb: f_lin(params0, p, xb), params, x, batch_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _linearized(f: Callable) -> Callable:
+    """Jitted ``(θ0, θ, x) -> f_lin(θ, x)`` around ``θ0`` (θ0 an argument, not a baked-in constant)."""
+    return jax.jit(lambda params0, params, x: linearize(f, params0)(params, x))
 
 
 def linearization_fraction(

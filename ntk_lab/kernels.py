@@ -155,9 +155,12 @@ def _streamed_block(g, theta, x1_block, x2, kind, chunk, eps):
     j1 = s1(per_example_jacobian(g, theta, x1_block))  # leaves [b, c, ...]
     if kind == "signgd":  # sign(J2) is not linear in a tangent: contract x2's signed Jacobians by blocks
         n2 = num_examples(x2)
-        blocks = [s2(per_example_jacobian(g, theta, take_examples(x2, np.arange(s, min(s + chunk, n2)))))
-                  for s in range(0, n2, chunk)]
-        return jnp.concatenate([contract(j1, j2) for j2 in blocks], axis=2)
+        blocks = -(-n2 // chunk)
+        padded = take_examples(x2, np.arange(blocks * chunk).clip(max=n2 - 1))
+        stacked = jax.tree_util.tree_map(lambda a: a.reshape(blocks, chunk, *a.shape[1:]), padded)
+        out = jax.lax.map(lambda xb: contract(j1, s2(per_example_jacobian(g, theta, xb))), stacked)  # [nb, b, c, chunk, c]
+        out = out.transpose(1, 2, 0, 3, 4)
+        return out.reshape(*out.shape[:2], blocks * chunk, out.shape[-1])[:, :, :n2]
     b, c = j1[0].shape[:2]
     tangents = [v.reshape(b * c, *v.shape[2:]) for v in j1]
     rows = jax.vmap(lambda t: jax.jvp(lambda th: g(th, x2), (theta,), (t,))[1])(tangents)  # [b*c, n2, c]

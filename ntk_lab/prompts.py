@@ -11,6 +11,7 @@ position, ``f(θ, x) = [logit_θ(x, <mask> = w_c)]_{c=1..C}``, shape ``[b, C]``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +34,12 @@ _MODIFIERS = {
 }
 
 
-def parse_template(template: str) -> list[tuple[str, str, str | None]]:
+def parse_template(template: str, require_mask: bool = True) -> list[tuple[str, str, str | None]]:
     """Split a template into parts ``(kind, value, modifier)``: kind is ``text``, ``field`` or ``mask``.
 
     Whitespace before a field moves into the field (so byte-level BPE sees `` word``); whitespace
-    before the mask is dropped (the label word carries it).
+    before the mask is dropped (the label word carries it). A prompt template has exactly one mask;
+    ``require_mask=False`` also accepts none (the plain, no-prompt input).
     """
     parts: list[tuple[str, str, str | None]] = []
     position = 0
@@ -58,7 +60,8 @@ def parse_template(template: str) -> list[tuple[str, str, str | None]]:
             parts.append(("field", leading + match.group(1), match.group(2)))
     if template[position:].strip():
         parts.append(("text", template[position:], None))
-    if [k for k, _, _ in parts].count("mask") != 1:
+    masks = [k for k, _, _ in parts].count("mask")
+    if masks > 1 or (require_mask and masks == 0):
         raise NtkLabError(f"template {template!r} must contain <mask> exactly once")
     return parts
 
@@ -102,15 +105,29 @@ def _truncate(pieces: list[list[int]], is_field: list[bool], budget: int) -> lis
     return pieces
 
 
+def plain_template(task: Task, tokenizer: Any) -> str:
+    """The no-prompt input: the task's fields in template order, separated by the separator token."""
+    fields = [value.strip() for kind, value, _ in parse_template(task.template) if kind == "field"]
+    return f" {tokenizer.sep_token} ".join("{" + name + "}" for name in fields)
+
+
 def encode(
-    task: Task, examples: list[Example], tokenizer: Any, max_length: int = 128
+    task: Task,
+    examples: list[Example],
+    tokenizer: Any,
+    max_length: int = 128,
+    prompt: bool = True,
+    pad_multiple: int = 1,
 ) -> dict[str, np.ndarray]:
-    """Token ids for prompted examples, padded to the longest one.
+    """Token ids for prompted examples, padded to the longest one (rounded up to ``pad_multiple``,
+    so that different sets share a compiled shape).
 
     Returns ``input_ids [n, l]``, ``attention_mask [n, l]``, ``mask_pos [n]`` (the mask's index) and
-    ``labels [n]``.
+    ``labels [n]``. ``prompt=False`` encodes the plain input (``plain_template``) with ``mask_pos = 0``,
+    the first token.
     """
-    parts = parse_template(task.template)
+    template = task.template if prompt else plain_template(task, tokenizer)
+    parts = parse_template(template, require_mask=prompt)
     budget = max_length - 2
     rows, positions = [], []
     tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -126,10 +143,14 @@ def encode(
                 pieces.append(list(literal[value]) if kind == "text" else [tokenizer.mask_token_id])
             is_field.append(kind == "field")
         pieces = _truncate(pieces, is_field, budget)
-        mask_piece = [k for k, _, _ in parts].index("mask")
-        positions.append(1 + sum(len(p) for p in pieces[:mask_piece]))
+        if prompt:
+            mask_piece = [k for k, _, _ in parts].index("mask")
+            positions.append(1 + sum(len(p) for p in pieces[:mask_piece]))
+        else:
+            positions.append(0)
         rows.append([tokenizer.cls_token_id, *(t for p in pieces for t in p), tokenizer.sep_token_id])
-    length = max(map(len, rows))
+    longest = max(map(len, rows))
+    length = min(-(-longest // pad_multiple) * pad_multiple, max(longest, max_length))
     input_ids = np.full((len(rows), length), tokenizer.pad_token_id, np.int32)
     attention_mask = np.zeros((len(rows), length), np.int32)
     for i, row in enumerate(rows):
@@ -143,7 +164,33 @@ def encode(
     }
 
 
-@dataclass(frozen=True)
+@functools.lru_cache(maxsize=16)
+def _jitted(f: Any) -> Any:
+    """One compiled ``f`` per classifier (classifiers hash by identity)."""
+    return jax.jit(lambda params, batch: f(params, batch))
+
+
+def batched_outputs(
+    f: Any, params: Any, encoded: dict[str, np.ndarray], batch_size: int = 32, desc: str = "f"
+) -> np.ndarray:
+    """``f(params, batch)`` on every example of ``encoded`` (from ``encode``), ``[n, C]``, in jitted batches.
+
+    The last batch is padded to ``batch_size`` so that one compiled shape serves the whole set.
+    """
+    from tqdm.auto import tqdm
+
+    apply = _jitted(f)
+    n = len(encoded["labels"])
+    keys = ("input_ids", "attention_mask", "mask_pos")
+    out = []
+    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
+        stop = min(start + batch_size, n)
+        rows = np.arange(start, start + batch_size).clip(max=n - 1)
+        out.append(np.asarray(apply(params, {k: encoded[k][rows] for k in keys}))[: stop - start])
+    return np.concatenate(out)
+
+
+@dataclass(frozen=True, eq=False)
 class PromptedClassifier:
     """``f(params, batch) -> [b, C]``: the label words' logits at the mask position.
 
@@ -158,23 +205,38 @@ class PromptedClassifier:
         return cls(model, label_word_ids(task, model.tokenizer))
 
     def logits(self, params: Any, encoded: dict[str, np.ndarray], batch_size: int = 32, desc: str = "f") -> np.ndarray:
-        """``f`` on every example of ``encoded`` (from ``encode``), ``[n, C]``, in jitted batches.
-
-        The last batch is padded to ``batch_size`` so that one compiled shape serves the whole set.
-        """
-        from tqdm.auto import tqdm
-
-        f = jax.jit(self.__call__)
-        n = len(encoded["labels"])
-        keys = ("input_ids", "attention_mask", "mask_pos")
-        out = []
-        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
-            stop = min(start + batch_size, n)
-            rows = np.arange(start, start + batch_size).clip(max=n - 1)
-            out.append(np.asarray(f(params, {k: encoded[k][rows] for k in keys}))[: stop - start])
-        return np.concatenate(out)
+        """``f`` on every example of ``encoded`` (from ``encode``), ``[n, C]`` (``batched_outputs``)."""
+        return batched_outputs(self, params, encoded, batch_size, desc)
 
     def __call__(self, params: Any, batch: Batch) -> jax.Array:
         hidden = self.model.encode(params, batch["input_ids"], batch["attention_mask"])  # [b, l, h]
         at_mask = jnp.take_along_axis(hidden, batch["mask_pos"][:, None, None], axis=1)[:, 0]  # [b, h]
         return self.model.vocab_logits(params, at_mask, jnp.asarray(self.label_ids))
+
+
+@dataclass(frozen=True, eq=False)
+class HeadClassifier:
+    """The no-prompt contrast: ``f(params, batch) = h_first(x) W + b``, ``[b, C]``.
+
+    A new linear head on the first token's final hidden state (standard fine-tuning's input, no
+    template, no label words). ``params = {"lm": encoder params, "head": {"kernel": [h, C], "bias": [C]}}``.
+    """
+
+    model: LoadedMaskedLM
+    num_classes: int
+
+    def init_params(self, seed: int = 0) -> dict[str, Any]:
+        """The model's parameters with a head drawn from ``N(0, initializer_range²)`` and a zero bias."""
+        h = self.model.config.hidden_size
+        std = getattr(self.model.hf_config, "initializer_range", 0.02)
+        kernel = std * jax.random.normal(jax.random.PRNGKey(seed), (h, self.num_classes), jnp.float32)
+        return {"lm": self.model.params, "head": {"kernel": kernel, "bias": jnp.zeros(self.num_classes)}}
+
+    def logits(self, params: Any, encoded: dict[str, np.ndarray], batch_size: int = 32, desc: str = "f") -> np.ndarray:
+        """``f`` on every example of ``encoded``, ``[n, C]`` (see ``PromptedClassifier.logits``)."""
+        return batched_outputs(self, params, encoded, batch_size, desc)
+
+    def __call__(self, params: Any, batch: Batch) -> jax.Array:
+        hidden = self.model.encode(params["lm"], batch["input_ids"], batch["attention_mask"])  # [b, l, h]
+        first = jnp.take_along_axis(hidden, batch["mask_pos"][:, None, None], axis=1)[:, 0]  # [b, h]
+        return first @ params["head"]["kernel"] + params["head"]["bias"]

@@ -47,6 +47,16 @@ def test_interrupted_run_resumes_to_the_identical_kernel(tmp_path) -> None:
     np.testing.assert_allclose(resumed, whole, rtol=0, atol=1e-5 * np.abs(whole).max())  # float32 blocks vs whole
 
 
+def test_row_and_column_tiles_assemble_the_kernel_and_name_nan_columns(tmp_path) -> None:
+    kernel = entk_fn(f)
+    tiled = compute_kernel(kernel, PARAMS, X1, X2, tmp_path / "tiles", block=4, column_block=3)
+    assert len(list((tmp_path / "tiles").glob("rows_*_cols_*.npy"))) == 3 * 2
+    np.testing.assert_allclose(tiled, kernel(PARAMS, X1, X2), rtol=1e-5, atol=1e-5)
+    bad = X2.at[3, 1].set(jnp.inf)
+    with pytest.raises(NtkLabError, match=r"against x2 examples \[3\]"):
+        compute_kernel(kernel, PARAMS, X1, bad, tmp_path / "bad", block=4, column_block=3)
+
+
 def test_nan_block_names_the_examples(tmp_path) -> None:
     bad = X1.at[4, 0].set(jnp.nan)
     with pytest.raises(NtkLabError, match=r"NaN/Inf at x1 examples \[4\] against x2 examples \[0, 1, 2, 3\]"):

@@ -184,19 +184,3 @@ def test_glue_task_without_data_dir_offline_is_one_line(monkeypatch) -> None:
         load_task_data(TASKS["rte"], None)
     message = str(e.value)
     assert "\n" not in message and "put train.tsv and dev.tsv (GLUE TSV with a header row) in DIR/RTE/" in message
-
-
-def test_compare_cli_end_to_end_offline(tmp_path, capsys) -> None:
-    import json
-
-    from ntk_lab.compare import cli
-
-    cli(["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--seeds", "13,21", "--out", str(tmp_path)])
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["task"] == "sst2" and results["k"] == 16 and len(results["runs"]) == 2
-    assert all(r["method"] == "zero-shot" and 0 <= r["accuracy"] <= 1 for r in results["runs"])
-    assert results["summary"]["zero-shot"]["std"] == 0.0  # zero-shot does not depend on the split
-    assert "zero-shot" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as e:
-        cli(["--task", "nope", "--model", "tiny"])
-    assert e.value.code == 2 and "error: unknown task 'nope'" in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""The compare CLI end to end on the tiny model: results.json's schema, resume, figures, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ntk_lab.compare import COUNTERPART, METHOD_ORDER, cli, f1_score
+
+FAST = ["--model", "tiny", "--steps", "20", "--eval-every", "10", "--lr-sgd", "1e-3,1e-2", "--lr-adam", "1e-4,1e-3"]
+
+
+def _check_results(results: dict, methods: set[str], seeds: list[int]) -> None:
+    assert {r["method"] for r in results["runs"]} == methods
+    assert sorted({r["seed"] for r in results["runs"]}) == sorted(seeds)
+    for r in results["runs"]:
+        assert r["method"] in METHOD_ORDER and 0 <= r["accuracy"] <= 1
+        if r["method"].startswith("ft-"):
+            assert r["kernel_drift"] >= 0 and r["step"] <= 20
+            assert r["linearization"] is None or np.isfinite(r["linearization"])
+        partner = COUNTERPART.get(r["method"])
+        if partner in methods:
+            assert 0 <= r["agreement"] <= 1
+    for method, summary in results["summary"].items():
+        values = [r["accuracy"] for r in results["runs"] if r["method"] == method]
+        assert summary["mean"] == pytest.approx(np.mean(values)) and summary["std"] == pytest.approx(np.std(values))
+
+
+def test_cli_end_to_end_resume_and_outputs(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    cli(["--task", "sst2", "--data-dir", "sample", "--seeds", "13,21", "--out", str(out), *FAST])
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "sst2" and results["k"] == 16 and results["model"] == "tiny"
+    _check_results(results, {"zero-shot", "ft-sgd", "ft-adam", "kernel-sgd", "kernel-asigngd"}, [13, 21])
+    assert results["summary"]["zero-shot"]["std"] == 0.0  # zero-shot does not depend on the split
+    assert {"tokenize", "f0", "kernels", "solve", "fine-tune"} <= set(results["timing"])
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == len(results["runs"]) and rows[0]["method"] == "zero-shot"
+    for name in ("accuracy.png", "scatter.png", "curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "kernel-asigngd agreement" in printed and "ft-sgd kernel_drift" in printed
+
+    # an interrupted run: lose one seed's fine-tuning and kernel records, rerun, get the same results
+    state = next((out / "state").iterdir())
+    for path in state.glob("21-*"):
+        if "ft-adam" in path.name or "kernel-sgd" in path.name:
+            path.unlink()
+    shutil.copy(out / "results.json", tmp_path / "before.json")
+    cli(["--task", "sst2", "--data-dir", "sample", "--seeds", "13,21", "--out", str(out), *FAST])
+    again = json.loads((out / "results.json").read_text())
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "curve"} for r in rs]
+    before = json.loads((tmp_path / "before.json").read_text())
+    for a, b in zip(strip(again["runs"]), strip(before["runs"])):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], float):
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["method"], key)
+            else:
+                assert a[key] == b[key]
+    assert again["timing"]["fine-tune"] < before["timing"]["fine-tune"]  # one of four runs redone
+
+
+def test_no_prompt_head_and_signgd(tmp_path) -> None:
+    out = tmp_path / "noprompt"
+    cli(["--task", "sst2", "--data-dir", "sample", "--seeds", "42", "--out", str(out), "--no-prompt",
+         "--kernels", "sgd,signgd", "--optimizers", "signgd", "--lr-signgd", "1e-4,1e-3", "--solver", "svm", *FAST])
+    results = json.loads((out / "results.json").read_text())
+    _check_results(results, {"zero-shot", "ft-signgd", "kernel-sgd", "kernel-signgd"}, [42])
+    signgd = next(r for r in results["runs"] if r["method"] == "kernel-signgd")
+    assert signgd["solver"] == "svm" and 0 <= signgd["agreement"] <= 1
+    assert "agreement" not in next(r for r in results["runs"] if r["method"] == "kernel-sgd")  # no ft-sgd ran
+
+
+def test_cli_on_real_sst2(sst2_dir, tmp_path) -> None:
+    out = tmp_path / "real"
+    cli(["--task", "sst2", "--data-dir", str(sst2_dir.parent), "--seeds", "13", "--out", str(out),
+         "--optimizers", "sgd", "--kernels", "sgd", "--max-length", "64", *FAST])
+    results = json.loads((out / "results.json").read_text())
+    _check_results(results, {"zero-shot", "ft-sgd", "kernel-sgd"}, [13])
+    assert results["config"]["binary"] is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "nope", "--model", "tiny"], "error: unknown task 'nope'"),
+    (["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--kernels", "sgd,adam"],
+     "error: --kernels: unknown ['adam']; choose from sgd, signgd, asigngd"),
+    (["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--lr-sgd", "fast"],
+     "error: --lr-sgd must be comma-separated numbers, got 'fast'"),
+    (["--task", "sst5", "--model", "tiny", "--data-dir", "sample", "--binary", "on"], "error: "),
+])
+def test_bad_input_gets_one_line(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_f1_of_the_positive_class() -> None:
+    pred, labels = np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1])
+    precision, recall = 2 / 3, 2 / 3
+    assert f1_score(pred, labels) == pytest.approx(2 * precision * recall / (precision + recall))
+    assert f1_score(np.zeros(3, int), np.ones(3, int)) == 0.0
