@@ -23,6 +23,7 @@ import argparse
 import csv
 import hashlib
 import json
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="folder with the task's files (DIR/SST-2/train.tsv ...), or 'sample'")
     p.add_argument("--k", type=int, default=16, help="examples per label in the train (and dev) split")
     p.add_argument("--seeds", default="13,21,42,87,100", help="comma-separated k-shot seeds")
+    p.add_argument("--test-cap", type=int, default=1000, help="test examples at most (a fixed subset)")
     p.add_argument("--max-length", type=int, default=128, help="prompt length in tokens (the sentence is truncated)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for evaluating f")
     p.add_argument("--init-missing-head", action="store_true", help="initialise MLM-head weights the checkpoint lacks")
@@ -97,7 +99,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.kernels = _names(args.kernels, "--kernels", KIND_NAMES)
     args.optimizers = _names(args.optimizers, "--optimizers", OPTIMIZER_NAMES)
     args.lrs = {name: _floats(getattr(args, f"lr_{name}"), f"--lr-{name}") for name in OPTIMIZER_NAMES}
-    for option in ("k", "steps", "eval_every", "chunk", "kernel_block", "column_block", "batch_size"):
+    for option in ("k", "test_cap", "steps", "eval_every", "chunk", "kernel_block", "column_block", "batch_size"):
         if getattr(args, option) < 1:
             raise NtkLabError(f"--{option.replace('_', '-')} must be at least 1")
     return args
@@ -121,11 +123,19 @@ def f1_score(pred: np.ndarray, labels: np.ndarray) -> float:
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far, GiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 @dataclass
 class Timer:
-    """Wall seconds per stage, summed over seeds."""
+    """Wall seconds per stage, summed over seeds, and the peak memory at the end of each stage."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_gib: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -134,6 +144,7 @@ class Timer:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.peak_gib[name] = max(self.peak_gib.get(name, 0.0), peak_rss_gib())
 
 
 class State:
@@ -212,7 +223,8 @@ def _params0(ctx: Context, seed: int) -> Any:
 
 
 def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, seed: int) -> np.ndarray:
-    """``K(X_train, X_train ∪ X_dev ∪ X_test) [n, c, N, c]`` at θ0, through the on-disk kernel cache."""
+    """``K(X_train, x_all) [n, c, N, c]`` at θ0 (``x_all``: train, dev and test), through the on-disk
+    kernel cache, in tiles of ``--kernel-block`` rows and ``--column-block`` columns."""
     from ntk_lab.cache import cache_dir
     from ntk_lab.kernel_store import compute_kernel, fingerprint, kernel_key
 
@@ -229,6 +241,7 @@ def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, s
 def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
     """Every method's record for one k-shot split, and the test outputs each produced."""
     from ntk_lab import finetune, solvers
+    from ntk_lab.kernel_store import compute_kernel
     from ntk_lab.prompts import batched_outputs, encode
 
     args, task, seed = ctx.args, ctx.task, split.seed
@@ -291,11 +304,14 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
                 f_lin = finetune.linearized_outputs(ctx.f, params0, result.params, x["test"], args.batch_size)
             with ctx.timer.stage("kernels"):
                 kind = finetune.KERNEL_OF[name]
-                kernel = ctx.entk(kind, "jacobian")
                 k0 = kernels_at_init.get(kind)
                 if k0 is None:
-                    k0 = np.asarray(kernel(params0, x["train"]))
-                drift = finetune.kernel_drift(k0, np.asarray(kernel(result.params, x["train"])))
+                    k0 = _kernel(ctx, kind, params0, x["train"], x["train"], seed)
+                with tempfile.TemporaryDirectory(dir=ctx.state.folder) as scratch:
+                    k_t = compute_kernel(ctx.entk(kind, args.implementation), result.params, x["train"], x["train"],
+                                         scratch, block=args.kernel_block, column_block=args.column_block,
+                                         desc=f"{method} kernel at θ_T")
+                drift = finetune.kernel_drift(k0, k_t)
             fraction = finetune.linearization_fraction(f0[parts["test"]], f_lin, f_ft, y["test"], args.loss)
             best = next(r for r in result.runs if r.lr == result.lr)
             record = scored(method, {
@@ -379,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k not in ("out", "seeds")}
     ctx = Context(args, task, model, f, binary, Timer(), State(out, config), min(args.max_length, model.config.max_length))
-    splits = [kshot_split(train, test, task.num_classes, args.k, seed) for seed in args.seeds]
+    splits = [kshot_split(train, test, task.num_classes, args.k, seed, args.test_cap) for seed in args.seeds]
     print(f"{task.name}, {args.model}, k={args.k}, train n={len(splits[0].train)}, test n={len(splits[0].test)}, "
           f"{'binary ' if binary else ''}kernels {', '.join(args.kernels)}, fine-tuning {', '.join(args.optimizers)}"
           f"{', no prompt' if args.no_prompt else ''}", flush=True)
@@ -394,6 +410,7 @@ def main(argv: list[str] | None = None) -> None:
         "task": task.name, "model": args.model, "k": args.k, "runs": runs, "summary": summarize(runs),
         "diagnostics": {key: summarize(runs, key) for key in (*DIAGNOSTICS, "linearized_accuracy")},
         "timing": {k: round(v, 3) for k, v in ctx.timer.seconds.items()},
+        "peak_rss_gib": {k: round(v, 3) for k, v in ctx.timer.peak_gib.items()},
         "config": {**config, "binary": binary, "seeds": args.seeds},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))

@@ -1,0 +1,148 @@
+"""Bayesian model averaging in closed form, and the predictors it is compared with.
+
+Every predictor maps prompts (``x [n, T+1, d]``, ``y [n, T+1]``) to ``pred [n, T+1]``: ``pred[:, t]``
+predicts ``y[:, t]`` from the first ``t`` examples (column 0 uses none).
+
+Gaussian prior ``w ~ N(0, τ² I)``: the posterior after t examples is ``N(w̄_t, σ² P_t)`` with
+
+    P_t = (X_tᵀ X_t + λ I)⁻¹,   w̄_t = P_t X_tᵀ y_t,   λ = σ² / τ²
+
+(ridge regression), and the posterior predictive of ``y`` at ``x`` is ``N(<w̄_t, x>, σ²(1 + xᵀ P_t x))``.
+Its squared error given the covariates is exactly ``σ² (1 + xᵀ P_t x)`` (the Bayes risk), and its
+expected cumulative log-loss regret against the oracle that knows ``w`` is
+
+    E[R_T | X] = I(w; y_1..T | X) = ½ log det(I + (τ²/σ²) X_Tᵀ X_T) = ½ Σ_{t<T} log(1 + x_tᵀ P_t x_t)
+
+(matrix determinant lemma, term by term). ``P_t`` is updated by Sherman–Morrison, one example at a time.
+
+Finite prior ``π`` over ``w_1..w_M``: the posterior is ``p_t(m) ∝ π_m exp(-Σ_{s<t} (y_s - <w_m, x_s>)² / 2σ²)``
+and BMA predicts ``Σ_m p_t(m) <w_m, x>``. Its cumulative log-loss regret is at most ``log(1/π(w*))``
+on every prompt, since ``Σ_m π_m p(y | w_m) >= π(w*) p(y | w*)``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from icl_bayes.model import FinitePrior
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+@partial(jax.jit, static_argnames=())
+def _ridge_scan(x: jax.Array, y: jax.Array, lam: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(pred [n, T+1], leverage [n, T+1])`` with ``leverage[:, t] = x_tᵀ P_t x_t``."""
+    n, _, d = x.shape
+    p0 = jnp.broadcast_to(jnp.eye(d, dtype=x.dtype) / lam, (n, d, d))
+    b0 = jnp.zeros((n, d), x.dtype)
+
+    def step(carry, xy):
+        p, b = carry
+        xt, yt = xy  # [n, d], [n]
+        px = jnp.einsum("nij,nj->ni", p, xt)
+        leverage = jnp.einsum("ni,ni->n", xt, px)
+        pred = jnp.einsum("ni,ni->n", px, b)  # <P b, x> = <w̄, x>
+        p = p - px[:, :, None] * px[:, None, :] / (1 + leverage)[:, None, None]
+        return (p, b + yt[:, None] * xt), (pred, leverage)
+
+    _, (pred, leverage) = jax.lax.scan(step, (p0, b0), (jnp.swapaxes(x, 0, 1), y.T))
+    return pred.T, leverage.T
+
+
+def ridge_online(x: np.ndarray, y: np.ndarray, lam: float, chunk: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge predictions and leverages ``xᵀ P_t x`` at every prefix, ``([n, T+1], [n, T+1])``, in chunks of prompts."""
+    if not lam > 0:
+        raise ValueError(f"ridge needs λ > 0 (use least_squares for λ = 0), got {lam}")
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    preds, leverages = [], []
+    for start in range(0, len(x), chunk):
+        xc, yc = jnp.asarray(x[start : start + chunk], dtype), jnp.asarray(y[start : start + chunk], dtype)
+        pred, leverage = _ridge_scan(xc, yc, jnp.asarray(lam, dtype))
+        preds.append(np.asarray(pred))
+        leverages.append(np.asarray(leverage))
+    return np.concatenate(preds), np.concatenate(leverages)
+
+
+def gaussian_bma(x: np.ndarray, y: np.ndarray, sigma: float, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """BMA under ``w ~ N(0, τ² I)``: ``(predictive mean [n, T+1], predictive variance [n, T+1])``."""
+    pred, leverage = ridge_online(x, y, sigma**2 / tau**2)
+    return pred, sigma**2 * (1 + leverage)
+
+
+def gaussian_regret_closed_form(leverage: np.ndarray) -> np.ndarray:
+    """``E[R_t | X] = ½ Σ_{s<t} log(1 + x_sᵀ P_s x_s)`` for t = 0..T, ``[n, T+1]`` (``leverage`` from ``ridge_online``)."""
+    steps = 0.5 * np.log1p(leverage)
+    return np.concatenate([np.zeros((len(steps), 1)), np.cumsum(steps[:, :-1], axis=1)], axis=1)
+
+
+def finite_log_posterior(x: np.ndarray, y: np.ndarray, prior: FinitePrior, sigma: float) -> np.ndarray:
+    """``log p_t(m)`` (normalized) before example t, ``[n, T+1, M]``."""
+    means = np.einsum("ntd,md->ntm", x, prior.concepts)
+    sq = (y[:, :, None] - means) ** 2 / (2 * sigma**2)
+    before = np.concatenate([np.zeros_like(sq[:, :1]), np.cumsum(sq[:, :-1], axis=1)], axis=1)
+    logits = np.log(prior.weights) - before
+    return logits - _logsumexp(logits, axis=2)[..., None]
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    top = a.max(axis=axis, keepdims=True)
+    return np.squeeze(top, axis) + np.log(np.exp(a - top).sum(axis=axis))
+
+
+def finite_bma(x: np.ndarray, y: np.ndarray, prior: FinitePrior, sigma: float, chunk: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """BMA under a finite prior: ``(predictive mean [n, T+1], log predictive density of y [n, T+1])``."""
+    preds, logps = [], []
+    for start in range(0, len(x), chunk):
+        xc, yc = x[start : start + chunk], y[start : start + chunk]
+        log_post = finite_log_posterior(xc, yc, prior, sigma)
+        means = np.einsum("ntd,md->ntm", xc, prior.concepts)
+        preds.append(np.einsum("ntm,ntm->nt", np.exp(log_post), means))
+        log_lik = -0.5 * LOG_2PI - np.log(sigma) - (yc[:, :, None] - means) ** 2 / (2 * sigma**2)
+        logps.append(_logsumexp(log_post + log_lik, axis=2))
+    return np.concatenate(preds), np.concatenate(logps)
+
+
+def gaussian_log_density(y: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """``log N(y; mean, var)`` elementwise."""
+    return -0.5 * (LOG_2PI + np.log(var) + (y - mean) ** 2 / var)
+
+
+def cumulative_regret(log_p_model: np.ndarray, log_p_oracle: np.ndarray) -> np.ndarray:
+    """``R_t = Σ_{s<t} [log p_oracle(y_s) - log p_model(y_s)]`` for t = 0..T, ``[n, T+1]``."""
+    steps = log_p_oracle - log_p_model
+    return np.concatenate([np.zeros((len(steps), 1)), np.cumsum(steps[:, :-1], axis=1)], axis=1)
+
+
+def oracle(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``<w, x_t>``: the predictor that knows the concept; its squared error is σ² on average."""
+    return np.einsum("ntd,nd->nt", x, w)
+
+
+def least_squares(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Minimum-norm least squares ``w = (X_tᵀX_t)⁺ X_tᵀ y_t`` at every prefix (0 before any example)."""
+    n, t1, d = x.shape
+    gram = np.concatenate([np.zeros((n, 1, d, d)), np.cumsum(np.einsum("nti,ntj->ntij", x, x), axis=1)[:, :-1]], axis=1)
+    xy = np.concatenate([np.zeros((n, 1, d)), np.cumsum(x * y[:, :, None], axis=1)[:, :-1]], axis=1)
+    w = np.einsum("ntij,ntj->nti", np.linalg.pinv(gram, hermitian=True), xy)
+    return np.einsum("nti,nti->nt", w, x)
+
+
+def nearest_neighbour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The label of the nearest earlier covariate (Euclidean); 0 before any example."""
+    dist = np.linalg.norm(x[:, :, None, :] - x[:, None, :, :], axis=-1)  # [n, T+1, T+1]
+    t1 = x.shape[1]
+    dist = np.where(np.tril(np.ones((t1, t1), bool), k=-1), dist, np.inf)
+    nearest = dist.argmin(axis=2)
+    pred = np.take_along_axis(y, nearest, axis=1)
+    pred[:, 0] = 0.0
+    return pred
+
+
+def averaging(y: np.ndarray) -> np.ndarray:
+    """The mean of the earlier labels (ignores x); 0 before any example."""
+    total = np.concatenate([np.zeros((len(y), 1)), np.cumsum(y[:, :-1], axis=1)], axis=1)
+    return total / np.maximum(np.arange(y.shape[1]), 1)

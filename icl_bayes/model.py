@@ -1,0 +1,120 @@
+"""The Gaussian linear in-context learning model: a hidden concept w, and prompts drawn given it.
+
+A prompt is T + 1 examples ``(x_t, y_t)``, i.i.d. given the concept ``w``:
+
+    x_t ~ N(0, Σ) in R^d,     y_t = <w, x_t> + ε_t,     ε_t ~ N(0, σ²).
+
+The concept has a prior: Gaussian ``w ~ N(0, τ² I)``, or a finite set of M concepts ``w_1..w_M``
+with weights ``π_m``. Predicting ``y_{t+1}`` from the first t examples (t = 0..T) uses example t + 1
+as the query, which is independent of the first t: one prompt gives the error at every prompt length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class InvalidArgument(ValueError):
+    """A bad model argument, said in one line."""
+
+
+@dataclass(frozen=True)
+class GaussianPrior:
+    """``w ~ N(0, τ² I)``."""
+
+    tau: float = 1.0
+
+    def sample(self, rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+        """``[n, d]`` concepts."""
+        return self.tau * rng.standard_normal((n, d))
+
+
+@dataclass(frozen=True)
+class FinitePrior:
+    """``w`` uniform (or ``weights``-weighted) over the rows of ``concepts [M, d]``."""
+
+    concepts: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def draw(cls, m: int, d: int, seed: int = 0, tau: float = 1.0, weights: np.ndarray | None = None) -> "FinitePrior":
+        """M concepts drawn once from ``N(0, τ² I)`` with seed ``seed``; uniform weights by default."""
+        if m < 1:
+            raise InvalidArgument(f"the number of concepts M must be at least 1, got {m}")
+        concepts = tau * np.random.default_rng(seed).standard_normal((m, d))
+        weights = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
+        return cls(concepts, weights)
+
+    def sample_index(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``[n]`` concept indices drawn from the weights."""
+        return rng.choice(len(self.weights), size=n, p=self.weights)
+
+    def sample(self, rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+        return self.concepts[self.sample_index(rng, n)]
+
+
+Prior = GaussianPrior | FinitePrior
+
+
+@dataclass(frozen=True)
+class LinearICL:
+    """The data model: dimension ``d``, noise standard deviation ``sigma``, covariance ``cov`` (default I)."""
+
+    d: int
+    sigma: float
+    prior: Prior
+    cov: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.d < 1:
+            raise InvalidArgument(f"d must be at least 1, got {self.d}")
+        if not self.sigma > 0:
+            raise InvalidArgument(f"the noise standard deviation must be positive, got {self.sigma}")
+        if isinstance(self.prior, FinitePrior) and self.prior.concepts.shape[1] != self.d:
+            raise InvalidArgument(f"the concepts have dimension {self.prior.concepts.shape[1]}, not d = {self.d}")
+
+    def covariates(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """``[*shape, d]`` draws of ``x ~ N(0, Σ)``."""
+        z = rng.standard_normal((*shape, self.d))
+        return z if self.cov is None else z @ np.linalg.cholesky(self.cov).T
+
+    def sample(self, n: int, T: int, seed: int = 0, misspecified: float = 0.0) -> "Prompts":
+        """``n`` prompts of ``T + 1`` examples, from ``seed``.
+
+        ``misspecified = ρ``: each label is, with probability ρ, drawn from a wrong mapping
+        ``y = <w', x> + ε`` with ``w'`` a fresh draw from the prior (the query labels never are).
+        """
+        if T < 1:
+            raise InvalidArgument(f"T must be at least 1, got {T}")
+        if n < 1:
+            raise InvalidArgument(f"the number of prompts must be at least 1, got {n}")
+        if not 0 <= misspecified <= 1:
+            raise InvalidArgument(f"the misspecified fraction must lie in [0, 1], got {misspecified}")
+        rng = np.random.default_rng(seed)
+        w = self.prior.sample(rng, n, self.d)
+        x = self.covariates(rng, (n, T + 1))
+        clean = np.einsum("ntd,nd->nt", x, w)
+        noise = self.sigma * rng.standard_normal((n, T + 1))
+        y = clean + noise
+        if misspecified > 0:
+            wrong = np.einsum("ntd,nd->nt", x, self.prior.sample(rng, n, self.d)) + noise
+            flip = rng.random((n, T + 1)) < misspecified
+            flip[:, -1] = False
+            y = np.where(flip, wrong, y)
+        return Prompts(x, y, w, clean)
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """``x [n, T+1, d]``, ``y [n, T+1]``, the concepts ``w [n, d]`` and the noiseless ``<w, x_t>`` ``[n, T+1]``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    clean: np.ndarray
+
+    @property
+    def T(self) -> int:
+        return self.x.shape[1] - 1

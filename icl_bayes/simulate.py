@@ -1,0 +1,242 @@
+"""``python -m icl_bayes.simulate``: ICL error curves of BMA and its rivals against their closed forms.
+
+    python -m icl_bayes.simulate --d 8 --T 64 --prior gaussian|finite:M --noise SIGMA --trials N --out DIR
+
+Writes ``DIR/curves.json``:
+``{"config", "T": [1..T], "predictors": {NAME: {"mse", "lo", "hi", "excess"}}, "closed_form":
+{"bma_mse", "regret"}, "regret": {"mean", "lo", "hi", "bound"}, "slopes": {NAME: value}}`` where
+``mse`` is the mean squared error against the noisy query label after T examples (the oracle's is σ²)
+with its 95% interval, ``excess`` the mean of ``(prediction - <w, x>)²`` (the excess risk over the
+oracle) and ``slopes`` its log-log slope over long prompts (t >= 10d, or the upper half of T). Figures: ``mse.png``,
+``excess.png`` (log-log, with excess x T), ``regret.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from icl_bayes import attention, bma
+from icl_bayes.model import FinitePrior, GaussianPrior, InvalidArgument, LinearICL, Prompts
+from icl_bayes.rates import fit_range, loglog_slope, mean_interval
+
+
+def parse_prior(text: str, d: int, tau: float, seed: int) -> GaussianPrior | FinitePrior:
+    """``gaussian`` or ``finite:M`` (M concepts drawn from N(0, τ² I) with ``seed``)."""
+    if text == "gaussian":
+        return GaussianPrior(tau)
+    if text.startswith("finite:"):
+        try:
+            m = int(text.split(":", 1)[1])
+        except ValueError:
+            raise InvalidArgument(f"--prior finite:M needs an integer M, got '{text}'") from None
+        return FinitePrior.draw(m, d, seed=seed + 1_000_003, tau=tau)
+    raise InvalidArgument(f"--prior must be 'gaussian' or 'finite:M', got '{text}'")
+
+
+def predictions(model: LinearICL, prompts: Prompts, beta: float, ridge_lambda: float) -> dict[str, np.ndarray]:
+    """Every predictor's ``[n, T+1]`` predictions on ``prompts``."""
+    x, y = prompts.x, prompts.y
+    out = {"oracle": bma.oracle(x, prompts.w)}
+    if isinstance(model.prior, GaussianPrior):
+        out["bma"], _ = bma.gaussian_bma(x, y, model.sigma, model.prior.tau)
+    else:
+        out["bma"], _ = bma.finite_bma(x, y, model.prior, model.sigma)
+        out["concept_attention"] = attention.concept_attention(x, y, model.prior, model.sigma)
+    out["least_squares"] = bma.least_squares(x, y)
+    out["ridge"], _ = bma.ridge_online(x, y, ridge_lambda)
+    out["nearest_neighbour"] = bma.nearest_neighbour(x, y)
+    out["averaging"] = bma.averaging(y)
+    out["attention"] = attention.prompt_attention(x, y, beta, model.cov)
+    return out
+
+
+def regret(model: LinearICL, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+    """``(simulated cumulative log-loss regret of BMA [n, T+1], its closed form or bound [n, T+1])``."""
+    x, y = prompts.x, prompts.y
+    log_oracle = bma.gaussian_log_density(y, bma.oracle(x, prompts.w), model.sigma**2)
+    if isinstance(model.prior, GaussianPrior):
+        mean, var = bma.gaussian_bma(x, y, model.sigma, model.prior.tau)
+        _, leverage = bma.ridge_online(x, y, model.sigma**2 / model.prior.tau**2)
+        simulated = bma.cumulative_regret(bma.gaussian_log_density(y, mean, var), log_oracle)
+        return simulated, bma.gaussian_regret_closed_form(leverage)
+    _, log_p = bma.finite_bma(x, y, model.prior, model.sigma)
+    simulated = bma.cumulative_regret(log_p, log_oracle)
+    index = np.argmin(np.linalg.norm(prompts.w[:, None] - model.prior.concepts[None], axis=2), axis=1)
+    bound = np.broadcast_to(-np.log(model.prior.weights[index])[:, None], simulated.shape)
+    return simulated, bound
+
+
+def curves(model: LinearICL, prompts: Prompts, preds: dict[str, np.ndarray], config: dict) -> dict:
+    """The ``curves.json`` content for ``preds`` on ``prompts``."""
+    T = prompts.T
+    t = np.arange(1, T + 1)
+    fit = fit_range(T, model.d)
+    out: dict = {"config": config, "T": t.tolist(), "predictors": {}, "slopes": {}}
+    for name, pred in preds.items():
+        mse, lo, hi = mean_interval((pred - prompts.y) ** 2)
+        excess = np.mean((pred - prompts.clean) ** 2, axis=0)
+        out["predictors"][name] = {"mse": mse[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
+                                   "excess": excess[1:].tolist()}
+        if name != "oracle":
+            out["slopes"][name] = loglog_slope(fit, excess[fit])
+    simulated, closed = regret(model, prompts)
+    mean, lo, hi = mean_interval(simulated)
+    out["regret"] = {"mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist()}
+    if isinstance(model.prior, GaussianPrior):
+        _, leverage = bma.ridge_online(prompts.x, prompts.y, model.sigma**2 / model.prior.tau**2)
+        out["closed_form"] = {"bma_mse": (model.sigma**2 * (1 + leverage.mean(0)))[1:].tolist(),
+                              "regret": closed.mean(0)[1:].tolist()}
+    else:
+        out["closed_form"] = {"bma_mse": None, "regret": None}
+        out["regret"]["bound"] = closed.mean(0)[1:].tolist()
+        out["regret"]["bound_holds_on_every_prompt"] = bool(np.all(simulated <= closed + 1e-9))
+    out["slopes"]["fit_range"] = [int(fit[0]), int(fit[-1])]
+    return out
+
+
+def figures(result: dict, out: Path) -> None:
+    """``mse.png``, ``excess.png`` and ``regret.png`` from a ``curves`` result."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.asarray(result["T"])
+    sigma2 = result["config"]["noise"] ** 2
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, c in result["predictors"].items():
+        ax.plot(t, c["mse"], label=name)
+        ax.fill_between(t, c["lo"], c["hi"], alpha=0.2)
+    if result["closed_form"]["bma_mse"] is not None:
+        ax.plot(t, result["closed_form"]["bma_mse"], "k--", label="BMA Bayes risk (closed form)")
+    ax.axhline(sigma2, color="0.5", ls=":", label="σ²")
+    ax.set(xlabel="examples in the prompt T", ylabel="squared error on the query", yscale="log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "mse.png", dpi=120)
+    plt.close(fig)
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, c in result["predictors"].items():
+        if name in ("oracle", "averaging", "nearest_neighbour"):
+            continue
+        excess = np.asarray(c["excess"])
+        ax.loglog(t, excess, label=f"{name} (slope {result['slopes'].get(name, float('nan')):.2f})")
+        bx.plot(t, excess * t, label=name)
+    ax.loglog(t, result["config"]["d"] * sigma2 / t, "k:", label="d σ² / T")
+    ax.set(xlabel="T", ylabel="excess risk over the oracle")
+    bx.set(xlabel="T", ylabel="excess risk × T", yscale="log")
+    ax.legend(fontsize=7)
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "excess.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    r = result["regret"]
+    ax.plot(t, np.asarray(r["mean"]) / t, label="BMA, simulated")
+    ax.fill_between(t, np.asarray(r["lo"]) / t, np.asarray(r["hi"]) / t, alpha=0.2)
+    if result["closed_form"]["regret"] is not None:
+        ax.plot(t, np.asarray(result["closed_form"]["regret"]) / t, "k--", label="½ E log det(I + τ²/σ² XᵀX) / T")
+    if "bound" in r:
+        ax.plot(t, np.asarray(r["bound"]) / t, "k--", label="log(1/π(w*)) / T (bound)")
+    ax.set(xlabel="T", ylabel="average log-loss regret", xscale="log", yscale="log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "regret.png", dpi=120)
+    plt.close(fig)
+
+
+def _parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--d", type=int, default=8, help="covariate dimension")
+    p.add_argument("--T", type=int, default=64, help="examples per prompt")
+    p.add_argument("--prior", default="gaussian", help="gaussian or finite:M")
+    p.add_argument("--noise", type=float, default=0.5, help="noise standard deviation σ")
+    p.add_argument("--tau", type=float, default=1.0, help="prior scale τ")
+    p.add_argument("--trials", type=int, default=2000, help="prompts simulated")
+    p.add_argument("--beta", type=float, default=None, help="prompt-attention temperature (default √d)")
+    p.add_argument("--ridge-lambda", type=float, default=1.0, help="λ of the 'ridge' baseline")
+    p.add_argument("--misspecified", type=float, default=0.0, help="fraction of in-context labels from a wrong mapping")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/icl", help="output folder")
+    return p
+
+
+def validate(args: argparse.Namespace) -> None:
+    """One line per bad argument (raised as ``InvalidArgument``)."""
+    if args.T < 1:
+        raise InvalidArgument(f"--T must be at least 1, got {args.T}")
+    if args.d < 1:
+        raise InvalidArgument(f"--d must be at least 1, got {args.d}")
+    if not args.noise > 0:
+        raise InvalidArgument(f"--noise (the noise standard deviation) must be positive, got {args.noise}")
+    if not args.tau > 0:
+        raise InvalidArgument(f"--tau must be positive, got {args.tau}")
+    if args.trials < 2:
+        raise InvalidArgument(f"--trials must be at least 2 (for an interval), got {args.trials}")
+    if args.beta is not None and not args.beta > 0:
+        raise InvalidArgument(f"--beta must be positive, got {args.beta}")
+
+
+def setup(args: argparse.Namespace) -> tuple[LinearICL, dict]:
+    validate(args)
+    model = LinearICL(args.d, args.noise, parse_prior(args.prior, args.d, args.tau, args.seed))
+    config = {"d": args.d, "T": args.T, "prior": args.prior, "noise": args.noise, "tau": args.tau,
+              "trials": args.trials, "beta": args.beta or float(np.sqrt(args.d)), "ridge_lambda": args.ridge_lambda,
+              "misspecified": args.misspecified, "seed": args.seed}
+    return model, config
+
+
+def print_summary(result: dict) -> None:
+    """The error at a few prompt lengths, the slopes, and the regret against its closed form."""
+    t = result["T"]
+    show = sorted({1, min(result["config"]["d"], t[-1]), t[len(t) // 2], t[-1]})
+    print(f"{'predictor':<20}" + "".join(f"{'mse@' + str(s):>11}" for s in show) + f"{'slope':>8}")
+    for name, c in result["predictors"].items():
+        slope = result["slopes"].get(name)
+        print(f"{name:<20}" + "".join(f"{c['mse'][s - 1]:>11.4f}" for s in show)
+              + (f"{slope:>8.2f}" if slope is not None else f"{'':>8}"))
+    if result["closed_form"]["bma_mse"] is not None:
+        print(f"{'bma closed form':<20}" + "".join(f"{result['closed_form']['bma_mse'][s - 1]:>11.4f}" for s in show))
+        print(f"regret after T={t[-1]}: simulated {result['regret']['mean'][-1]:.3f} "
+              f"[{result['regret']['lo'][-1]:.3f}, {result['regret']['hi'][-1]:.3f}], "
+              f"closed form ½ E log det(I + τ²/σ² XᵀX) = {result['closed_form']['regret'][-1]:.3f}")
+    else:
+        print(f"regret after T={t[-1]}: simulated {result['regret']['mean'][-1]:.3f}, bound log(1/π(w*)) = "
+              f"{result['regret']['bound'][-1]:.3f}, holds on every prompt: {result['regret']['bound_holds_on_every_prompt']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser(__doc__.splitlines()[0]).parse_args(argv)
+    model, config = setup(args)
+    prompts = model.sample(args.trials, args.T, args.seed, args.misspecified)
+    result = curves(model, prompts, predictions(model, prompts, config["beta"], args.ridge_lambda), config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curves.json").write_text(json.dumps(result, indent=1))
+    figures(result, out)
+    print_summary(result)
+    print(f"wrote {out / 'curves.json'}, mse.png, excess.png, regret.png")
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """``main`` with bad arguments reported in one line (exit status 2)."""
+    import sys
+
+    try:
+        main(argv)
+    except InvalidArgument as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    cli()
