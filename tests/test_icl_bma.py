@@ -1,0 +1,173 @@
+"""BMA in closed form against Monte Carlo, its Bayes risk and regret against simulation, the attention
+constructions against BMA, and the rate fits."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from icl_bayes import attention, bma
+from icl_bayes.model import FinitePrior, GaussianPrior, InvalidArgument, LinearICL
+from icl_bayes.rates import fit_range, loglog_slope, mean_interval
+
+
+def _bonferroni_z(k: int, level: float = 0.95) -> float:
+    return float(norm.ppf(1 - (1 - level) / (2 * k)))
+
+
+def test_gaussian_bma_equals_the_monte_carlo_posterior_mean():
+    model = LinearICL(d=2, sigma=0.5, prior=GaussianPrior(tau=1.0))
+    prompts = model.sample(3, T=6, seed=1)
+    with jax.enable_x64(True):
+        pred, var = bma.gaussian_bma(prompts.x, prompts.y, model.sigma, model.prior.tau)
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal((400_000, 2))  # w ~ prior, weighted by the likelihood (importance sampling)
+    for i in range(3):
+        x, y = prompts.x[i, :6], prompts.y[i, :6]
+        log_w = -((y[None] - draws @ x.T) ** 2).sum(1) / (2 * model.sigma**2)
+        weights = np.exp(log_w - log_w.max())
+        weights /= weights.sum()
+        post_mean = weights @ draws
+        ess = 1 / np.sum(weights**2)
+        post_cov = (draws - post_mean).T @ ((draws - post_mean) * weights[:, None])
+        x_q = prompts.x[i, 6]
+        mc_pred, mc_se = post_mean @ x_q, np.sqrt(x_q @ post_cov @ x_q / ess)
+        assert abs(pred[i, 6] - mc_pred) < 5 * mc_se + 1e-12, (pred[i, 6], mc_pred, mc_se)
+        # and the predictive variance: σ² + Var(<w, x_q> | data)
+        assert var[i, 6] == pytest.approx(model.sigma**2 + x_q @ post_cov @ x_q, rel=0.05)
+        # the recursion equals the direct ridge solve
+        direct = np.linalg.solve(x.T @ x + 0.25 * np.eye(2), x.T @ y) @ x_q
+        assert pred[i, 6] == pytest.approx(direct, rel=1e-10)
+
+
+def test_finite_bma_equals_importance_sampling():
+    prior = FinitePrior.draw(5, 3, seed=2, weights=np.array([0.4, 0.3, 0.1, 0.1, 0.1]))
+    model = LinearICL(d=3, sigma=1.0, prior=prior)
+    prompts = model.sample(4, T=3, seed=3)
+    pred, _ = bma.finite_bma(prompts.x, prompts.y, prior, model.sigma)
+    rng = np.random.default_rng(1)
+    index = prior.sample_index(rng, 200_000)
+    for i in range(4):
+        x, y = prompts.x[i, :3], prompts.y[i, :3]
+        w = prior.concepts[index]
+        log_w = -((y[None] - w @ x.T) ** 2).sum(1) / 2
+        weights = np.exp(log_w - log_w.max())
+        weights /= weights.sum()
+        values = w @ prompts.x[i, 3]
+        mc = weights @ values
+        se = np.sqrt(weights @ (values - mc) ** 2 / (1 / np.sum(weights**2)))
+        assert abs(pred[i, 3] - mc) < 5 * se + 1e-9
+
+
+def test_concept_attention_is_bma():
+    prior = FinitePrior.draw(7, 4, seed=5)
+    model = LinearICL(d=4, sigma=0.7, prior=prior)
+    prompts = model.sample(50, T=20, seed=6)
+    expected, _ = bma.finite_bma(prompts.x, prompts.y, prior, model.sigma)
+    np.testing.assert_allclose(attention.concept_attention(prompts.x, prompts.y, prior, model.sigma), expected,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_bayes_risk_formula_against_simulation():
+    model = LinearICL(d=4, sigma=0.5, prior=GaussianPrior(1.0))
+    prompts = model.sample(20_000, T=24, seed=7)
+    with jax.enable_x64(True):
+        pred, var = bma.gaussian_bma(prompts.x, prompts.y, model.sigma, 1.0)
+    sq = (pred - prompts.y) ** 2 - var  # zero mean, for every t, if var is the Bayes risk given X
+    z = _bonferroni_z(25)
+    mean, lo, hi = mean_interval(sq, z)
+    assert (lo <= 0).all() and (hi >= 0).all(), np.flatnonzero((lo > 0) | (hi < 0))
+
+
+def test_least_squares_risk_closed_form():
+    """For Σ = I and t > d + 1: E(y - ŷ_LS)² = σ² (1 + d / (t - d - 1)) (inverse-Wishart mean)."""
+    d, sigma = 3, 0.5
+    model = LinearICL(d=d, sigma=sigma, prior=GaussianPrior(1.0))
+    prompts = model.sample(40_000, T=12, seed=8)
+    sq = (bma.least_squares(prompts.x, prompts.y) - prompts.y) ** 2
+    ts = np.arange(d + 2 + 2, 13)
+    z = _bonferroni_z(len(ts))
+    mean, lo, hi = mean_interval(sq[:, ts], z)
+    expected = sigma**2 * (1 + d / (ts - d - 1))
+    assert ((lo <= expected) & (expected <= hi)).all(), (mean, expected)
+
+
+def test_gaussian_regret_equals_half_log_det():
+    model = LinearICL(d=3, sigma=0.5, prior=GaussianPrior(1.0))
+    prompts = model.sample(20_000, T=30, seed=9)
+    with jax.enable_x64(True):
+        mean, var = bma.gaussian_bma(prompts.x, prompts.y, model.sigma, 1.0)
+        _, leverage = bma.ridge_online(prompts.x, prompts.y, 0.25)
+    simulated = bma.cumulative_regret(bma.gaussian_log_density(prompts.y, mean, var),
+                                      bma.gaussian_log_density(prompts.y, bma.oracle(prompts.x, prompts.w), 0.25))
+    closed = bma.gaussian_regret_closed_form(leverage)
+    x = prompts.x[:, :30]
+    direct = 0.5 * np.linalg.slogdet(np.eye(3) + 4.0 * np.einsum("nti,ntj->nij", x, x))[1]
+    np.testing.assert_allclose(closed[:, 30], direct, rtol=1e-8)
+    z = _bonferroni_z(3)
+    for t in (5, 15, 30):
+        m, lo, hi = mean_interval((simulated[:, t] - closed[:, t])[:, None], z)
+        assert lo[0] <= 0 <= hi[0], (t, m)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_finite_regret_bound_holds_on_every_prompt(seed):
+    prior = FinitePrior.draw(8, 4, seed=seed, weights=np.arange(1, 9))
+    model = LinearICL(d=4, sigma=0.5, prior=prior)
+    prompts = model.sample(500, T=40, seed=100 + seed)
+    _, log_p = bma.finite_bma(prompts.x, prompts.y, prior, model.sigma)
+    regret = bma.cumulative_regret(log_p, bma.gaussian_log_density(prompts.y, bma.oracle(prompts.x, prompts.w), 0.25))
+    index = np.argmin(np.linalg.norm(prompts.w[:, None] - prior.concepts[None], axis=2), axis=1)
+    bound = -np.log(prior.weights[index])
+    assert (regret <= bound[:, None] + 1e-9).all()
+    assert regret[:, -1].mean() > 0.2 * bound.mean()  # the bound is not vacuous here
+
+
+def test_prompt_attention_approaches_the_oracle():
+    model = LinearICL(d=2, sigma=0.1, prior=GaussianPrior(1.0))
+    prompts = model.sample(300, T=512, seed=10)
+    pred = attention.prompt_attention(prompts.x, prompts.y, beta=2.0)
+    ts = np.array([32, 64, 128, 256, 512])
+    gap = np.mean((pred[:, ts] - prompts.clean[:, ts]) ** 2, axis=0)
+    assert (np.diff(gap) < 0).all(), gap
+    assert -1.4 < loglog_slope(ts, gap) < -0.6, gap
+
+
+def test_bma_excess_risk_slope_is_minus_one_for_long_prompts():
+    model = LinearICL(d=2, sigma=0.5, prior=GaussianPrior(1.0))
+    prompts = model.sample(20_000, T=200, seed=11)
+    pred, _ = bma.gaussian_bma(prompts.x, prompts.y, 0.5, 1.0)
+    fit = fit_range(200, 2)
+    assert fit[0] == 20
+    excess = np.mean((pred - prompts.clean) ** 2, axis=0)
+    assert loglog_slope(fit, excess[fit]) == pytest.approx(-1.0, abs=0.1)
+
+
+def test_slope_fit_recovers_minus_one_on_synthetic_data():
+    rng = np.random.default_rng(0)
+    t = np.arange(10, 500)
+    assert loglog_slope(t, 3.0 / t) == pytest.approx(-1.0, abs=1e-12)
+    noisy = 3.0 / t * np.exp(0.05 * rng.standard_normal(len(t)))
+    assert loglog_slope(t, noisy) == pytest.approx(-1.0, abs=0.02)
+    assert loglog_slope(t, 1 / t**2) == pytest.approx(-2.0, abs=1e-12)
+
+
+def test_baselines_on_hand_checked_prompts():
+    x = np.array([[[1.0], [2.0], [1.1]]])
+    y = np.array([[3.0, 5.0, 7.0]])
+    np.testing.assert_allclose(bma.averaging(y), [[0.0, 3.0, 4.0]])
+    np.testing.assert_allclose(bma.nearest_neighbour(x, y), [[0.0, 3.0, 3.0]])
+    np.testing.assert_allclose(bma.least_squares(x, y), [[0.0, 6.0, 1.1 * 13 / 5]])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: LinearICL(0, 1.0, GaussianPrior()), "d must be at least 1"),
+    (lambda: LinearICL(2, 0.0, GaussianPrior()), "noise standard deviation must be positive"),
+    (lambda: LinearICL(2, 1.0, GaussianPrior()).sample(10, 0), "T must be at least 1"),
+    (lambda: FinitePrior.draw(0, 2), "M must be at least 1"),
+])
+def test_bad_arguments(make, message):
+    with pytest.raises(InvalidArgument, match=message):
+        make()
