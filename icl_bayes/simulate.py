@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -224,8 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {out / 'curves.json'}, mse.png, excess.png, regret.png")
 
 
-def cli(argv: list[str] | None = None) -> None:
-    """``main`` with bad arguments reported in one line (exit status 2)."""
+def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
+    """``main(argv)`` with bad arguments reported in one line (exit status 2)."""
     import sys
 
     try:
@@ -236,6 +237,10 @@ def cli(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def cli(argv: list[str] | None = None) -> None:
+    run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""``python -m icl_bayes.pretrain``: pretrain a small transformer on ICL prompts, then compare it with BMA.
+
+    python -m icl_bayes.pretrain --d 8 --T 32 --steps S --out DIR [--layers 2] [--prompts N] [--prior finite:M]
+
+Pretraining minimizes the squared error of every label given the prompt before it,
+``(1/(T+1)) Σ_t (ŷ_t - y_t)²``, with Adam, on fresh prompts each step (or on a fixed set of
+``--prompts N`` prompts, the pretraining set). Each step's batch comes from ``(seed, step)``, so a run
+is deterministic; ``DIR/checkpoint.msgpack`` is written atomically every ``--checkpoint-every`` steps
+and a rerun resumes from it. Then ``DIR/curves.json`` holds the simulate curves with ``transformer``
+added, and ``transformer_vs_bma``: the mean of ``(ŷ_transformer - ŷ_BMA)²`` at every T, the
+pretraining error in the paper's decomposition (ICL error = BMA error + pretraining error).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from icl_bayes.model import InvalidArgument, LinearICL
+from icl_bayes.simulate import _parser, curves, figures, predictions, print_summary, run_cli, setup
+from icl_bayes.transformer import ICLTransformer
+
+
+def batch(model: LinearICL, T: int, size: int, seed: int, step: int, pool: tuple[np.ndarray, np.ndarray] | None):
+    """The batch of ``step``: fresh prompts from ``(seed, step)``, or rows of the fixed ``pool``."""
+    if pool is None:
+        prompts = model.sample(size, T, seed=(seed << 32) + step)
+        return prompts.x, prompts.y
+    rows = np.random.default_rng((seed, step)).integers(0, len(pool[0]), size)
+    return pool[0][rows], pool[1][rows]
+
+
+class Pretrainer:
+    """The network, its optimizer, and the training state, saved to and resumed from a checkpoint."""
+
+    def __init__(self, width: int, depth: int, heads: int, lr: float, d: int, T: int, seed: int) -> None:
+        self.net = ICLTransformer(width, depth, heads)
+        self.opt = optax.adam(lr)
+        x, y = jnp.zeros((1, T + 1, d)), jnp.zeros((1, T + 1))
+        self.params = self.net.init(jax.random.PRNGKey(seed), x, y)["params"]
+        self.opt_state = self.opt.init(self.params)
+        self.step = 0
+        self.losses: list[float] = []
+
+        def loss(params, x, y):
+            return jnp.mean((self.net.apply({"params": params}, x, y) - y) ** 2)
+
+        def update(params, opt_state, x, y):
+            value, grads = jax.value_and_grad(loss)(params, x, y)
+            updates, opt_state = self.opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, value
+
+        self._update = jax.jit(update)
+        self._apply = jax.jit(lambda params, x, y: self.net.apply({"params": params}, x, y))
+
+    def state(self) -> dict:
+        return {"params": self.params, "opt_state": self.opt_state, "step": self.step, "losses": self.losses}
+
+    def save(self, path: Path) -> None:
+        """Serialize the training state to ``path`` atomically (temporary file, then rename)."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(flax.serialization.msgpack_serialize(
+            {"params": flax.serialization.to_state_dict(self.params),
+             "opt_state": flax.serialization.to_state_dict(self.opt_state),
+             "step": self.step, "losses": np.asarray(self.losses, np.float64)}))
+        tmp.replace(path)
+
+    def load(self, path: Path) -> None:
+        state = flax.serialization.msgpack_restore(path.read_bytes())
+        self.params = flax.serialization.from_state_dict(self.params, state["params"])
+        self.opt_state = flax.serialization.from_state_dict(self.opt_state, state["opt_state"])
+        self.step = int(state["step"])
+        self.losses = [float(v) for v in np.asarray(state["losses"]).reshape(-1)]
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        self.params, self.opt_state, value = self._update(self.params, self.opt_state, jnp.asarray(x), jnp.asarray(y))
+        self.step += 1
+        self.losses.append(float(value))
+        return self.losses[-1]
+
+    def predict(self, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """``ŷ [n, T+1]`` for prompts ``x [n, T+1, d]``, ``y [n, T+1]``."""
+        return np.concatenate([np.asarray(self._apply(self.params, jnp.asarray(x[s : s + chunk]),
+                                                      jnp.asarray(y[s : s + chunk])))
+                               for s in range(0, len(x), chunk)])
+
+
+def pretrain(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch_size: int, seed: int,
+             pool: tuple[np.ndarray, np.ndarray] | None, checkpoint: Path | None, every: int) -> float:
+    """Train until ``trainer.step == steps``, checkpointing every ``every`` steps; returns steps/s."""
+    from tqdm.auto import tqdm
+
+    start, first = time.perf_counter(), trainer.step
+    with tqdm(total=steps, initial=trainer.step, desc="pretrain", unit="step") as bar:
+        while trainer.step < steps:
+            loss = trainer.train_step(*batch(model, T, batch_size, seed, trainer.step, pool))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if checkpoint is not None and (trainer.step % every == 0 or trainer.step == steps):
+                trainer.save(checkpoint)
+    done = trainer.step - first
+    return done / (time.perf_counter() - start) if done else float("nan")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = _parser(__doc__.splitlines()[0])
+    p.set_defaults(T=32, trials=1000, out="runs/icl-pretrain")
+    p.add_argument("--steps", type=int, default=2000, help="pretraining steps")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=0, help="pretraining-set size (0: fresh prompts every step)")
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    args = p.parse_args(argv)
+    for name in ("steps", "batch_size", "layers", "width", "heads", "checkpoint_every"):
+        if getattr(args, name) < 1:
+            raise InvalidArgument(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.width % args.heads:
+        raise InvalidArgument(f"--width ({args.width}) must be a multiple of --heads ({args.heads})")
+    if args.prompts < 0:
+        raise InvalidArgument(f"--prompts must be 0 (fresh prompts) or positive, got {args.prompts}")
+    model, config = setup(args)
+    config.update({k: getattr(args, k) for k in ("steps", "batch_size", "lr", "layers", "width", "heads", "prompts")})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.msgpack"
+    trainer = Pretrainer(args.width, args.layers, args.heads, args.lr, args.d, args.T, args.seed)
+    if checkpoint.exists():
+        trainer.load(checkpoint)
+        print(f"resumed from step {trainer.step}", flush=True)
+    pool = None
+    if args.prompts:
+        fixed = model.sample(args.prompts, args.T, seed=args.seed + 7_777)
+        pool = (fixed.x, fixed.y)
+    steps_per_s = pretrain(trainer, model, args.T, args.steps, args.batch_size, args.seed, pool, checkpoint,
+                           args.checkpoint_every)
+    prompts = model.sample(args.trials, args.T, seed=args.seed + 1, misspecified=args.misspecified)
+    preds = predictions(model, prompts, config["beta"], args.ridge_lambda)
+    preds["transformer"] = trainer.predict(prompts.x, prompts.y)
+    result = curves(model, prompts, preds, config)
+    result["transformer_vs_bma"] = np.mean((preds["transformer"] - preds["bma"]) ** 2, axis=0)[1:].tolist()
+    result["training"] = {"steps": trainer.step, "steps_per_s": steps_per_s,
+                          "loss": trainer.losses[:: max(1, len(trainer.losses) // 200)]}
+    (out / "curves.json").write_text(json.dumps(result, indent=1))
+    figures(result, out)
+    print_summary(result)
+    gap = result["transformer_vs_bma"]
+    print(f"transformer vs BMA, mean (ŷ_tf - ŷ_bma)²: T=1 {gap[0]:.4f}, T={args.T // 2} {gap[args.T // 2 - 1]:.4f}, "
+          f"T={args.T} {gap[-1]:.4f}; {steps_per_s:.1f} steps/s")
+    print(f"wrote {out / 'curves.json'}, mse.png, excess.png, regret.png, checkpoint.msgpack")
+
+
+def cli(argv: list[str] | None = None) -> None:
+    run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,59 @@
+"""Transformer pretraining on ICL prompts: it learns towards BMA, and an interrupted run resumes exactly."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from icl_bayes import bma
+from icl_bayes.model import GaussianPrior, LinearICL
+from icl_bayes.pretrain import Pretrainer, cli, pretrain
+
+
+def test_short_pretraining_lowers_the_error_against_bma():
+    model = LinearICL(d=2, sigma=0.5, prior=GaussianPrior(1.0))
+    trainer = Pretrainer(width=32, depth=2, heads=2, lr=3e-3, d=2, T=10, seed=0)
+    test = model.sample(500, 10, seed=123)
+    reference, _ = bma.gaussian_bma(test.x, test.y, 0.5, 1.0)
+    gap = lambda: float(np.mean((trainer.predict(test.x, test.y) - reference)[:, 1:] ** 2))
+    before = gap()
+    pretrain(trainer, model, T=10, steps=150, batch_size=64, seed=0, pool=None, checkpoint=None, every=50)
+    after = gap()
+    assert after < 0.5 * before, (before, after)
+
+
+def test_interrupted_pretraining_resumes_to_the_same_parameters(tmp_path, capsys):
+    common = ["--d", "2", "--T", "6", "--trials", "50", "--width", "16", "--heads", "2", "--layers", "1",
+              "--batch-size", "16", "--checkpoint-every", "5"]
+    cli([*common, "--steps", "10", "--out", str(tmp_path / "a")])
+    cli([*common, "--steps", "20", "--out", str(tmp_path / "a")])  # resumes at step 10
+    assert "resumed from step 10" in capsys.readouterr().out
+    cli([*common, "--steps", "20", "--out", str(tmp_path / "b")])  # uninterrupted
+    loaded = []
+    for run in ("a", "b"):
+        trainer = Pretrainer(16, 1, 2, 1e-3, 2, 6, 0)
+        trainer.load(tmp_path / run / "checkpoint.msgpack")
+        loaded.append(trainer)
+    assert loaded[0].step == loaded[1].step == 20
+    for x, y in zip(jax.tree_util.tree_leaves(loaded[0].params), jax.tree_util.tree_leaves(loaded[1].params)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    curves = json.loads((tmp_path / "a" / "curves.json").read_text())
+    assert "transformer" in curves["predictors"] and len(curves["transformer_vs_bma"]) == 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--T", "0"], "--T must be at least 1"),
+    (["--d", "0"], "--d must be at least 1"),
+    (["--noise", "0"], "--noise (the noise standard deviation) must be positive"),
+    (["--prior", "finite:0"], "the number of concepts M must be at least 1"),
+    (["--prior", "finite:x"], "--prior finite:M needs an integer M"),
+    (["--width", "10", "--heads", "4"], "must be a multiple of --heads"),
+])
+def test_bad_arguments_get_one_line(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        cli([*argv, "--steps", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,58 @@
+"""The simulate CLI: curves.json's schema, its closed forms beside the simulation, and the figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from icl_bayes.simulate import cli
+
+
+def test_gaussian_curves(tmp_path, capsys):
+    cli(["--d", "3", "--T", "60", "--prior", "gaussian", "--noise", "0.5", "--trials", "3000", "--out", str(tmp_path)])
+    c = json.loads((tmp_path / "curves.json").read_text())
+    assert c["T"] == list(range(1, 61)) and c["config"]["d"] == 3
+    assert {"bma", "oracle", "least_squares", "ridge", "nearest_neighbour", "averaging", "attention"} <= set(c["predictors"])
+    for name, p in c["predictors"].items():
+        assert len(p["mse"]) == len(p["lo"]) == len(p["hi"]) == 60
+        assert all(lo <= m <= hi for m, lo, hi in zip(p["mse"], p["lo"], p["hi"]))
+    oracle = np.asarray(c["predictors"]["oracle"]["mse"])
+    assert abs(oracle.mean() - 0.25) < 0.01  # σ²
+    bma_mse = np.asarray(c["predictors"]["bma"]["mse"])
+    closed = np.asarray(c["closed_form"]["bma_mse"])
+    assert np.mean((bma_mse >= np.asarray(c["predictors"]["bma"]["lo"]) - 1e-12)) == 1
+    assert np.abs(bma_mse - closed).max() < 0.1 * closed.max()
+    # BMA is Bayes-optimal: no other predictor beats it by more than the noise, averaged over T
+    for name in ("least_squares", "ridge", "nearest_neighbour", "averaging", "attention"):
+        assert np.mean(c["predictors"][name]["mse"]) > np.mean(bma_mse) - 0.01
+    assert c["regret"]["lo"][-1] <= c["closed_form"]["regret"][-1] <= c["regret"]["hi"][-1]
+    assert c["slopes"]["fit_range"] == [30, 60]
+    for name in ("mse.png", "excess.png", "regret.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert "closed form" in capsys.readouterr().out
+
+
+def test_finite_curves_and_concept_attention(tmp_path):
+    cli(["--d", "4", "--T", "30", "--prior", "finite:6", "--noise", "0.5", "--trials", "500", "--out", str(tmp_path)])
+    c = json.loads((tmp_path / "curves.json").read_text())
+    np.testing.assert_allclose(c["predictors"]["concept_attention"]["mse"], c["predictors"]["bma"]["mse"], rtol=1e-6)
+    assert c["regret"]["bound_holds_on_every_prompt"] is True
+    assert c["regret"]["bound"][0] == pytest.approx(np.log(6))
+    assert c["closed_form"]["bma_mse"] is None
+
+
+def test_misspecified_labels_raise_the_error(tmp_path):
+    errors = []
+    for rho in ("0", "0.3"):
+        cli(["--d", "3", "--T", "20", "--trials", "2000", "--misspecified", rho, "--out", str(tmp_path / rho)])
+        errors.append(np.mean(json.loads((tmp_path / rho / "curves.json").read_text())["predictors"]["bma"]["mse"][10:]))
+    assert errors[1] > 1.5 * errors[0]
+
+
+def test_bad_noise_gets_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(["--noise", "-1"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --noise (the noise standard deviation) must be positive, got -1.0"
