@@ -55,6 +55,25 @@ def predictions(model: LinearICL, prompts: Prompts, beta: float, ridge_lambda: f
     return out
 
 
+def bma_curve(model: LinearICL, trials: int, T: int, seed: int = 0, chunk: int = 10_000) -> tuple[np.ndarray, ...]:
+    """BMA's squared error on the query at every T, streamed over chunks of prompts (memory independent
+    of ``trials``): ``(mse, lo, hi)``, each ``[T+1]``, with the 95% interval."""
+    total, total_sq, n = np.zeros(T + 1), np.zeros(T + 1), 0
+    for index, start in enumerate(range(0, trials, chunk)):
+        prompts = model.sample(min(chunk, trials - start), T, seed=(seed << 20) + index)
+        if isinstance(model.prior, GaussianPrior):
+            pred, _ = bma.gaussian_bma(prompts.x, prompts.y, model.sigma, model.prior.tau)
+        else:
+            pred, _ = bma.finite_bma(prompts.x, prompts.y, model.prior, model.sigma)
+        sq = (pred - prompts.y) ** 2
+        total += sq.sum(0)
+        total_sq += (sq**2).sum(0)
+        n += len(sq)
+    mean = total / n
+    half = 1.959963984540054 * np.sqrt(np.maximum(total_sq / n - mean**2, 0) / (n - 1))
+    return mean, mean - half, mean + half
+
+
 def regret(model: LinearICL, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
     """``(simulated cumulative log-loss regret of BMA [n, T+1], its closed form or bound [n, T+1])``."""
     x, y = prompts.x, prompts.y

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import tempfile
@@ -39,6 +40,7 @@ OPTIMIZER_NAMES = ("sgd", "adam", "signgd")
 COUNTERPART = {"kernel-sgd": "ft-sgd", "kernel-signgd": "ft-signgd", "kernel-asigngd": "ft-adam"}
 METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
 DIAGNOSTICS = ("f1", "agreement", "linearization", "kernel_drift")
+SUBSET_METRICS = ("kernel_distance_to_full", "kernel_alignment_to_full")
 KEYS = ("input_ids", "attention_mask", "mask_pos")
 
 
@@ -72,6 +74,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="batch size for evaluating f")
     p.add_argument("--init-missing-head", action="store_true", help="initialise MLM-head weights the checkpoint lacks")
     p.add_argument("--no-prompt", action="store_true", help="linear head on the first token instead of label-word logits")
+    p.add_argument("--subset", default="full", help="trainable subspace: full, head, bitfit, lora:R")
+    p.add_argument("--subsets", default=None, help="comma-separated subsets to sweep (one table and subsets.png)")
     p.add_argument("--kernels", default="sgd,asigngd", help="kernels to solve: sgd, signgd, asigngd")
     p.add_argument("--solver", default="ridge", choices=("ridge", "svm", "logistic", "lssvm"),
                    help="solver for the symmetric kernels (asigngd always uses the asymmetric LS-SVM)")
@@ -96,6 +100,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise NtkLabError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    from ntk_lab.subsets import parse_subset
+
+    args.subsets = [s.strip() for s in (args.subsets or args.subset).split(",") if s.strip()]
+    for name in args.subsets:
+        parse_subset(name)
     args.kernels = _names(args.kernels, "--kernels", KIND_NAMES)
     args.optimizers = _names(args.optimizers, "--optimizers", OPTIMIZER_NAMES)
     args.lrs = {name: _floats(getattr(args, f"lr_{name}"), f"--lr-{name}") for name in OPTIMIZER_NAMES}
@@ -105,11 +114,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def summarize(runs: list[dict], metric: str = "accuracy") -> dict[str, dict[str, float]]:
-    """Mean and (population) standard deviation of ``metric`` per method over seeds (NaN/None skipped)."""
+def label(record: dict, sweep: bool) -> str:
+    """The row name of a record: its method, with its subset when several subsets run."""
+    return f"{record['method']} [{record['subset']}]" if sweep else record["method"]
+
+
+def summarize(runs: list[dict], metric: str = "accuracy", sweep: bool = False) -> dict[str, dict[str, float]]:
+    """Mean and (population) standard deviation of ``metric`` per method (and subset, in a sweep) over
+    seeds (NaN/None skipped)."""
     out = {}
-    for method in dict.fromkeys(r["method"] for r in runs):
-        values = [r[metric] for r in runs if r["method"] == method and r.get(metric) is not None]
+    for method in dict.fromkeys(label(r, sweep) for r in runs):
+        values = [r[metric] for r in runs if label(r, sweep) == method and r.get(metric) is not None]
         values = [v for v in values if np.isfinite(v)]
         if values:
             out[method] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
@@ -184,25 +199,45 @@ class Context:
     args: argparse.Namespace
     task: Any
     model: Any
-    f: Any
+    base_f: Any  # the classifier of the model's parameters
+    subset: Any  # ntk_lab.subsets.Subset
     binary: bool
     timer: Timer
     state: State
     max_length: int
-    params_fingerprint: dict[int, str] = field(default_factory=dict)
-    kernel_fns: dict[tuple[str, str], Any] = field(default_factory=dict)
+    subset_text: str = "full"
+    params_fingerprint: dict[tuple, str] = field(default_factory=dict)
+    kernel_fns: dict[tuple, Any] = field(default_factory=dict)
 
-    def entk(self, kind: str, implementation: str) -> Any:
-        """One ``entk_fn`` per (kind, implementation), so its compiled code serves every seed."""
+    @property
+    def full(self) -> bool:
+        return self.subset.name == "full"
+
+    @functools.cached_property
+    def f(self) -> Any:
+        """The classifier of the trainable parameters: ``base_f``, or its subset reparameterization."""
+        from ntk_lab.subsets import SubsetClassifier
+
+        return self.base_f if self.full else SubsetClassifier(self.base_f, self.subset)
+
+    @property
+    def param_filter(self) -> Any:
+        return None if self.full else self.f.param_filter
+
+    def entk(self, kind: str, implementation: str, base: bool = False) -> Any:
+        """One ``entk_fn`` per (kind, implementation, classifier), so its compiled code serves every seed;
+        ``base=True``: the full model's kernel."""
         from ntk_lab.kernels import entk_fn
 
         if implementation == "ntk_vp" and kind != "sgd":
             implementation = "streamed"
-        if (kind, implementation) not in self.kernel_fns:
-            self.kernel_fns[kind, implementation] = entk_fn(
-                self.f, kind=kind, implementation=implementation, binary=self.binary, chunk=self.args.chunk
+        key = (kind, implementation, base or self.full)
+        if key not in self.kernel_fns:
+            self.kernel_fns[key] = entk_fn(
+                self.base_f if key[2] else self.f, kind=kind, implementation=implementation, binary=self.binary,
+                chunk=self.args.chunk, param_filter=None if key[2] else self.param_filter,
             )
-        return self.kernel_fns[kind, implementation]
+        return self.kernel_fns[key]
 
 
 def _subset(encoded: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
@@ -217,23 +252,31 @@ def _binary_outputs(scores: np.ndarray, binary: bool) -> np.ndarray:
     return (scores[:, 1] - scores[:, 0])[:, None] if binary else scores
 
 
-def _params0(ctx: Context, seed: int) -> Any:
+def _base_params(ctx: Context, seed: int) -> Any:
     """θ0: the checkpoint's parameters (plus, without a prompt, a head drawn from the seed)."""
-    return ctx.f.init_params(seed) if ctx.args.no_prompt else ctx.model.params
+    return ctx.base_f.init_params(seed) if ctx.args.no_prompt else ctx.model.params
 
 
-def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, seed: int) -> np.ndarray:
+def _params0(ctx: Context, seed: int) -> Any:
+    """The trainable parameterization at θ0: θ0 itself, or ``{"frozen": θ0, "delta": δ0}`` for a subset."""
+    base = _base_params(ctx, seed)
+    return base if ctx.full else ctx.f.init_params(base)
+
+
+def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, seed: int, base: bool = False) -> np.ndarray:
     """``K(X_train, x_all) [n, c, N, c]`` at θ0 (``x_all``: train, dev and test), through the on-disk
-    kernel cache, in tiles of ``--kernel-block`` rows and ``--column-block`` columns."""
+    kernel cache, in tiles of ``--kernel-block`` rows and ``--column-block`` columns. ``base=True``:
+    the full model's kernel, at the base parameters ``params0``."""
     from ntk_lab.cache import cache_dir
     from ntk_lab.kernel_store import compute_kernel, fingerprint, kernel_key
 
     args = ctx.args
-    kernel = ctx.entk(kind, args.implementation)
-    if seed not in ctx.params_fingerprint:
-        ctx.params_fingerprint[seed] = fingerprint(params0)
-    key = kernel_key(model=args.model, kind=kind, subset="full" + ("-noprompt" if args.no_prompt else ""),
-                     x1=x_train, x2=x_all, binary=ctx.binary, params=ctx.params_fingerprint[seed])
+    kernel = ctx.entk(kind, args.implementation, base)
+    subset = "full" if base else ctx.subset_text
+    if (seed, subset) not in ctx.params_fingerprint:
+        ctx.params_fingerprint[seed, subset] = fingerprint(params0)
+    key = kernel_key(model=args.model, kind=kind, subset=subset + ("-noprompt" if args.no_prompt else ""),
+                     x1=x_train, x2=x_all, binary=ctx.binary, params=ctx.params_fingerprint[seed, subset])
     return compute_kernel(kernel, params0, x_train, x_all, cache_dir("kernels", key), block=args.kernel_block,
                           column_block=args.column_block, desc=f"kernel {kind} seed {seed}")
 
@@ -242,7 +285,9 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
     """Every method's record for one k-shot split, and the test outputs each produced."""
     from ntk_lab import finetune, solvers
     from ntk_lab.kernel_store import compute_kernel
+    from ntk_lab.kernels import count_params
     from ntk_lab.prompts import batched_outputs, encode
+    from ntk_lab.subsets import kernel_alignment, kernel_distance
 
     args, task, seed = ctx.args, ctx.task, split.seed
     n, d = len(split.train), len(split.dev)
@@ -257,8 +302,12 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
         f0 = batched_outputs(ctx.f, params0, encoded, args.batch_size, desc=f"f0 seed {seed}")
     f0b = {name: _binary_outputs(f0[rows], ctx.binary) for name, rows in parts.items()}
 
+    trainable = count_params(params0, ctx.param_filter)
+    total = count_params(_base_params(ctx, seed))
+
     def scored(method: str, record: dict, pred: np.ndarray) -> dict:
-        record = {"seed": seed, "method": method, "accuracy": float(np.mean(pred == y["test"])), **record}
+        record = {"seed": seed, "method": method, "subset": ctx.subset_text, "accuracy": float(np.mean(pred == y["test"])),
+                  "trainable_params": trainable, "trainable_fraction": trainable / total, **record}
         if task.f1:
             record["f1"] = f1_score(pred, y["test"])
         return record
@@ -280,8 +329,15 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
                 chosen = solvers.select(solver, k[:, :, parts["train"]], y["train"], f0b["train"],
                                         k[:, :, parts["dev"]], y["dev"], f0b["dev"])
                 scores = chosen.fit.decision(k[:, :, parts["test"]], f0b["test"])
+            similarity = {"kernel_distance_to_full": 0.0, "kernel_alignment_to_full": 1.0}
+            if not ctx.full:
+                with ctx.timer.stage("kernels"):
+                    k_full = _kernel(ctx, kind, _base_params(ctx, seed), x["train"], x["train"], seed, base=True)
+                k_sub = k[:, :, parts["train"]]
+                similarity = {"kernel_distance_to_full": kernel_distance(k_sub, k_full),
+                              "kernel_alignment_to_full": kernel_alignment(k_sub, k_full)}
             record = scored(method, {"solver": solver, "lambda": chosen.lam, "scale": chosen.scale,
-                                     "dev_accuracy": chosen.dev_accuracy}, solvers.predict_labels(scores))
+                                     "dev_accuracy": chosen.dev_accuracy, **similarity}, solvers.predict_labels(scores))
             cached = record, {"test": scores, "k_train": k[:, :, parts["train"]]}
             ctx.state.save(seed, method, *cached)
         records.append(cached[0])
@@ -297,7 +353,7 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
                     ctx.f, params0, x["train"], y["train"], x["dev"], y["dev"], optimizer=name, lrs=args.lrs[name],
                     steps=args.steps, eval_every=args.eval_every, loss=args.loss,
                     batch_size=args.ft_batch_size or None, seed=seed, eval_batch_size=args.batch_size,
-                    desc=f"{method} seed {seed}",
+                    param_filter=ctx.param_filter, desc=f"{method} seed {seed}",
                 )
                 test_encoded = _subset(encoded, parts["test"])
                 f_ft = batched_outputs(ctx.f, result.params, test_encoded, args.batch_size, desc=f"{method} test")
@@ -335,26 +391,30 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
     return records, outputs
 
 
-def _table(results: dict, methods: list[str], seeds: list[int]) -> str:
+def _table(results: dict, methods: list[str], seeds: list[int], sweep: bool = False) -> str:
     """Methods down, seeds across, then mean ± std; the diagnostics below the accuracies."""
     runs = results["runs"]
-    value = lambda m, s, key: next((r.get(key) for r in runs if r["method"] == m and r["seed"] == s), None)
+    value = lambda m, s, key: next((r.get(key) for r in runs if label(r, sweep) == m and r["seed"] == s), None)
     cell = lambda v: f"{v:7.3f}" if isinstance(v, (int, float)) and np.isfinite(v) else f"{'-':>7}"
-    lines = [f"{'':<28}" + "".join(f"{s:>7}" for s in seeds) + "   mean ± std"]
-    for key in ("accuracy", *DIAGNOSTICS):
-        summary = summarize(runs, key)
+    width = max(28, *(len(m) + 26 for m in methods))
+    lines = [f"{'':<{width}}" + "".join(f"{s:>7}" for s in seeds) + "   mean ± std"]
+    extra = ("trainable_fraction", *SUBSET_METRICS) if any(r["subset"] != "full" for r in runs) else ()
+    for key in ("accuracy", *DIAGNOSTICS, *extra):
+        summary = summarize(runs, key, sweep)
         for m in methods:
             if m not in summary:
                 continue
-            label = m if key == "accuracy" else f"{m} {key}"
-            lines.append(f"{label:<28}" + "".join(cell(value(m, s, key)) for s in seeds)
+            if key == "trainable_fraction" and not m.startswith("zero-shot"):
+                continue  # one row per subset
+            name = m if key == "accuracy" else f"{m} {key}"
+            lines.append(f"{name:<{width}}" + "".join(cell(value(m, s, key)) for s in seeds)
                          + f"   {summary[m]['mean']:.3f} ± {summary[m]['std']:.3f}")
     return "\n".join(lines)
 
 
 def _write_csv(path: Path, runs: list[dict]) -> None:
-    columns = ["seed", "method", "accuracy", *DIAGNOSTICS, "linearized_accuracy", "dev_accuracy", "lr", "step",
-               "solver", "lambda", "scale"]
+    columns = ["seed", "method", "subset", "accuracy", *DIAGNOSTICS, "linearized_accuracy", "trainable_params",
+               "trainable_fraction", *SUBSET_METRICS, "dev_accuracy", "lr", "step", "solver", "lambda", "scale"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, columns, extrasaction="ignore")
         writer.writeheader()
@@ -381,6 +441,7 @@ def _figures(out: Path, results: dict, methods: list[str], outputs: dict, seed: 
 def main(argv: list[str] | None = None) -> None:
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import HeadClassifier, PromptedClassifier
+    from ntk_lab.subsets import parse_subset
     from ntk_lab.tasks import get_task, kshot_split, load_task_data
 
     args = _parse(argv)
@@ -393,31 +454,45 @@ def main(argv: list[str] | None = None) -> None:
         raise NtkLabError(f"--binary on needs a two-class task; {task.name} has {task.num_classes} classes")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {k: v for k, v in vars(args).items() if k not in ("out", "seeds")}
-    ctx = Context(args, task, model, f, binary, Timer(), State(out, config), min(args.max_length, model.config.max_length))
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "subsets", "subset")}
     splits = [kshot_split(train, test, task.num_classes, args.k, seed, args.test_cap) for seed in args.seeds]
     print(f"{task.name}, {args.model}, k={args.k}, train n={len(splits[0].train)}, test n={len(splits[0].test)}, "
           f"{'binary ' if binary else ''}kernels {', '.join(args.kernels)}, fine-tuning {', '.join(args.optimizers)}"
-          f"{', no prompt' if args.no_prompt else ''}", flush=True)
-    runs, first_outputs = [], None
-    for split in splits:
-        records, outputs = run_seed(ctx, split)
-        runs += records
-        first_outputs = first_outputs or outputs
-        print(f"seed {split.seed}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in records), flush=True)
+          f"{', no prompt' if args.no_prompt else ''}, subsets {', '.join(args.subsets)}", flush=True)
+    runs, first_outputs, timer = [], None, Timer()
+    for subset_text in args.subsets:
+        state = State(out, {**config, "subset": subset_text})
+        ctx = Context(args, task, model, f, parse_subset(subset_text, seed=0), binary, timer, state,
+                      min(args.max_length, model.config.max_length), subset_text)
+        for split in splits:
+            records, outputs = run_seed(ctx, split)
+            runs += records
+            first_outputs = first_outputs or outputs
+            print(f"{subset_text}, seed {split.seed}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in records),
+                  flush=True)
+    sweep = len(args.subsets) > 1
     methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
+    rows = [f"{m} [{s}]" for s in args.subsets for m in methods] if sweep else methods
     results = {
-        "task": task.name, "model": args.model, "k": args.k, "runs": runs, "summary": summarize(runs),
-        "diagnostics": {key: summarize(runs, key) for key in (*DIAGNOSTICS, "linearized_accuracy")},
-        "timing": {k: round(v, 3) for k, v in ctx.timer.seconds.items()},
-        "peak_rss_gib": {k: round(v, 3) for k, v in ctx.timer.peak_gib.items()},
-        "config": {**config, "binary": binary, "seeds": args.seeds},
+        "task": task.name, "model": args.model, "k": args.k, "runs": runs, "summary": summarize(runs, sweep=sweep),
+        "diagnostics": {key: summarize(runs, key, sweep) for key in (*DIAGNOSTICS, *SUBSET_METRICS, "linearized_accuracy")},
+        "timing": {k: round(v, 3) for k, v in timer.seconds.items()},
+        "peak_rss_gib": {k: round(v, 3) for k, v in timer.peak_gib.items()},
+        "config": {**config, "binary": binary, "seeds": args.seeds, "subsets": args.subsets},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     _write_csv(out / "results.csv", runs)
-    _figures(out, results, methods, first_outputs, args.seeds[0], f"{task.name}, {Path(args.model).name}, k={args.k}")
-    print(_table(results, methods, args.seeds))
-    print(f"wrote {out / 'results.json'}, results.csv, accuracy.png, scatter.png, curves.png")
+    title = f"{task.name}, {Path(args.model).name}, k={args.k}"
+    full_runs = [r for r in runs if r["subset"] == args.subsets[0]]
+    _figures(out, {**results, "runs": full_runs}, methods, first_outputs, args.seeds[0], title)
+    made = "accuracy.png, scatter.png, curves.png"
+    if sweep:
+        from ntk_lab import figures
+
+        figures.subset_figure(runs, args.subsets, out / "subsets.png", title)
+        made += ", subsets.png"
+    print(_table(results, rows, args.seeds, sweep))
+    print(f"wrote {out / 'results.json'}, results.csv, {made}")
 
 
 cli = cli_main(main)

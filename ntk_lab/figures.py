@@ -84,3 +84,31 @@ def curve_figure(curves: list[tuple[str, dict, str | None, float | None]], path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def subset_figure(runs: list[dict], subsets: list[str], path: Path, title: str) -> None:
+    """Per subset: mean test accuracy of each fine-tuning and kernel method, and the kernels' alignment
+    to the full kernel (trainable fraction in the tick labels)."""
+    plt = _pyplot()
+    methods = [m for m in dict.fromkeys(r["method"] for r in runs) if m != "zero-shot"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / max(1, len(methods))
+    for j, method in enumerate(methods):
+        means = [np.mean([r["accuracy"] for r in runs if r["subset"] == s and r["method"] == method] or [np.nan])
+                 for s in subsets]
+        ax.bar(np.arange(len(subsets)) + j * width, means, width, label=method)
+        if method.startswith("kernel-"):
+            align = [np.mean([r["kernel_alignment_to_full"] for r in runs if r["subset"] == s and r["method"] == method]
+                             or [np.nan]) for s in subsets]
+            bx.plot(range(len(subsets)), align, "o-", label=method)
+    fraction = {r["subset"]: r["trainable_fraction"] for r in runs}
+    ticks = [f"{s}\n{100 * fraction[s]:.3g}%" for s in subsets]
+    ax.set_xticks(np.arange(len(subsets)) + 0.4 - width / 2, ticks, fontsize=8)
+    ax.set(ylabel="test accuracy", ylim=(0, 1), title=title)
+    bx.set_xticks(range(len(subsets)), ticks, fontsize=8)
+    bx.set(ylabel="centred alignment to the full kernel", ylim=(0, 1.05), title="subspace kernel vs full kernel")
+    ax.legend(fontsize=7)
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

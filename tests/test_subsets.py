@@ -1,0 +1,107 @@
+"""Parameter-efficient subsets: zero deltas change nothing, counts match the closed form, LoRA's kernel
+is a random projection converging at R^-1/2, and fine-tuning moves only the subset."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntk_lab import finetune, kernels, subsets
+from ntk_lab.errors import NtkLabError
+
+KEYS = ("input_ids", "attention_mask", "mask_pos")
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.tasks import get_task, load_task_data
+
+    task = get_task("sst2")
+    train, _ = load_task_data(task, "sample")
+    enc = encode(task, train[:12], tiny.tokenizer, 32)
+    return PromptedClassifier.for_task(tiny, task), tiny.params, {k: enc[k] for k in KEYS}, enc["labels"]
+
+
+@pytest.mark.parametrize("name", ["full", "head", "bitfit", "lora:4"])
+def test_zero_delta_leaves_outputs_unchanged(setup, name):
+    f, params, x, _ = setup
+    g = subsets.SubsetClassifier(f, subsets.parse_subset(name))
+    np.testing.assert_array_equal(np.asarray(g(g.init_params(params), x)), np.asarray(f(params, x)))
+
+
+def test_parameter_counts_match_the_closed_form_for_roberta_base():
+    from transformers import RobertaConfig
+
+    from ntk_lab.models.encoder import EncoderConfig, MaskedLM
+
+    hf = RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)
+    module = MaskedLM(EncoderConfig.from_hf(hf))
+    ids = jnp.zeros((1, 2), jnp.int32)
+    params = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), ids, ids + 1)["params"])
+    h, inter, layers, vocab = 768, 3072, 12, 50265
+    assert subsets.count(params) == 124_697_433  # RobertaForMaskedLM, decoder tied to the embeddings
+    zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), params)
+    count = lambda name: subsets.count(subsets.parse_subset(name).init(zeros))
+    assert count("bitfit") == layers * (7 * h + inter) + 3 * h + vocab == 153_945
+    assert count("head") == h * h + h + 2 * h + vocab == 642_393
+    assert count("lora:8") == layers * 2 * (h * 8 + 8 * h) == 294_912
+
+
+def test_lora_kernel_converges_to_the_adapted_matrices_kernel_at_rate_r_minus_half(setup):
+    f, params, x, _ = setup
+    x = jax.tree_util.tree_map(lambda a: a[:6], x)
+    qv = lambda path: len(path) > 1 and path[-2] in ("query", "value") and path[-1] == "kernel"
+    target = kernels.flatten_kernel(kernels.entk_fn(f, param_filter=qv)(params, x))
+    ranks = [2, 8, 32, 128]
+    distances = []
+    for r in ranks:
+        errs = []
+        g = subsets.SubsetClassifier(f, subsets.Subset("lora", rank=r))
+        kernel = kernels.entk_fn(g, param_filter=g.param_filter)  # one compiled kernel per rank
+        for seed in range(6):
+            delta = subsets.Subset("lora", rank=r, seed=seed).init(params)
+            k = kernels.flatten_kernel(kernel({"frozen": params, "delta": delta}, x))
+            errs.append(np.linalg.norm(np.asarray(k) - np.asarray(target)) / np.linalg.norm(np.asarray(target)))
+        distances.append(np.mean(errs))
+    slope = np.polyfit(np.log(ranks), np.log(distances), 1)[0]
+    assert all(np.diff(distances) < 0), distances
+    assert -0.5 - 0.15 < slope < -0.5 + 0.15, (slope, distances)
+
+
+@pytest.mark.parametrize("name", ["bitfit", "head", "lora:4"])
+def test_fine_tuning_moves_only_the_subset(setup, name):
+    f, params, x, y = setup
+    subset = subsets.parse_subset(name)
+    g = subsets.SubsetClassifier(f, subset)
+    result = finetune.train(g, g.init_params(params), x, y, x, y, optimizer="adam", lrs=(1e-2,), steps=5,
+                            eval_every=5, param_filter=g.param_filter, keep="last")
+    merged = subset.merge(result.params["frozen"], result.params["delta"])
+    changed = set()
+    for (path, new), (_, old) in zip(jax.tree_util.tree_leaves_with_path(merged),
+                                     jax.tree_util.tree_leaves_with_path(params)):
+        if not np.array_equal(np.asarray(new), np.asarray(old)):
+            changed.add(kernels.path_names(path))
+    assert changed
+    if name == "bitfit":
+        assert all(p[-1] == "bias" or p[0] == "lm_bias" for p in changed)
+    elif name == "head":
+        assert all(p[0] in ("lm_head", "lm_bias") for p in changed)
+    else:
+        assert all(p[-2] in ("query", "value") and p[-1] == "kernel" for p in changed)
+    for a, b in zip(jax.tree_util.tree_leaves(result.params["frozen"]), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_similarity_measures():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(10, 30))
+    k = z @ z.T
+    assert subsets.kernel_distance(3.0 * k, k) == pytest.approx(0.0, abs=1e-12)
+    assert subsets.kernel_alignment(3.0 * k, k) == pytest.approx(1.0)
+    other = rng.normal(size=(10, 30))
+    assert 0 < subsets.kernel_distance(other @ other.T, k) < 1
+    with pytest.raises(NtkLabError, match="unknown subset 'lora:0'"):
+        subsets.parse_subset("lora:0")
