@@ -209,8 +209,12 @@ class PromptedClassifier:
         return batched_outputs(self, params, encoded, batch_size, desc)
 
     def __call__(self, params: Any, batch: Batch) -> jax.Array:
-        hidden = self.model.encode(params, batch["input_ids"], batch["attention_mask"])  # [b, l, h]
-        at_mask = jnp.take_along_axis(hidden, batch["mask_pos"][:, None, None], axis=1)[:, 0]  # [b, h]
+        return self.with_adapters(params, None, batch)
+
+    def with_adapters(self, params: Any, adapters: dict[str, jax.Array] | None, batch: Batch) -> jax.Array:
+        """``f`` with parameter-efficient adapters (soft prompts shift the mask right by their count)."""
+        hidden = _encode(self.model, params, adapters, batch)  # [b, l, h]
+        at_mask = jnp.take_along_axis(hidden, _shifted(batch["mask_pos"], adapters)[:, None, None], axis=1)[:, 0]
         return self.model.vocab_logits(params, at_mask, jnp.asarray(self.label_ids))
 
 
@@ -237,6 +241,30 @@ class HeadClassifier:
         return batched_outputs(self, params, encoded, batch_size, desc)
 
     def __call__(self, params: Any, batch: Batch) -> jax.Array:
-        hidden = self.model.encode(params["lm"], batch["input_ids"], batch["attention_mask"])  # [b, l, h]
+        return self.with_adapters(params, None, batch)
+
+    def with_adapters(self, params: Any, adapters: dict[str, jax.Array] | None, batch: Batch) -> jax.Array:
+        hidden = _encode(self.model, params["lm"], adapters, batch)  # [b, l, h]
         first = jnp.take_along_axis(hidden, batch["mask_pos"][:, None, None], axis=1)[:, 0]  # [b, h]
         return first @ params["head"]["kernel"] + params["head"]["bias"]
+
+
+def _encode(model: LoadedMaskedLM, params: Any, adapters: dict[str, jax.Array] | None, batch: Batch) -> jax.Array:
+    """The encoder's last hidden states; for PASTA, the [CLS]/<s> and [SEP]/</s> positions are marked."""
+    if adapters and "pasta" in adapters:
+        ids = batch["input_ids"]
+        tok = model.tokenizer
+        special = jnp.stack([ids == tok.cls_token_id, ids == tok.sep_token_id], axis=-1)
+        adapters = {**adapters, "special": special}
+    return model.encode(params, batch["input_ids"], batch["attention_mask"], None, adapters)
+
+
+def _shifted(mask_pos: jax.Array, adapters: dict[str, jax.Array] | None) -> jax.Array:
+    """The mask's position after ``n`` soft-prompt vectors are inserted after the first token."""
+    if not adapters:
+        return mask_pos
+    if "prompt" in adapters:
+        return mask_pos + adapters["prompt"].shape[0]
+    if "deep_prompt" in adapters:
+        return mask_pos + adapters["deep_prompt"].shape[1]
+    return mask_pos

@@ -12,6 +12,12 @@ with ``δ = 0`` giving back ``θ0``, and ``param_filter`` selecting ``delta``:
   ``∂f/∂B = Aᵀ ∂f/∂W``, so the LoRA kernel is ``<Aᵀ G, Aᵀ G'> = tr(Gᵀ A Aᵀ G')``: a random
   projection of the kernel of the adapted matrices, unbiased (``E[A Aᵀ] = I``), with relative error
   ``O(R^{-1/2})``.
+- ``prompt:N``: N soft-prompt vectors inserted after the first token at the input embeddings (started
+  from the embeddings of N random vocabulary words); ``deep-prompt:N``: N prompt positions whose hidden
+  states are replaced by trainable vectors before every layer (``N(0, 0.02²)``), as VPT-deep does.
+- ``pasta``: one trainable vector per layer for each kind of special token ([CLS]/<s> and [SEP]/</s>),
+  added to those tokens' hidden states before each layer's self-attention (Yang et al., EACL 2023);
+  zero at the start. Adapter subsets leave θ0 as it is and pass δ to the encoder.
 
 Kernel similarity between a subset's kernel ``K_s`` and the full one ``K`` (flattened train kernels):
 the relative Frobenius distance after the best scalar scaling, ``min_c ||c K_s - K||_F / ||K||_F``,
@@ -31,7 +37,8 @@ import numpy as np
 from ntk_lab.errors import NtkLabError
 from ntk_lab.kernels import path_names
 
-SUBSET_FORMS = "full, head, bitfit, lora:R"
+SUBSET_FORMS = "full, head, bitfit, lora:R, prompt:N, deep-prompt:N, pasta"
+ADAPTERS = ("prompt", "deep-prompt", "pasta")
 _HEAD = ("lm_head", "lm_bias", "decoder")
 
 
@@ -48,7 +55,7 @@ class Subset:
     """One parameterization: ``init`` makes ``δ`` (zero effect), ``merge`` makes the model's parameters."""
 
     name: str
-    rank: int = 0
+    rank: int = 0  # R for lora, N for prompt and deep-prompt
     seed: int = 0
 
     @property
@@ -62,6 +69,8 @@ class Subset:
             leaves = jax.tree_util.tree_flatten_with_path(params)[0]
             return {"/".join(path_names(p)): jnp.zeros_like(v) for p, v in leaves if self.selects(path_names(p))}
         key = jax.random.PRNGKey(self.seed)
+        if self.name in ADAPTERS:
+            return self._init_adapter(params, key)
         delta = {}
         for layer in sorted(params["encoder"], key=lambda name: int(name.split("_")[-1])):
             for proj in ("query", "value"):
@@ -71,8 +80,20 @@ class Subset:
                 delta[f"{layer}/{proj}"] = {"A": a, "B": jnp.zeros((self.rank, kernel.shape[1]), kernel.dtype)}
         return delta
 
+    def _init_adapter(self, params: Any, key: jax.Array) -> dict[str, jax.Array]:
+        embeddings = params["embeddings"]["word_embeddings"]
+        layers, h = len(params["encoder"]), embeddings.shape[1]
+        if self.name == "prompt":
+            rows = jax.random.choice(key, embeddings.shape[0], (self.rank,), replace=False)
+            return {"prompt": jnp.asarray(embeddings)[rows]}
+        if self.name == "deep-prompt":
+            return {"deep_prompt": 0.02 * jax.random.normal(key, (layers, self.rank, h), embeddings.dtype)}
+        return {"pasta": jnp.zeros((layers, 2, h), embeddings.dtype)}
+
     def merge(self, params: Any, delta: Any) -> Any:
-        """The model's parameters ``θ0 ⊕ δ``."""
+        """The model's parameters ``θ0 ⊕ δ`` (``θ0`` itself for the adapter subsets)."""
+        if self.name in ADAPTERS:
+            return params
         if self.selects is not None:
             leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
             merged = [v + delta["/".join(path_names(p))] if self.selects(path_names(p)) else v for p, v in leaves]
@@ -92,13 +113,18 @@ class Subset:
 
 
 def parse_subset(text: str, seed: int = 0) -> Subset:
-    """``full``, ``head``, ``bitfit`` or ``lora:R``."""
+    """``full``, ``head``, ``bitfit``, ``lora:R``, ``prompt:N``, ``deep-prompt:N`` or ``pasta``."""
     if text in ("full", "head", "bitfit"):
         return Subset(text, seed=seed)
     match = re.fullmatch(r"lora:(\d+)", text)
     if match and int(match.group(1)) >= 1:
         return Subset("lora", rank=int(match.group(1)), seed=seed)
-    raise NtkLabError(f"unknown subset '{text}': choose from {SUBSET_FORMS} (R a positive integer)")
+    if text == "pasta":
+        return Subset("pasta", seed=seed)
+    match = re.fullmatch(r"(prompt|deep-prompt):(\d+)", text)
+    if match and int(match.group(2)) >= 1:
+        return Subset(match.group(1), rank=int(match.group(2)), seed=seed)
+    raise NtkLabError(f"unknown subset '{text}': choose from {SUBSET_FORMS} (R, N positive integers)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,6 +142,8 @@ class SubsetClassifier:
         return path[0] == "delta"
 
     def __call__(self, params: dict[str, Any], batch: Any) -> jax.Array:
+        if self.subset.name in ADAPTERS:
+            return self.f.with_adapters(params["frozen"], params["delta"], batch)
         return self.f(self.subset.merge(params["frozen"], params["delta"]), batch)
 
 

@@ -168,11 +168,16 @@ class LoadedMaskedLM:
         return self.module.apply({"params": params}, input_ids, attention_mask, token_type_ids)
 
     def encode(
-        self, params: Params, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+        self,
+        params: Params,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        adapters: dict[str, jax.Array] | None = None,
     ) -> jax.Array:
-        """Last hidden states ``[b, l, h]``."""
+        """Last hidden states ``[b, l, h]`` (``adapters``: see ``MaskedLM.encode``)."""
         return self.module.apply(
-            {"params": params}, input_ids, attention_mask, token_type_ids, method=MaskedLM.encode
+            {"params": params}, input_ids, attention_mask, token_type_ids, adapters, method=MaskedLM.encode
         )
 
     def vocab_logits(self, params: Params, hidden: jax.Array, rows: jax.Array | None = None) -> jax.Array:

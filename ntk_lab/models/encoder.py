@@ -128,10 +128,21 @@ class Embeddings(nn.Module):
         )
         self.LayerNorm = _layer_norm(c, self.dtype, "LayerNorm")
 
-    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
-        """``[b, l]`` ids -> ``[b, l, h]``: LN(E_word[u] + E_pos[p] + E_type[t])."""
+    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, prompt: jax.Array | None = None) -> jax.Array:
+        """``[b, l]`` ids -> ``[b, l, h]``: LN(E_word[u] + E_pos[p] + E_type[t]).
+
+        ``prompt [n, h]`` (soft prompt tuning): n vectors inserted after the first token in place of word
+        embeddings, ``[b, l + n, h]``; positions count them as tokens, their token type is 0.
+        """
+        words = self.word_embeddings[input_ids]
+        if prompt is not None:
+            b, n = input_ids.shape[0], prompt.shape[0]
+            words = jnp.concatenate([words[:, :1], jnp.broadcast_to(prompt, (b, *prompt.shape)), words[:, 1:]], axis=1)
+            input_ids = jnp.concatenate([input_ids[:, :1], jnp.repeat(input_ids[:, :1], n, axis=1), input_ids[:, 1:]], axis=1)
+            token_type_ids = jnp.concatenate([token_type_ids[:, :1], jnp.zeros((b, n), token_type_ids.dtype),
+                                              token_type_ids[:, 1:]], axis=1)
         x = (
-            self.word_embeddings[input_ids]
+            words
             + self.position_embeddings[position_ids(self.config, input_ids)]
             + self.token_type_embeddings[token_type_ids]
         )
@@ -209,8 +220,23 @@ class Encoder(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        h: jax.Array,
+        mask: jax.Array,
+        deep_prompt: jax.Array | None = None,
+        pasta: tuple[jax.Array, jax.Array] | None = None,
+    ) -> jax.Array:
+        """``L`` layers. Before layer i: ``deep_prompt [L, n, h]`` replaces the hidden states of positions
+        ``1..n`` by ``deep_prompt[i]`` (deep prompt tuning, as VPT-deep); ``pasta = (vectors [L, k, h],
+        special [b, l, k])`` adds ``vectors[i, j]`` to the positions of special-token kind j (PASTA)."""
         for i in range(self.config.num_hidden_layers):
+            if deep_prompt is not None:
+                n = deep_prompt.shape[1]
+                h = h.at[:, 1 : 1 + n].set(jnp.broadcast_to(deep_prompt[i], (h.shape[0], n, h.shape[2])))
+            if pasta is not None:
+                vectors, special = pasta
+                h = h + jnp.einsum("blk,kh->blh", special.astype(h.dtype), vectors[i])
             h = Layer(self.config, self.dtype, name=f"layer_{i}")(h, mask)
         return h
 
@@ -252,12 +278,36 @@ class MaskedLM(nn.Module):
             )
 
     def encode(
-        self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        adapters: dict[str, jax.Array] | None = None,
     ) -> jax.Array:
-        """``[b, l]`` ids and mask -> last hidden states ``[b, l, h]``."""
+        """``[b, l]`` ids and mask -> last hidden states ``[b, l, h]`` (``[b, l + n, h]`` with n prompts).
+
+        ``adapters`` (parameter-efficient tuning, see ``ntk_lab.subsets``): ``prompt [n, h]``,
+        ``deep_prompt [L, n, h]`` (n positions inserted after the first token), ``pasta [L, k, h]`` with
+        ``special [b, l, k]`` (the positions of each kind of special token).
+        """
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask)
+        adapters = adapters or {}
+        prompt, deep = adapters.get("prompt"), adapters.get("deep_prompt")
+        if deep is not None:
+            prompt = jnp.zeros(deep.shape[1:], deep.dtype)
+        pasta = None
+        if "pasta" in adapters:
+            special = adapters["special"]
+            if prompt is not None:
+                special = jnp.concatenate([special[:, :1], jnp.zeros((special.shape[0], prompt.shape[0], special.shape[2]),
+                                                                      special.dtype), special[:, 1:]], axis=1)
+            pasta = (adapters["pasta"], special)
+        if prompt is not None:
+            ones = jnp.ones((attention_mask.shape[0], prompt.shape[0]), attention_mask.dtype)
+            attention_mask = jnp.concatenate([attention_mask[:, :1], ones, attention_mask[:, 1:]], axis=1)
+        h = self.embeddings(input_ids, token_type_ids, prompt)
+        return self.encoder(h, attention_mask, deep, pasta)
 
     def vocab_logits(self, hidden: jax.Array, rows: jax.Array | None = None) -> jax.Array:
         """``[..., h]`` -> ``[..., vocab]``, or ``[..., len(rows)]`` for the given vocabulary rows."""
