@@ -75,13 +75,13 @@ class LinearICL:
         if isinstance(self.prior, FinitePrior) and self.prior.concepts.shape[1] != self.d:
             raise InvalidArgument(f"the concepts have dimension {self.prior.concepts.shape[1]}, not d = {self.d}")
 
-    def covariates(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    def covariates(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
         """``[*shape, d]`` draws of ``x ~ N(0, Σ)``."""
-        z = rng.standard_normal((*shape, self.d))
-        return z if self.cov is None else z @ np.linalg.cholesky(self.cov).T
+        z = rng.standard_normal((*shape, self.d), dtype=dtype)
+        return z if self.cov is None else z @ np.linalg.cholesky(self.cov).T.astype(dtype)
 
-    def sample(self, n: int, T: int, seed: int = 0, misspecified: float = 0.0) -> "Prompts":
-        """``n`` prompts of ``T + 1`` examples, from ``seed``.
+    def sample(self, n: int, T: int, seed: int = 0, misspecified: float = 0.0, dtype: type = np.float64) -> "Prompts":
+        """``n`` prompts of ``T + 1`` examples, from ``seed`` (``dtype``: float64, or float32 for speed).
 
         ``misspecified = ρ``: each label is, with probability ρ, drawn from a wrong mapping
         ``y = <w', x> + ε`` with ``w'`` a fresh draw from the prior (the query labels never are).
@@ -93,10 +93,10 @@ class LinearICL:
         if not 0 <= misspecified <= 1:
             raise InvalidArgument(f"the misspecified fraction must lie in [0, 1], got {misspecified}")
         rng = np.random.default_rng(seed)
-        w = self.prior.sample(rng, n, self.d)
-        x = self.covariates(rng, (n, T + 1))
+        w = self.prior.sample(rng, n, self.d).astype(dtype)
+        x = self.covariates(rng, (n, T + 1), dtype)
         clean = np.einsum("ntd,nd->nt", x, w)
-        noise = self.sigma * rng.standard_normal((n, T + 1))
+        noise = self.sigma * rng.standard_normal((n, T + 1), dtype=dtype)
         y = clean + noise
         if misspecified > 0:
             wrong = np.einsum("ntd,nd->nt", x, self.prior.sample(rng, n, self.d)) + noise

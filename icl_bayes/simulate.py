@@ -4,7 +4,8 @@
 
 Writes ``DIR/curves.json``:
 ``{"config", "T": [1..T], "predictors": {NAME: {"mse", "lo", "hi", "excess"}}, "closed_form":
-{"bma_mse", "regret"}, "regret": {"mean", "lo", "hi", "bound"}, "slopes": {NAME: value}}`` where
+{"bma_mse", "regret"}, "regret": {"mean", "lo", "hi", "bound"}, "slopes": {NAME: value},
+"slope_fit_range": [first T, last T]}`` where
 ``mse`` is the mean squared error against the noisy query label after T examples (the oracle's is σ²)
 with its 95% interval, ``excess`` the mean of ``(prediction - <w, x>)²`` (the excess risk over the
 oracle) and ``slopes`` its log-log slope over long prompts (t >= 10d, or the upper half of T). Figures: ``mse.png``,
@@ -60,7 +61,7 @@ def bma_curve(model: LinearICL, trials: int, T: int, seed: int = 0, chunk: int =
     of ``trials``): ``(mse, lo, hi)``, each ``[T+1]``, with the 95% interval."""
     total, total_sq, n = np.zeros(T + 1), np.zeros(T + 1), 0
     for index, start in enumerate(range(0, trials, chunk)):
-        prompts = model.sample(min(chunk, trials - start), T, seed=(seed << 20) + index)
+        prompts = model.sample(min(chunk, trials - start), T, seed=(seed << 20) + index, dtype=np.float32)
         if isinstance(model.prior, GaussianPrior):
             pred, _ = bma.gaussian_bma(prompts.x, prompts.y, model.sigma, model.prior.tau)
         else:
@@ -114,7 +115,7 @@ def curves(model: LinearICL, prompts: Prompts, preds: dict[str, np.ndarray], con
         out["closed_form"] = {"bma_mse": None, "regret": None}
         out["regret"]["bound"] = closed.mean(0)[1:].tolist()
         out["regret"]["bound_holds_on_every_prompt"] = bool(np.all(simulated <= closed + 1e-9))
-    out["slopes"]["fit_range"] = [int(fit[0]), int(fit[-1])]
+    out["slope_fit_range"] = [int(fit[0]), int(fit[-1])]
     return out
 
 

@@ -28,7 +28,7 @@ def test_gaussian_curves(tmp_path, capsys):
     for name in ("least_squares", "ridge", "nearest_neighbour", "averaging", "attention"):
         assert np.mean(c["predictors"][name]["mse"]) > np.mean(bma_mse) - 0.01
     assert c["regret"]["lo"][-1] <= c["closed_form"]["regret"][-1] <= c["regret"]["hi"][-1]
-    assert c["slopes"]["fit_range"] == [30, 60]
+    assert c["slope_fit_range"] == [30, 60] and all(isinstance(v, float) for v in c["slopes"].values())
     for name in ("mse.png", "excess.png", "regret.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert "closed form" in capsys.readouterr().out
@@ -56,3 +56,16 @@ def test_bad_noise_gets_one_line(capsys):
         cli(["--noise", "-1"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --noise (the noise standard deviation) must be positive, got -1.0"
+
+
+def test_streamed_bma_curve_matches_the_bayes_risk():
+    from icl_bayes import bma
+    from icl_bayes.model import GaussianPrior, LinearICL
+    from icl_bayes.simulate import bma_curve
+
+    model = LinearICL(d=3, sigma=0.5, prior=GaussianPrior(1.0))
+    mse, lo, hi = bma_curve(model, 30_000, 12, seed=3, chunk=7_000)  # five chunks, float32
+    reference = model.sample(30_000, 12, seed=4)
+    _, leverage = bma.ridge_online(reference.x, reference.y, 0.25)
+    risk = 0.25 * (1 + leverage.mean(0))
+    assert np.all(np.abs(mse - risk) <= (hi - lo) + 0.01 * risk), (mse, risk)
