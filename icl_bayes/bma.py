@@ -53,8 +53,9 @@ def _ridge_scan(x: jax.Array, y: jax.Array, lam: jax.Array) -> tuple[jax.Array, 
     return pred.T, leverage.T
 
 
-def ridge_online(x: np.ndarray, y: np.ndarray, lam: float, chunk: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge predictions and leverages ``xᵀ P_t x`` at every prefix, ``([n, T+1], [n, T+1])``, in chunks of prompts."""
+def ridge_online(x: np.ndarray, y: np.ndarray, lam: float, chunk: int = 2_000) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge predictions and leverages ``xᵀ P_t x`` at every prefix, ``([n, T+1], [n, T+1])``, in chunks of
+    prompts (small enough that the chunk's ``P_t [chunk, d, d]`` stays in cache across the scan)."""
     if not lam > 0:
         raise ValueError(f"ridge needs λ > 0 (use least_squares for λ = 0), got {lam}")
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
@@ -79,30 +80,35 @@ def gaussian_regret_closed_form(leverage: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros((len(steps), 1)), np.cumsum(steps[:, :-1], axis=1)], axis=1)
 
 
-def finite_log_posterior(x: np.ndarray, y: np.ndarray, prior: FinitePrior, sigma: float) -> np.ndarray:
-    """``log p_t(m)`` (normalized) before example t, ``[n, T+1, M]``."""
-    means = np.einsum("ntd,md->ntm", x, prior.concepts)
+@jax.jit
+def _finite_chunk(x: jax.Array, y: jax.Array, concepts: jax.Array, log_weights: jax.Array,
+                  sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(predictive mean [n, T+1], log predictive density of y [n, T+1])`` in one fused pass."""
+    means = jnp.einsum("ntd,md->ntm", x, concepts)
     sq = (y[:, :, None] - means) ** 2 / (2 * sigma**2)
-    before = np.concatenate([np.zeros_like(sq[:, :1]), np.cumsum(sq[:, :-1], axis=1)], axis=1)
-    logits = np.log(prior.weights) - before
-    return logits - _logsumexp(logits, axis=2)[..., None]
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    top = a.max(axis=axis, keepdims=True)
-    return np.squeeze(top, axis) + np.log(np.exp(a - top).sum(axis=axis))
+    before = jnp.concatenate([jnp.zeros_like(sq[:, :1]), jnp.cumsum(sq[:, :-1], axis=1)], axis=1)
+    log_post = jax.nn.log_softmax(log_weights - before, axis=2)  # log p_t(m) before example t
+    pred = jnp.sum(jnp.exp(log_post) * means, axis=2)
+    log_p = jax.nn.logsumexp(log_post - sq, axis=2) - 0.5 * LOG_2PI - jnp.log(sigma)
+    return pred, log_p
 
 
 def finite_bma(x: np.ndarray, y: np.ndarray, prior: FinitePrior, sigma: float, chunk: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
-    """BMA under a finite prior: ``(predictive mean [n, T+1], log predictive density of y [n, T+1])``."""
+    """BMA under a finite prior: ``(predictive mean [n, T+1], log predictive density of y [n, T+1])``.
+
+    The posterior before example t is ``log p_t(m) = log π_m - Σ_{s<t} (y_s - <w_m, x_s>)² / 2σ² + const``;
+    the prediction is ``Σ_m p_t(m) <w_m, x_t>``. Computed in the precision of ``x`` (float32 or float64).
+    """
+    double = np.asarray(x).dtype == np.float64
+    dtype = np.float64 if double else np.float32
     preds, logps = [], []
-    for start in range(0, len(x), chunk):
-        xc, yc = x[start : start + chunk], y[start : start + chunk]
-        log_post = finite_log_posterior(xc, yc, prior, sigma)
-        means = np.einsum("ntd,md->ntm", xc, prior.concepts)
-        preds.append(np.einsum("ntm,ntm->nt", np.exp(log_post), means))
-        log_lik = -0.5 * LOG_2PI - np.log(sigma) - (yc[:, :, None] - means) ** 2 / (2 * sigma**2)
-        logps.append(_logsumexp(log_post + log_lik, axis=2))
+    with jax.enable_x64(double):
+        concepts, log_weights = jnp.asarray(prior.concepts, dtype), jnp.asarray(np.log(prior.weights), dtype)
+        for start in range(0, len(x), chunk):
+            pred, log_p = _finite_chunk(jnp.asarray(x[start : start + chunk], dtype), jnp.asarray(y[start : start + chunk], dtype),
+                                        concepts, log_weights, jnp.asarray(sigma, dtype))
+            preds.append(np.asarray(pred))
+            logps.append(np.asarray(log_p))
     return np.concatenate(preds), np.concatenate(logps)
 
 
