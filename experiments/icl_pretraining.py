@@ -1,7 +1,7 @@
 """The paper's pretraining claims, measured: ICL error = BMA error + pretraining error, and how the
 pretraining error behaves.
 
-    python experiments/icl_pretraining.py [--steps 600] [--out runs/icl-experiments]
+    python -m experiments.icl_pretraining [--steps 600] [--out runs/icl-experiments]
 
 1. Depth: the approximation error falls exponentially with depth (Zhang et al. 2023). Pretraining
    error ``E(ŷ_tf - ŷ_BMA)²`` for 1, 2, 4 layers on fresh prompts; fitted ``log error = a - b·depth``.
@@ -12,18 +12,18 @@ pretraining error behaves.
 4. Misspecified prompts: a fraction ρ of in-context labels from a wrong mapping; ICL error against ρ
    for BMA and the (clean-pretrained) transformer.
 
-Writes ``OUT/experiments.json`` and ``OUT/pretraining.png``. Every number is measured here; the
+Writes ``OUT/icl_pretraining.json``, ``.md`` and ``.png``. Every number is measured here; the
 fits state the theory's predicted form beside them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from experiments import report
 from icl_bayes import bma
 from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL
 from icl_bayes.pretrain import Pretrainer, pretrain
@@ -45,6 +45,75 @@ def gap(trainer: Pretrainer, prompts, reference: np.ndarray) -> float:
     return float(np.mean((trainer.predict(prompts.x, prompts.y) - reference)[:, 1:] ** 2))
 
 
+def depth_sweep(d: int, T: int, sigma: float, steps: int, trials: int, seed: int,
+                depths: tuple[int, ...] = (1, 2, 4)) -> dict[str, Any]:
+    """Pretraining error against ridge (the Gaussian BMA) for each depth, and the fitted exponential rate."""
+    gaussian = LinearICL(d, sigma, GaussianPrior(1.0))
+    test = gaussian.sample(trials, T, seed=seed + 1)
+    ridge_bma, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
+    errors = [gap(trained(gaussian, T, steps, depth, seed), test, ridge_bma) for depth in depths]
+    return {"depth": list(depths), "pretraining_error": errors,
+            "exponential_rate": -float(np.polyfit(depths, np.log(errors), 1)[0]),
+            "prediction": "error ∝ exp(-rate·depth), rate > 0"}
+
+
+def data_sweep(d: int, T: int, sigma: float, steps: int, trials: int, seed: int,
+               sizes: tuple[int, ...] = (64, 256, 1024, 4096)) -> dict[str, Any]:
+    """Pretraining error for N fixed pretraining prompts, and its log-log slope in the number of tokens."""
+    gaussian = LinearICL(d, sigma, GaussianPrior(1.0))
+    test = gaussian.sample(trials, T, seed=seed + 1)
+    ridge_bma, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
+    errors = [gap(trained(gaussian, T, steps, 2, seed, n), test, ridge_bma) for n in sizes]
+    tokens = [n * 2 * (T + 1) for n in sizes]
+    return {"prompts": list(sizes), "tokens": tokens, "pretraining_error": errors,
+            "loglog_slope": loglog_slope(np.asarray(tokens), np.asarray(errors)),
+            "prediction": "sublinear decay: -1 < slope < 0"}
+
+
+def pool_sweep(d: int, T: int, sigma: float, steps: int, trials: int, seed: int,
+               pools: tuple[int, ...] = (4, 256)) -> dict[str, dict[str, float]]:
+    """Pretrained on M concepts, tested on Gaussian-prior prompts: distance to the pool's BMA and to ridge."""
+    test = LinearICL(d, sigma, GaussianPrior(1.0)).sample(trials, T, seed=seed + 1)
+    ridge_bma, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
+    out = {}
+    for m in pools:
+        prior = FinitePrior.draw(m, d, seed=seed + 5)
+        trainer = trained(LinearICL(d, sigma, prior), T, steps, 2, seed)
+        finite_bma, _ = bma.finite_bma(test.x, test.y, prior, sigma)
+        out[str(m)] = {"to_finite_bma": gap(trainer, test, finite_bma), "to_ridge": gap(trainer, test, ridge_bma)}
+    return out
+
+
+def misspecification(d: int, T: int, sigma: float, steps: int, trials: int, seed: int,
+                     rhos: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4)) -> dict[str, list[float]]:
+    """ICL squared error (second half of the prompt) of BMA and a clean-pretrained transformer against ρ."""
+    gaussian = LinearICL(d, sigma, GaussianPrior(1.0))
+    clean = trained(gaussian, T, steps, 2, seed)
+    out: dict[str, list[float]] = {"rho": list(rhos), "bma_mse": [], "transformer_mse": []}
+    for rho in rhos:
+        prompts = gaussian.sample(trials, T, seed=seed + 2, misspecified=rho)
+        pred, _ = bma.gaussian_bma(prompts.x, prompts.y, sigma, 1.0)
+        out["bma_mse"].append(float(np.mean((pred - prompts.y)[:, T // 2 :] ** 2)))
+        out["transformer_mse"].append(float(np.mean((clean.predict(prompts.x, prompts.y) - prompts.y)[:, T // 2 :] ** 2)))
+    return out
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    dep, data, mis = result["depth"], result["data"], result["misspecified"]
+    out = [(f"pretraining error, depth {k}", f"{e:.4f}", "falls exponentially with depth")
+           for k, e in zip(dep["depth"], dep["pretraining_error"])]
+    out.append(("fitted rate b in exp(-b·depth)", f"{dep['exponential_rate']:.3f}", "> 0"))
+    out += [(f"pretraining error, {n} prompts", f"{e:.4f}", "falls sublinearly with tokens")
+            for n, e in zip(data["prompts"], data["pretraining_error"])]
+    out.append(("log-log slope against pretraining tokens", f"{data['loglog_slope']:.3f}", "in (-1, 0)"))
+    for m, v in result["task_pool"].items():
+        out.append((f"pool M = {m}: distance to the pool's BMA / to ridge", f"{v['to_finite_bma']:.4f} / {v['to_ridge']:.4f}",
+                    "pool's BMA closer for small M, ridge for large M"))
+    out += [(f"misspecified ρ = {r}: BMA / transformer squared error", f"{b:.3f} / {t:.3f}", "rises with ρ")
+            for r, b, t in zip(mis["rho"], mis["bma_mse"], mis["transformer_mse"])]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--d", type=int, default=4)
@@ -55,59 +124,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/icl-experiments")
     args = p.parse_args()
-    d, T, sigma = args.d, args.T, args.noise
-    gaussian = LinearICL(d, sigma, GaussianPrior(1.0))
-    test = gaussian.sample(args.trials, T, seed=args.seed + 1)
-    ridge_bma, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
-    result: dict = {"config": vars(args)}
-
-    depths = [1, 2, 4]
-    errors = [gap(trained(gaussian, T, args.steps, depth, args.seed), test, ridge_bma) for depth in depths]
-    rate = -float(np.polyfit(depths, np.log(errors), 1)[0])
-    result["depth"] = {"depth": depths, "pretraining_error": errors, "exponential_rate": rate,
-                       "prediction": "error ∝ exp(-rate·depth), rate > 0"}
-    print(f"depth {depths}: pretraining error {np.round(errors, 4).tolist()}, fitted exp(-{rate:.2f}·depth)", flush=True)
-
-    sizes = [64, 256, 1024, 4096]
-    errors = [gap(trained(gaussian, T, args.steps, 2, args.seed, n), test, ridge_bma) for n in sizes]
-    slope = loglog_slope(np.asarray(sizes) * (T + 1), np.asarray(errors))
-    result["data"] = {"prompts": sizes, "tokens": [n * 2 * (T + 1) for n in sizes], "pretraining_error": errors,
-                      "loglog_slope": slope, "prediction": "sublinear decay: -1 < slope < 0"}
-    print(f"pretraining prompts {sizes}: error {np.round(errors, 4).tolist()}, log-log slope {slope:.2f}", flush=True)
-
-    pools = {}
-    for m in (4, 256):
-        prior = FinitePrior.draw(m, d, seed=args.seed + 5)
-        trainer = trained(LinearICL(d, sigma, prior), T, args.steps, 2, args.seed)
-        finite_bma, _ = bma.finite_bma(test.x, test.y, prior, sigma)
-        pools[m] = {"to_finite_bma": gap(trainer, test, finite_bma), "to_ridge": gap(trainer, test, ridge_bma)}
-        print(f"pool M={m}: distance to the pool's BMA {pools[m]['to_finite_bma']:.4f}, to ridge {pools[m]['to_ridge']:.4f}",
-              flush=True)
-    result["task_pool"] = {str(m): v for m, v in pools.items()}
-
-    clean = trained(gaussian, T, args.steps, 2, args.seed)
-    rhos = [0.0, 0.1, 0.2, 0.4]
-    mis = {"rho": rhos, "bma_mse": [], "transformer_mse": []}
-    for rho in rhos:
-        prompts = gaussian.sample(args.trials, T, seed=args.seed + 2, misspecified=rho)
-        pred, _ = bma.gaussian_bma(prompts.x, prompts.y, sigma, 1.0)
-        mis["bma_mse"].append(float(np.mean((pred - prompts.y)[:, T // 2 :] ** 2)))
-        mis["transformer_mse"].append(float(np.mean((clean.predict(prompts.x, prompts.y) - prompts.y)[:, T // 2 :] ** 2)))
-    result["misspecified"] = mis
-    print(f"misspecified ρ {rhos}: BMA {np.round(mis['bma_mse'], 3).tolist()}, "
-          f"transformer {np.round(mis['transformer_mse'], 3).tolist()}", flush=True)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "experiments.json").write_text(json.dumps(result, indent=2))
-    _figure(result, out / "pretraining.png")
-    print(f"wrote {out / 'experiments.json'}, pretraining.png")
-
-
-def _figure(result: dict, path: Path) -> None:
+    common = (args.d, args.T, args.noise, args.steps, args.trials, args.seed)
+    result = {"config": vars(args), "depth": depth_sweep(*common), "data": data_sweep(*common),
+              "task_pool": pool_sweep(*common), "misspecified": misspecification(*common)}
     import matplotlib
 
     matplotlib.use("Agg")
+    report.write(args.out, "icl_pretraining", result, rows(result), figure(result))
+
+
+def figure(result: dict) -> Any:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -126,8 +152,7 @@ def _figure(result: dict, path: Path) -> None:
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

@@ -1,21 +1,74 @@
 """LoRA's kernel at initialization against the kernel of the matrices it adapts, as the rank grows.
 
-    python experiments/lora_rank.py [--model tiny] [--ranks 1,2,4,8,16,32,64,128] [--seeds 8] [--out runs/lora-rank]
+    python -m experiments.lora_rank [--model tiny] [--ranks 1,2,4,8,16,32,64,128] [--seeds 8] [--out runs/lora-rank]
 
 At B = 0 only B has a gradient, ``∂f/∂B = Aᵀ ∂f/∂W``, so ``K_LoRA = <Aᵀ G, Aᵀ G'>`` with ``A ~ N(0, 1/R)``
 is an unbiased random projection of ``K_qv = <G, G'>`` (the kernel of the query and value matrices),
 with relative error ``O(R^{-1/2})``. This measures the mean relative Frobenius error over seeds of A
 for each rank on SST-2 prompts, fits the log-log slope (predicted: -1/2) and writes
-``OUT/lora_rank.json`` and ``OUT/lora_rank.png``.
+``OUT/lora_rank.json``, ``.md`` and ``.png``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from experiments import report
+
+
+def sweep(model_name: str = "tiny", examples: int = 8, ranks: list[int] = [1, 2, 4, 8, 16, 32, 64, 128],
+          seeds: int = 8) -> dict[str, Any]:
+    """Mean and spread over ``seeds`` draws of A of ``‖K_LoRA - K_qv‖_F / ‖K_qv‖_F`` at each rank, and the slope."""
+    from ntk_lab import kernels, subsets
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.tasks import get_task, load_task_data
+
+    model = load_masked_lm(model_name)
+    task = get_task("sst2")
+    train, _ = load_task_data(task, "sample")
+    enc = encode(task, train[:examples], model.tokenizer, 64)
+    x = {k: enc[k] for k in ("input_ids", "attention_mask", "mask_pos")}
+    f = PromptedClassifier.for_task(model, task)
+    qv = lambda path: len(path) > 1 and path[-2] in ("query", "value") and path[-1] == "kernel"
+    target = np.asarray(kernels.flatten_kernel(kernels.entk_fn(f, param_filter=qv)(model.params, x)))
+    errors = []
+    for r in ranks:
+        g = subsets.SubsetClassifier(f, subsets.Subset("lora", rank=r))
+        kernel = kernels.entk_fn(g, param_filter=g.param_filter)
+        per_seed = []
+        for seed in range(seeds):
+            delta = subsets.Subset("lora", rank=r, seed=seed).init(model.params)
+            k = np.asarray(kernels.flatten_kernel(kernel({"frozen": model.params, "delta": delta}, x)))
+            per_seed.append(np.linalg.norm(k - target) / np.linalg.norm(target))
+        errors.append((float(np.mean(per_seed)), float(np.std(per_seed))))
+    means = [e[0] for e in errors]
+    return {"ranks": ranks, "error_mean": means, "error_std": [e[1] for e in errors],
+            "slope": float(np.polyfit(np.log(ranks), np.log(means), 1)[0]), "predicted_slope": -0.5,
+            "config": {"model": model_name, "examples": examples, "seeds": seeds}}
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(f"rank {r}: ‖K_LoRA - K_qv‖ / ‖K_qv‖", f"{m:.4f} ± {s:.4f}", "∝ R^-1/2")
+            for r, m, s in zip(result["ranks"], result["error_mean"], result["error_std"])] + [
+            ("log-log slope against the rank", f"{result['slope']:.3f}", "-0.5")]
+
+
+def figure(result: dict[str, Any], ax: Any = None) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6)) if ax is None else (ax.figure, ax)
+    ranks, means = np.asarray(result["ranks"]), np.asarray(result["error_mean"])
+    ax.errorbar(ranks, means, yerr=result["error_std"], fmt="o-", label=f"measured (slope {result['slope']:.2f})")
+    ax.plot(ranks, means[0] * (ranks / ranks[0]) ** -0.5, "k--", label="R^-1/2")
+    ax.set(xscale="log", yscale="log", xlabel="LoRA rank R", ylabel="‖K_LoRA - K_qv‖ / ‖K_qv‖",
+           title=f"LoRA kernel at B = 0, {result['config']['model']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def main() -> None:
@@ -26,54 +79,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--out", default="runs/lora-rank")
     args = p.parse_args()
-
-    from ntk_lab import kernels, subsets
-    from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import PromptedClassifier, encode
-    from ntk_lab.tasks import get_task, load_task_data
-
-    model = load_masked_lm(args.model)
-    task = get_task("sst2")
-    train, _ = load_task_data(task, "sample")
-    enc = encode(task, train[: args.examples], model.tokenizer, 64)
-    x = {k: enc[k] for k in ("input_ids", "attention_mask", "mask_pos")}
-    f = PromptedClassifier.for_task(model, task)
-    qv = lambda path: len(path) > 1 and path[-2] in ("query", "value") and path[-1] == "kernel"
-    target = np.asarray(kernels.flatten_kernel(kernels.entk_fn(f, param_filter=qv)(model.params, x)))
-    ranks = [int(r) for r in args.ranks.split(",")]
-    errors = []
-    for r in ranks:
-        g = subsets.SubsetClassifier(f, subsets.Subset("lora", rank=r))
-        kernel = kernels.entk_fn(g, param_filter=g.param_filter)
-        per_seed = []
-        for seed in range(args.seeds):
-            delta = subsets.Subset("lora", rank=r, seed=seed).init(model.params)
-            k = np.asarray(kernels.flatten_kernel(kernel({"frozen": model.params, "delta": delta}, x)))
-            per_seed.append(np.linalg.norm(k - target) / np.linalg.norm(target))
-        errors.append((float(np.mean(per_seed)), float(np.std(per_seed))))
-        print(f"rank {r:>4}: relative error {errors[-1][0]:.4f} ± {errors[-1][1]:.4f}", flush=True)
-    slope = float(np.polyfit(np.log(ranks), np.log([e[0] for e in errors]), 1)[0])
-    print(f"log-log slope {slope:.3f} (predicted -0.5)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lora_rank.json").write_text(json.dumps({"ranks": ranks, "error_mean": [e[0] for e in errors],
-                                                     "error_std": [e[1] for e in errors], "slope": slope,
-                                                     "predicted_slope": -0.5, "config": vars(args)}, indent=2))
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    means = np.array([e[0] for e in errors])
-    ax.errorbar(ranks, means, yerr=[e[1] for e in errors], fmt="o-", label=f"measured (slope {slope:.2f})")
-    ax.loglog(ranks, means[0] * (np.asarray(ranks) / ranks[0]) ** -0.5, "k--", label="R^-1/2")
-    ax.set(xscale="log", yscale="log", xlabel="LoRA rank R", ylabel="‖K_LoRA - K_qv‖ / ‖K_qv‖",
-           title=f"LoRA kernel at B = 0, {args.model}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "lora_rank.png", dpi=120)
-    print(f"wrote {out / 'lora_rank.json'}, lora_rank.png")
+    result = sweep(args.model, args.examples, [int(r) for r in args.ranks.split(",")], args.seeds)
+    report.write(args.out, "lora_rank", result, rows(result), figure(result))
 
 
 if __name__ == "__main__":

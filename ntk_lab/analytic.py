@@ -18,6 +18,8 @@ and the NTK of f is Θ^{L+1}.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -38,3 +40,16 @@ def relu_ntk(x1: np.ndarray, x2: np.ndarray, hidden_layers: int) -> tuple[np.nda
         var1, var2 = var1 / 2, var2 / 2  # E[φ(u)²] = a/2
         ntk = cov + ntk * dot
     return cov, ntk
+
+
+def relu_mlp_init(key: jax.Array, widths: list[int], dtype: type = jnp.float64) -> list[jax.Array]:
+    """Weights ``W^l [n_{l-1}, n_l]`` i.i.d. N(0, 1) for widths ``[d, n_1, ..., n_L, 1]``."""
+    keys = jax.random.split(key, len(widths) - 1)
+    return [jax.random.normal(k, (a, b), dtype) for k, a, b in zip(keys, widths[:-1], widths[1:])]
+
+
+def relu_mlp(params: list[jax.Array], x: jax.Array) -> jax.Array:
+    """The finite network above, ``[n, d] -> [n, 1]``: ``h^{l+1} = φ(h^l) W^{l+1} / √n_l``."""
+    for w in params[:-1]:
+        x = jax.nn.relu(x @ w / np.sqrt(x.shape[-1]))
+    return x @ params[-1] / np.sqrt(x.shape[-1])

@@ -76,25 +76,6 @@ def test_no_prompt_head_and_signgd(tmp_path) -> None:
     assert "agreement" not in next(r for r in results["runs"] if r["method"] == "kernel-sgd")  # no ft-sgd ran
 
 
-def test_subset_sweep(tmp_path) -> None:
-    out = tmp_path / "sweep"
-    cli(["--task", "sst2", "--data-dir", "sample", "--seeds", "21", "--out", str(out), "--kernels", "sgd",
-         "--optimizers", "sgd", "--subsets", "full,bitfit,lora:2", *FAST])
-    results = json.loads((out / "results.json").read_text())
-    assert {r["subset"] for r in results["runs"]} == {"full", "bitfit", "lora:2"}
-    fraction = {r["subset"]: r["trainable_fraction"] for r in results["runs"]}
-    assert fraction["full"] == 1.0 and 0 < fraction["lora:2"] < fraction["bitfit"] < 0.1
-    for r in results["runs"]:
-        assert r["trainable_params"] == round(r["trainable_fraction"] * results["runs"][0]["trainable_params"])
-        if r["method"] == "kernel-sgd":
-            if r["subset"] == "full":
-                assert r["kernel_distance_to_full"] == 0.0 and r["kernel_alignment_to_full"] == 1.0
-            else:
-                assert 0 < r["kernel_distance_to_full"] < 1 and 0 < r["kernel_alignment_to_full"] < 1
-    assert {"kernel-sgd [bitfit]", "ft-sgd [lora:2]"} <= set(results["summary"])
-    assert (out / "subsets.png").read_bytes()[:4] == b"\x89PNG"
-
-
 def test_cli_on_real_sst2(sst2_dir, tmp_path) -> None:
     out = tmp_path / "real"
     cli(["--task", "sst2", "--data-dir", str(sst2_dir.parent), "--seeds", "13", "--out", str(out),

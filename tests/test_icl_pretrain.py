@@ -1,4 +1,5 @@
-"""Transformer pretraining on ICL prompts: it learns towards BMA, and an interrupted run resumes exactly."""
+"""Transformer pretraining on ICL prompts: an interrupted run resumes exactly, bad arguments get one line.
+(That pretraining moves the transformer towards BMA is asserted in notebooks/05_icl_bma.ipynb.)"""
 
 from __future__ import annotations
 
@@ -8,21 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from icl_bayes import bma
-from icl_bayes.model import GaussianPrior, LinearICL
-from icl_bayes.pretrain import Pretrainer, cli, pretrain
-
-
-def test_short_pretraining_lowers_the_error_against_bma():
-    model = LinearICL(d=2, sigma=0.5, prior=GaussianPrior(1.0))
-    trainer = Pretrainer(width=32, depth=2, heads=2, lr=3e-3, d=2, T=10, seed=0)
-    test = model.sample(500, 10, seed=123)
-    reference, _ = bma.gaussian_bma(test.x, test.y, 0.5, 1.0)
-    gap = lambda: float(np.mean((trainer.predict(test.x, test.y) - reference)[:, 1:] ** 2))
-    before = gap()
-    pretrain(trainer, model, T=10, steps=150, batch_size=64, seed=0, pool=None, checkpoint=None, every=50)
-    after = gap()
-    assert after < 0.5 * before, (before, after)
+from icl_bayes.pretrain import Pretrainer, cli
 
 
 def test_interrupted_pretraining_resumes_to_the_same_parameters(tmp_path, capsys):

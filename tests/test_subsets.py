@@ -1,5 +1,6 @@
-"""Parameter-efficient subsets: zero deltas change nothing, counts match the closed form, LoRA's kernel
-is a random projection converging at R^-1/2, and fine-tuning moves only the subset."""
+"""Parameter-efficient subsets: zero deltas change nothing, counts match the closed form, fine-tuning
+moves only the subset. (LoRA's kernel converging at R^-1/2 and the subset sweep through compare are
+asserted in notebooks/04_subspaces.ipynb.)"""
 
 from __future__ import annotations
 
@@ -77,27 +78,6 @@ def test_parameter_counts_match_the_closed_form_for_roberta_base():
     assert count("prompt:20") == 20 * h == 15_360
     assert count("deep-prompt:20") == layers * 20 * h == 184_320
     assert count("pasta") == layers * 2 * h == 18_432  # 0.015% of the model
-
-
-def test_lora_kernel_converges_to_the_adapted_matrices_kernel_at_rate_r_minus_half(setup):
-    f, params, x, _ = setup
-    x = jax.tree_util.tree_map(lambda a: a[:6], x)
-    qv = lambda path: len(path) > 1 and path[-2] in ("query", "value") and path[-1] == "kernel"
-    target = kernels.flatten_kernel(kernels.entk_fn(f, param_filter=qv)(params, x))
-    ranks = [2, 8, 32, 128]
-    distances = []
-    for r in ranks:
-        errs = []
-        g = subsets.SubsetClassifier(f, subsets.Subset("lora", rank=r))
-        kernel = kernels.entk_fn(g, param_filter=g.param_filter)  # one compiled kernel per rank
-        for seed in range(6):
-            delta = subsets.Subset("lora", rank=r, seed=seed).init(params)
-            k = kernels.flatten_kernel(kernel({"frozen": params, "delta": delta}, x))
-            errs.append(np.linalg.norm(np.asarray(k) - np.asarray(target)) / np.linalg.norm(np.asarray(target)))
-        distances.append(np.mean(errs))
-    slope = np.polyfit(np.log(ranks), np.log(distances), 1)[0]
-    assert all(np.diff(distances) < 0), distances
-    assert -0.5 - 0.15 < slope < -0.5 + 0.15, (slope, distances)
 
 
 @pytest.mark.parametrize("name", ["bitfit", "head", "lora:4", "prompt:2", "deep-prompt:2", "pasta"])

@@ -1,0 +1,170 @@
+"""The O(1/T) rates of in-context learning as BMA, and the pretraining error decomposition, measured.
+
+    python -m experiments.icl_rates [--d 4] [--T 400] [--trials 20000] [--steps 2000] [--out runs/icl-rates]
+
+1. Excess risk over the oracle: BMA's is ``σ² E xᵀ P_T x ≈ σ² d / T`` for T >> d, so excess x T levels
+   off and the log-log slope is -1; fitted on t >= 10d with a bootstrap 95% interval over prompts.
+2. Regret: Gaussian prior, the expected cumulative log-loss regret of BMA equals
+   ``½ E log det(I + (τ²/σ²) XᵀX)`` (checked against simulation with its interval); finite prior, the
+   regret is at most ``log(1/π(w*))`` on every prompt, so the average regret falls as 1/T.
+3. The decomposition: because BMA is the posterior mean, ``E[y | prompt] = ŷ_BMA``, so for any
+   predictor ``E(ŷ - y)² = E(ŷ_BMA - y)² + E(ŷ - ŷ_BMA)²`` (the cross term has mean zero). Measured for a
+   pretrained transformer: ICL error = BMA error + pretraining error; and the pretraining error's
+   approximation part against depth (``experiments.icl_pretraining.depth_sweep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from experiments import report
+from experiments.icl_pretraining import depth_sweep, trained
+from icl_bayes import bma
+from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL
+from icl_bayes.rates import Z95, fit_range, loglog_slope, mean_interval
+from icl_bayes.simulate import regret
+
+
+def _bootstrap_slope(per_prompt: np.ndarray, fit: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """95% percentile interval of the log-log slope of the mean over prompts, resampling prompts."""
+    rng = np.random.default_rng(seed)
+    n = len(per_prompt)
+    slopes = [loglog_slope(fit, per_prompt[rng.integers(0, n, n)][:, fit].mean(0)) for _ in range(resamples)]
+    return float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5))
+
+
+def excess_rates(d: int, T: int, sigma: float, trials: int, seed: int, resamples: int = 200) -> dict[str, Any]:
+    """Excess risk over the oracle at every T for BMA, least squares and a mis-tuned ridge; slopes with intervals."""
+    model = LinearICL(d, sigma, GaussianPrior(1.0))
+    prompts = model.sample(trials, T, seed=seed)
+    preds = {"bma": bma.gaussian_bma(prompts.x, prompts.y, sigma, 1.0)[0],
+             "least_squares": bma.least_squares(prompts.x, prompts.y),
+             "ridge_lambda_10": bma.ridge_online(prompts.x, prompts.y, 10.0)[0]}
+    _, leverage = bma.ridge_online(prompts.x, prompts.y, sigma**2)
+    fit = fit_range(T, d)
+    out: dict[str, Any] = {"T": list(range(1, T + 1)), "fit_range": [int(fit[0]), int(fit[-1])], "predictors": {},
+                           "closed_form_bma_excess": (sigma**2 * leverage.mean(0))[1:].tolist()}
+    for name, pred in preds.items():
+        excess = (pred - prompts.clean) ** 2
+        mean, lo, hi = mean_interval(excess)
+        slope = loglog_slope(fit, mean[fit])
+        out["predictors"][name] = {"excess": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
+                                   "slope": slope, "slope_interval": _bootstrap_slope(excess, fit, resamples, seed)}
+    return out
+
+
+def regrets(d: int, T: int, sigma: float, trials: int, seed: int, m: int = 16) -> dict[str, Any]:
+    """Gaussian: simulated regret and its 95% interval against the closed form; finite: the bound."""
+    gaussian = LinearICL(d, sigma, GaussianPrior(1.0))
+    simulated, closed = regret(gaussian, gaussian.sample(trials, T, seed=seed + 1))
+    mean, lo, hi = mean_interval(simulated)
+    finite = LinearICL(d, sigma, FinitePrior.draw(m, d, seed=seed))
+    sim_f, bound = regret(finite, finite.sample(trials, T, seed=seed + 2))
+    return {"T": list(range(1, T + 1)), "gaussian": {"mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
+                                                     "closed_form": closed.mean(0)[1:].tolist()},
+            "finite": {"M": m, "average_regret": (sim_f.mean(0)[1:] / np.arange(1, T + 1)).tolist(),
+                       "average_bound": (bound.mean(0)[1:] / np.arange(1, T + 1)).tolist(),
+                       "bound_holds_on_every_prompt": bool(np.all(sim_f <= bound + 1e-9))}}
+
+
+def decomposition(d: int, T: int, sigma: float, steps: int, trials: int, seed: int) -> dict[str, Any]:
+    """``E(ŷ_tf - y)²`` against ``E(ŷ_BMA - y)² + E(ŷ_tf - ŷ_BMA)²``, and the cross term's mean with its interval."""
+    model = LinearICL(d, sigma, GaussianPrior(1.0))
+    test = model.sample(trials, T, seed=seed + 3)
+    reference, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
+    tf = trained(model, T, steps, 2, seed).predict(test.x, test.y)
+    per_prompt = lambda a: a[:, 1:].mean(1)
+    cross = per_prompt(2 * (tf - reference) * (reference - test.y))
+    half = Z95 * cross.std(ddof=1) / np.sqrt(len(cross))
+    return {"icl_error": float(np.mean(per_prompt((tf - test.y) ** 2))),
+            "bma_error": float(np.mean(per_prompt((reference - test.y) ** 2))),
+            "pretraining_error": float(np.mean(per_prompt((tf - reference) ** 2))),
+            "cross_term": float(cross.mean()), "cross_term_interval": [float(cross.mean() - half), float(cross.mean() + half)],
+            "steps": steps}
+
+
+def run(d: int = 4, T: int = 200, sigma: float = 0.5, trials: int = 4000, steps: int = 300, seed: int = 0,
+        depth_steps: int = 150) -> dict[str, Any]:
+    return {"excess": excess_rates(d, T, sigma, trials, seed), "regret": regrets(d, T, sigma, min(trials, 2000), seed),
+            "decomposition": decomposition(d, 16, sigma, steps, trials, seed),
+            "depth": depth_sweep(d, 16, sigma, depth_steps, min(trials, 2000), seed),
+            "config": {"d": d, "T": T, "noise": sigma, "trials": trials, "steps": steps, "seed": seed,
+                       "depth_steps": depth_steps, "decomposition_T": 16}}
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    e, r, dec, dep = result["excess"], result["regret"], result["decomposition"], result["depth"]
+    out = [(f"{name}: log-log slope of the excess risk on t in {e['fit_range']} (95% bootstrap interval)",
+            f"{p['slope']:.3f} [{p['slope_interval'][0]:.3f}, {p['slope_interval'][1]:.3f}]",
+            "-1 (BMA, least squares)" if name != "ridge_lambda_10" else "-1 eventually")
+           for name, p in e["predictors"].items()]
+    bma_excess, closed = e["predictors"]["bma"]["excess"][-1], e["closed_form_bma_excess"][-1]
+    out.append((f"BMA excess risk at T = {e['T'][-1]}", f"{bma_excess:.5f}", f"{closed:.5f} (σ² E xᵀP x)"))
+    g = r["gaussian"]
+    out.append((f"Gaussian regret after T = {r['T'][-1]} [95% interval]", f"{g['mean'][-1]:.3f} [{g['lo'][-1]:.3f}, {g['hi'][-1]:.3f}]",
+                f"{g['closed_form'][-1]:.3f} (½ E log det(I + τ²/σ² XᵀX))"))
+    f = r["finite"]
+    out.append((f"finite prior (M = {f['M']}): average regret at T = {r['T'][-1]}", f"{f['average_regret'][-1]:.4f}",
+                f"<= {f['average_bound'][-1]:.4f} (log(1/π)/T); on every prompt: {f['bound_holds_on_every_prompt']}"))
+    out.append(("ICL error of the transformer", f"{dec['icl_error']:.4f}",
+                f"{dec['bma_error'] + dec['pretraining_error']:.4f} (BMA error {dec['bma_error']:.4f} + pretraining error "
+                f"{dec['pretraining_error']:.4f})"))
+    out.append(("cross term 2E(ŷ_tf - ŷ_BMA)(ŷ_BMA - y) [95% interval]",
+                f"{dec['cross_term']:.4f} [{dec['cross_term_interval'][0]:.4f}, {dec['cross_term_interval'][1]:.4f}]", "0"))
+    out += [(f"pretraining error, depth {k}", f"{v:.4f}", "falls exponentially with depth")
+            for k, v in zip(dep["depth"], dep["pretraining_error"])]
+    return out
+
+
+def figure(result: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    e = result["excess"]
+    t = np.asarray(e["T"])
+    for name, p in e["predictors"].items():
+        axes[0].plot(t, np.asarray(p["excess"]) * t, label=f"{name} (slope {p['slope']:.2f})")
+    axes[0].plot(t, np.asarray(e["closed_form_bma_excess"]) * t, "k--", label="BMA closed form")
+    axes[0].axhline(result["config"]["noise"] ** 2 * result["config"]["d"], color="gray", lw=0.8, label="σ² d")
+    axes[0].set(xscale="log", yscale="log", xlabel="T", ylabel="excess risk × T", title="O(1/T): excess × T levels off")
+    axes[0].legend(fontsize=7)
+    r = result["regret"]
+    axes[1].plot(r["T"], r["gaussian"]["mean"], label="Gaussian: simulated")
+    axes[1].fill_between(r["T"], r["gaussian"]["lo"], r["gaussian"]["hi"], alpha=0.3)
+    axes[1].plot(r["T"], r["gaussian"]["closed_form"], "k--", label="½ E log det(I + τ²/σ² XᵀX)")
+    axes[1].plot(r["T"], np.asarray(r["finite"]["average_regret"]) * np.asarray(r["T"]), label="finite: simulated")
+    axes[1].plot(r["T"], np.asarray(r["finite"]["average_bound"]) * np.asarray(r["T"]), ":", label="finite: log(1/π(w*))")
+    axes[1].set(xlabel="T", ylabel="cumulative log-loss regret", title="regret of BMA")
+    axes[1].legend(fontsize=7)
+    dec = result["decomposition"]
+    axes[2].bar([0, 1], [dec["icl_error"], dec["bma_error"]], color=["C1", "C0"])
+    axes[2].bar([1], [dec["pretraining_error"]], bottom=[dec["bma_error"]], color="C3", label="pretraining error")
+    axes[2].set_xticks([0, 1], ["transformer ICL error", "BMA error + pretraining error"])
+    axes[2].set(ylabel="squared error", title="ICL error = BMA error + pretraining error")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--d", type=int, default=4)
+    p.add_argument("--T", type=int, default=400)
+    p.add_argument("--noise", type=float, default=0.5)
+    p.add_argument("--trials", type=int, default=20000)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/icl-rates")
+    args = p.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    result = run(args.d, args.T, args.noise, args.trials, args.steps, args.seed, args.steps)
+    report.write(args.out, "icl_rates", result, rows(result), figure(result))
+
+
+if __name__ == "__main__":
+    main()

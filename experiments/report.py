@@ -1,0 +1,25 @@
+"""What every experiment writes into its folder: the numbers (JSON), a markdown table of each measured
+number beside the theory's value, and the figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def table(rows: list[tuple[str, str, str]]) -> str:
+    """A markdown table of ``(quantity, measured, theory)`` rows."""
+    lines = ["| quantity | measured | theory |", "|---|---|---|"]
+    return "\n".join(lines + [f"| {q} | {m} | {t} |" for q, m, t in rows]) + "\n"
+
+
+def write(out: str | Path, name: str, result: dict, rows: list[tuple[str, str, str]], fig: Any) -> None:
+    """``OUT/name.json``, ``OUT/name.md`` and ``OUT/name.png``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{name}.md").write_text(table(rows))
+    fig.savefig(out / f"{name}.png", dpi=150)
+    print(table(rows))
+    print(f"wrote {out / name}.json, .md, .png")
