@@ -9,8 +9,8 @@
    regret is at most ``log(1/π(w*))`` on every prompt, so the average regret falls as 1/T.
 3. The decomposition: because BMA is the posterior mean, ``E[y | prompt] = ŷ_BMA``, so for any
    predictor ``E(ŷ - y)² = E(ŷ_BMA - y)² + E(ŷ - ŷ_BMA)²`` (the cross term has mean zero). Measured for a
-   pretrained transformer: ICL error = BMA error + pretraining error; and the pretraining error's
-   approximation part against depth (``experiments.icl_pretraining.depth_sweep``).
+   pretrained transformer: ICL error = BMA error + pretraining error. (How the pretraining error falls
+   with depth and data: ``experiments.icl_pretraining``.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from experiments import report
-from experiments.icl_pretraining import depth_sweep, trained
+from experiments.icl_pretraining import trained
 from icl_bayes import bma
 from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL
 from icl_bayes.rates import Z95, fit_range, loglog_slope, mean_interval
@@ -86,17 +86,15 @@ def decomposition(d: int, T: int, sigma: float, steps: int, trials: int, seed: i
             "steps": steps}
 
 
-def run(d: int = 4, T: int = 200, sigma: float = 0.5, trials: int = 4000, steps: int = 300, seed: int = 0,
-        depth_steps: int = 150) -> dict[str, Any]:
+def run(d: int = 4, T: int = 200, sigma: float = 0.5, trials: int = 4000, steps: int = 300, seed: int = 0) -> dict[str, Any]:
     return {"excess": excess_rates(d, T, sigma, trials, seed), "regret": regrets(d, T, sigma, min(trials, 2000), seed),
             "decomposition": decomposition(d, 16, sigma, steps, trials, seed),
-            "depth": depth_sweep(d, 16, sigma, depth_steps, min(trials, 2000), seed),
             "config": {"d": d, "T": T, "noise": sigma, "trials": trials, "steps": steps, "seed": seed,
-                       "depth_steps": depth_steps, "decomposition_T": 16}}
+                       "decomposition_T": 16}}
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
-    e, r, dec, dep = result["excess"], result["regret"], result["decomposition"], result["depth"]
+    e, r, dec = result["excess"], result["regret"], result["decomposition"]
     out = [(f"{name}: log-log slope of the excess risk on t in {e['fit_range']} (95% bootstrap interval)",
             f"{p['slope']:.3f} [{p['slope_interval'][0]:.3f}, {p['slope_interval'][1]:.3f}]",
             "-1 (BMA, least squares)" if name != "ridge_lambda_10" else "-1 eventually")
@@ -114,8 +112,6 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{dec['pretraining_error']:.4f})"))
     out.append(("cross term 2E(ŷ_tf - ŷ_BMA)(ŷ_BMA - y) [95% interval]",
                 f"{dec['cross_term']:.4f} [{dec['cross_term_interval'][0]:.4f}, {dec['cross_term_interval'][1]:.4f}]", "0"))
-    out += [(f"pretraining error, depth {k}", f"{v:.4f}", "falls exponentially with depth")
-            for k, v in zip(dep["depth"], dep["pretraining_error"])]
     return out
 
 
@@ -162,7 +158,7 @@ def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    result = run(args.d, args.T, args.noise, args.trials, args.steps, args.seed, args.steps)
+    result = run(args.d, args.T, args.noise, args.trials, args.steps, args.seed)
     report.write(args.out, "icl_rates", result, rows(result), figure(result))
 
 

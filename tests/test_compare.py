@@ -11,7 +11,7 @@ import pytest
 
 from ntk_lab.compare import COUNTERPART, METHOD_ORDER, cli, f1_score
 
-FAST = ["--model", "tiny", "--steps", "20", "--eval-every", "10", "--lr-sgd", "1e-2", "--lr-adam", "1e-3"]
+FAST = ["--model", "tiny", "--steps", "20", "--eval-every", "10", "--lr-sgd", "1e-2", "--lr-adam", "1e-3", "--test-cap", "64"]
 
 
 def _check_results(results: dict, methods: set[str], seeds: list[int]) -> None:
@@ -79,10 +79,10 @@ def test_no_prompt_head_and_signgd(tmp_path) -> None:
 def test_cli_on_real_sst2(sst2_dir, tmp_path) -> None:
     out = tmp_path / "real"
     cli(["--task", "sst2", "--data-dir", str(sst2_dir.parent), "--seeds", "13", "--out", str(out),
-         "--optimizers", "sgd", "--kernels", "sgd", "--max-length", "64", "--test-cap", "200", *FAST])
+         "--optimizers", "sgd", "--kernels", "sgd", "--max-length", "64", *FAST])
     results = json.loads((out / "results.json").read_text())
     _check_results(results, {"zero-shot", "ft-sgd", "kernel-sgd"}, [13])
-    assert results["config"]["binary"] is True and results["config"]["test_cap"] == 200
+    assert results["config"]["binary"] is True and results["config"]["test_cap"] == 64
 
 
 @pytest.mark.parametrize("argv, message", [
