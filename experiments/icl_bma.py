@@ -65,7 +65,7 @@ def transformer_vs_bma(d: int, T: int, sigma: float, steps: int, trials: int, se
 def run(d: int = 4, T: int = 16, sigma: float = 0.5, steps: int = 300, trials: int = 1000, seed: int = 0,
         attention_T: int = 256, pool_steps: int = 300) -> dict[str, Any]:
     return {"attention_is_bma": attention_is_bma(d, T, 8, sigma, trials, seed),
-            "prompt_attention": prompt_attention_gap(d, attention_T, sigma, trials, seed),
+            "prompt_attention": prompt_attention_gap(d, attention_T, sigma, min(trials, 1000), seed),  # [n, T, T] scores
             "transformer": transformer_vs_bma(d, T, sigma, steps, trials, seed),
             "task_pool": pool_sweep(d, T, sigma, pool_steps, trials, seed),
             "config": {"d": d, "T": T, "noise": sigma, "steps": steps, "trials": trials, "seed": seed,
@@ -125,7 +125,7 @@ def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    result = run(args.d, args.T, args.noise, args.steps, args.trials, args.seed, 1024, args.steps)
+    result = run(args.d, args.T, args.noise, args.steps, args.trials, args.seed, 512, args.steps)
     report.write(args.out, "icl_bma", result, rows(result), figure(result))
 
 
