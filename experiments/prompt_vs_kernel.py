@@ -112,18 +112,13 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
 def figure(result: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
+    from ntk_lab.figures import accuracy_axes
+
     variants = list(result["compare"])
     fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4), sharey=True)
     for ax, variant in zip(np.atleast_1d(axes), variants):
         res = result["compare"][variant]
-        methods = list(res["summary"])
-        for i, method in enumerate(methods):
-            acc = [r["accuracy"] for r in res["runs"] if r["method"] == method]
-            ax.bar(i, np.mean(acc), yerr=np.std(acc), capsize=3, color="C1" if method.startswith("ft") else
-                   "C0" if method.startswith("kernel") else "C7")
-            ax.plot([i] * len(acc), acc, "k.")
-        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
-        ax.set(ylim=(0, 1), ylabel="test accuracy", title=f"{variant}: {res['model']}, k = {res['k']}")
+        accuracy_axes(ax, res["runs"], list(res["summary"]), f"{variant}: {res['model']}, k = {res['k']}")
     fig.tight_layout()
     return fig
 

@@ -129,6 +129,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
 def figure(result: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
+    from ntk_lab.figures import accuracy_axes
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     s = result["first_step"]
     etas, errors = np.asarray(s["etas"]), np.asarray(s["relative_error"])
@@ -137,13 +139,9 @@ def figure(result: dict[str, Any]) -> Any:
     axes[0].set(xlabel="learning rate η", ylabel="‖Δf - (-η sign(ℓ') K_A)‖ / ‖η K_A‖",
                 title="Adam's first step vs the A-SignGD kernel")
     axes[0].legend(fontsize=8)
-    t = result["task"]
-    for i, (kind, acc) in enumerate(t["accuracy"].items()):
-        axes[1].bar(i, np.mean(acc), yerr=np.std(acc), capsize=4)
-        axes[1].plot([i] * len(acc), acc, "k.")
-    axes[1].set_xticks(range(len(t["accuracy"])), [f"kernel-{k}" for k in t["accuracy"]])
-    axes[1].set(ylabel="test accuracy", ylim=(0, 1), title=f"kernel regression, {result['config']['model']}, "
-                                                           f"k = {result['config']['k']}")
+    runs = [{"method": f"kernel-{kind}", "accuracy": a} for kind, acc in result["task"]["accuracy"].items() for a in acc]
+    accuracy_axes(axes[1], runs, list(dict.fromkeys(r["method"] for r in runs)),
+                  f"kernel regression, {result['config']['model']}, k = {result['config']['k']}")
     fig.tight_layout()
     return fig
 

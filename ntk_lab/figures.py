@@ -18,9 +18,17 @@ def _pyplot():
 
 
 def accuracy_figure(runs: list[dict], methods: list[str], path: Path, title: str) -> None:
-    """Bars: mean test accuracy per method; dots: the seeds; whiskers: ± one standard deviation."""
+    """``accuracy_axes`` as a PNG at ``path``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2, 3.5))
+    accuracy_axes(ax, runs, methods, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def accuracy_axes(ax, runs: list[dict], methods: list[str], title: str) -> None:
+    """Bars: mean test accuracy per method; dots: the seeds; whiskers: ± one standard deviation."""
     for i, method in enumerate(methods):
         values = np.array([r["accuracy"] for r in runs if r["method"] == method])
         ax.bar(i, values.mean(), yerr=values.std(), color="C0" if method.startswith("ft") else "C1"
@@ -30,9 +38,6 @@ def accuracy_figure(runs: list[dict], methods: list[str], path: Path, title: str
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def margin(scores: np.ndarray) -> np.ndarray:
