@@ -3,8 +3,11 @@ roofline measured in the same run, and peak memory (each case in its own process
 
     python benchmarks/entk.py [--models mlp,tiny,bert-base] [--out benchmarks/results/entk.json]
 
-With ``.nt-env`` present (``bash scripts/nt_env.sh``), neural-tangents' two implementations run on
-the MLP in their pinned environment, on the same inputs, for comparison.
+Models: an MLP 3 x 2048 (``bench_mlp``), the tiny masked LM and a BERT-base-size masked LM (random
+weights from its config) at sequence length 64 (``bench_lm`` case files), the SGD kernel ``[n1, 2,
+n2, 2]`` of each. With ``.nt-env`` present (``bash scripts/nt_env.sh``), neural-tangents' two
+implementations run on every model in their pinned environment, on the same parameters and inputs,
+and every kernel is compared with our ``jacobian`` one. Prints a table and the README's markdown.
 """
 
 from __future__ import annotations
@@ -14,18 +17,20 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed")
+IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "sketch")
+NT_IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
+SKETCH_DIM = 4096  # the sketch row: a sparse (CountSketch) projection to this many dimensions
 SIZES = {"mlp": (16, 16), "tiny": (16, 16), "bert-base": (4, 4)}  # (n1, n2)
 
 
 def matmul_roofline(n: int = 2048, repeats: int = 10) -> float:
     """float32 GFLOP/s of an n x n matmul, best of ``repeats``."""
     import jax
-    import jax.numpy as jnp
 
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
     mm = jax.jit(lambda x, y: x @ y)
@@ -40,25 +45,22 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def build(model: str):
-    """``(f, params, x1, x2)`` for a benchmark model."""
+def prepare(model: str, path: Path) -> None:
+    """Write the case file of a masked-LM benchmark model, checking that ``bench_lm``'s ``f`` is our
+    prompted classifier's on its inputs."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    n1, n2 = SIZES[model]
-    if model == "mlp":
-        from bench_mlp import mlp, setup
-
-        return (mlp, *setup(n1, n2))
+    from bench_lm import load_case, save_case
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import PromptedClassifier, encode
     from ntk_lab.tasks import TASKS, load_task_data
 
+    n1, n2 = SIZES[model]
     if model == "tiny":
         lm = load_masked_lm("tiny")
     else:  # a BERT-base-size random model from its config, with the tiny BERT tokenizer's ids
-        import jax.numpy as jnp
         from transformers import BertConfig
 
         from ntk_lab.models.checkpoint import LoadedMaskedLM
@@ -77,22 +79,41 @@ def build(model: str):
     batch["input_ids"] = np.pad(batch["input_ids"], ((0, 0), (0, pad)), constant_values=lm.tokenizer.pad_token_id)
     batch["attention_mask"] = np.pad(batch["attention_mask"], ((0, 0), (0, pad)))
     x = {k: jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "mask_pos")}
-    take = lambda rows: {k: v[rows] for k, v in x.items()}
-    return PromptedClassifier.for_task(lm, task), lm.params, take(slice(0, n1)), take(slice(n1, n1 + n2))
+    classifier = PromptedClassifier.for_task(lm, task)
+    save_case(path, vars(lm.config), lm.params, x, classifier.label_ids, n1)
+    f, params, x1, x2 = load_case(path)
+    ours = np.asarray(classifier(lm.params, x))
+    assert np.allclose(np.asarray(f(params, x1)), ours[:n1], atol=1e-4), "bench_lm's f is not the prompted classifier"
 
 
-def run_case(model: str, implementation: str) -> dict:
-    """Time one (model, implementation): a warm-up call (compile), then the best of two calls."""
+def load(model: str, case_dir: Path):
+    """``(f, params, x1, x2)``: the MLP from ``bench_mlp``, a masked LM from its case file."""
+    if model == "mlp":
+        from bench_mlp import mlp, setup
+
+        return (mlp, *setup(*SIZES[model]))
+    from bench_lm import load_case
+
+    return load_case(case_dir / f"{model}.npz")
+
+
+def run_case(model: str, implementation: str, case_dir: Path) -> dict:
+    """Time one (model, implementation): a warm-up call (compile), then the best of two calls. The
+    kernel is saved beside the case file, so the parent can check that every implementation agrees."""
     import jax
     import numpy as np
 
     from ntk_lab.kernels import contract, count_params, entk_fn, per_example_jacobian, restrict
 
-    f, params, x1, x2 = build(model)
+    f, params, x1, x2 = load(model, case_dir)
     n1, n2 = SIZES[model]
-    kernel = entk_fn(f, implementation=implementation, chunk=8)
+    if implementation == "sketch":
+        kernel = entk_fn(f, implementation="sketch", sketch="sparse", sketch_dim=SKETCH_DIM, chunk=4)
+    else:
+        kernel = entk_fn(f, implementation=implementation, chunk=8)
     compile_s = _timed(lambda: kernel(params, x1, x2).block_until_ready())
     seconds = min(_timed(lambda: kernel(params, x1, x2).block_until_ready()) for _ in range(2))
+    np.save(case_dir / f"{model}-{implementation}.npy", np.asarray(kernel(params, x1, x2)))
     record = {"model": model, "implementation": implementation, "n1": n1, "n2": n2,
               "params": count_params(params), "seconds": seconds, "first_call_s": compile_s,
               "examples_per_s": (n1 + n2) / seconds}
@@ -102,42 +123,94 @@ def run_case(model: str, implementation: str) -> dict:
         gram = jax.jit(contract)
         gram(j1, j2).block_until_ready()
         t = min(_timed(lambda: gram(j1, j2).block_until_ready()) for _ in range(3))
-        c = int(np.asarray(jax.eval_shape(lambda: f(params, x1)).shape)[1])
+        c = int(jax.eval_shape(lambda: f(params, x1)).shape[1])
         record["gram_gflops"] = 2 * n1 * c * n2 * c * record["params"] / t / 1e9
     record["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return record
 
 
+def _subprocess(command: list[str]) -> dict:
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        return {"error": (out.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1])
+
+
+def _agreement(rows: list[dict], case_dir: Path) -> None:
+    """Each case's relative Frobenius difference from our exact ``jacobian`` kernel of the same model."""
+    import numpy as np
+
+    for r in rows:
+        ref, mine = case_dir / f"{r['model']}-jacobian.npy", case_dir / f"{r['model']}-{r['implementation']}.npy"
+        if "error" not in r and ref.exists() and mine.exists():
+            a, b = np.load(mine), np.load(ref)
+            r["rel_diff_vs_jacobian"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="mlp,tiny,bert-base")
+    p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "entk.json"))
     p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--prepare", help=argparse.SUPPRESS)
+    p.add_argument("--case-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.prepare:
+        prepare(args.prepare, Path(args.case_dir) / f"{args.prepare}.npz")
+        return
     if args.case:
-        print(json.dumps(run_case(*args.case.split(":"))))
+        model, implementation = args.case.split(":")
+        print(json.dumps(run_case(model, implementation, Path(args.case_dir))))
         return
     roofline = matmul_roofline()
-    rows = []
-    for model in args.models.split(","):
-        for implementation in IMPLEMENTATIONS:
-            out = subprocess.run([sys.executable, __file__, "--case", f"{model}:{implementation}"],
-                                 capture_output=True, text=True, cwd=ROOT)
-            if out.returncode != 0:
-                rows.append({"model": model, "implementation": implementation, "error": out.stderr.strip().splitlines()[-1]})
-            else:
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(_row(rows[-1], roofline), flush=True)
+    print(f"matmul roofline {roofline:.0f} GFLOP/s (float32, 2048 x 2048, this run)")
     nt_python = ROOT / ".nt-env" / "bin" / "python"
-    if nt_python.exists() and "mlp" in args.models:
-        out = subprocess.run([str(nt_python), str(ROOT / "benchmarks" / "entk_nt.py")], capture_output=True, text=True, cwd=ROOT)
-        for line in out.stdout.strip().splitlines():
-            if line.startswith("{"):
-                rows.append(json.loads(line))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models.split(","):
+            if model != "mlp":
+                prepared = _subprocess([sys.executable, __file__, "--prepare", model, "--case-dir", tmp])
+                if "error" in prepared:
+                    rows.append({"model": model, "implementation": "prepare", **prepared})
+                    print(_row(rows[-1], roofline), flush=True)
+                    continue
+            for implementation in args.implementations.split(","):
+                rows.append({"model": model, "implementation": implementation,
+                             **_subprocess([sys.executable, __file__, "--case", f"{model}:{implementation}",
+                                            "--case-dir", tmp])})
                 print(_row(rows[-1], roofline), flush=True)
+            if nt_python.exists():
+                for implementation in NT_IMPLEMENTATIONS:
+                    rows.append({"model": model, "implementation": f"neural-tangents {implementation}",
+                                 **_subprocess([str(nt_python), str(ROOT / "benchmarks" / "entk_nt.py"), model,
+                                                implementation, tmp])})
+                    print(_row(rows[-1], roofline), flush=True)
+        _agreement(rows, Path(tmp))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"matmul_roofline_gflops": roofline, "cases": rows}, indent=2))
-    print(f"matmul roofline {roofline:.0f} GFLOP/s; wrote {args.out}")
+    print(f"wrote {args.out}")
+    print(summary(rows, roofline))
+
+
+def summary(rows: list[dict], roofline: float) -> str:
+    """The markdown table for README: per model, each implementation's time, speed-up and agreement."""
+    lines = ["| model | implementation | s per kernel | examples/s | vs best neural-tangents | peak RSS GiB "
+             "| Gram GFLOP/s (of roofline) | rel. diff vs jacobian |", "|" + "---|" * 8]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        group = [r for r in rows if r["model"] == model and "seconds" in r]
+        nt = [r["seconds"] for r in group if r["implementation"].startswith("neural-tangents")]
+        for r in group:
+            speedup = f"{min(nt) / r['seconds']:.2f}x" if nt else "-"
+            gram = f"{r['gram_gflops']:.0f} ({r['gram_gflops'] / roofline:.0%})" if "gram_gflops" in r else "-"
+            diff = f"{r['rel_diff_vs_jacobian']:.1e}" if "rel_diff_vs_jacobian" in r else "-"
+            lines.append(f"| {model} | {r['implementation']} | {r['seconds']:.3f} | {r['examples_per_s']:.1f} | {speedup} "
+                         f"| {r['peak_rss_gib']:.2f} | {gram} | {diff} |")
+        for r in rows:
+            if r["model"] == model and "error" in r:
+                lines.append(f"| {model} | {r['implementation']} | error: {r['error']} | | | | | |")
+    return "\n".join(lines)
 
 
 def _row(r: dict, roofline: float) -> str:

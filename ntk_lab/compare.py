@@ -81,7 +81,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="solver for the symmetric kernels (asigngd always uses the asymmetric LS-SVM)")
     p.add_argument("--binary", default="auto", choices=("auto", "on", "off"),
                    help="kernels of f_1 - f_0 (auto: for two-class tasks)")
-    p.add_argument("--implementation", default="streamed", choices=("jacobian", "streamed", "ntk_vp"),
+    p.add_argument("--implementation", default="streamed", choices=("jacobian", "streamed", "blocked", "ntk_vp"),
                    help="eNTK implementation (ntk_vp: sgd kernel only, the others fall back to streamed)")
     p.add_argument("--chunk", type=int, default=8, help="x1 examples (or cotangents) in flight in the kernel")
     p.add_argument("--kernel-block", type=int, default=32, help="train rows per kernel tile on disk")

@@ -23,6 +23,27 @@ Implementations (all give the same kernel):
 - ``"streamed"``: Jacobians of at most ``chunk`` x1 examples at a time, then JVPs over all of x2 with
   those (signed) rows as tangents; SignGD contracts x2's signed Jacobians in blocks instead. Memory is
   independent of n1.
+- ``"blocked"``: Jacobians of at most ``chunk`` x1 examples at a time, contracted against x2's
+  Jacobians computed ``column_chunk`` examples at a time. Memory ``(chunk + column_chunk)·c·P``,
+  independent of n1 and n2; each x2 Jacobian is recomputed once per x1 block. Costs about
+  ``(1 + 2c)/(3·chunk·c)`` of streamed's forward passes (a Jacobian is one forward and c backward
+  passes, a JVP about three forward passes), so it is the fast exact choice for large models.
+- ``"sketch"``: an unbiased random-projection (Johnson–Lindenstrauss) estimate, all kinds:
+  ``K̂[i,a,j,b] = < S s1(∂f_a(x1_i)), S s2(∂f_b(x2_j)) >`` with one random ``S ∈ R^{p×P}`` for both
+  sides (``s1, s2`` the kind's signs). ``S`` is regenerated block by block from ``sketch_key``
+  (``p × sketch_block`` entries at a time) and never stored whole; each example's gradient is
+  projected once, so memory is ``chunk·c·P + p·sketch_block`` and the contraction is over ``p``
+  instead of ``P``. For any u, v ∈ R^P, ``E<Su, Sv> = <u, v>`` and
+
+      gaussian  S_kl ~ N(0, 1/p):      Var <Su, Sv> = (‖u‖²‖v‖² + <u,v>²) / p
+                P(|<Su,Sv> - <u,v>| > ε‖u‖‖v‖) <= 4 exp(-p ε² / 12)    (0 < ε <= 1, JL + polarization)
+      sparse    CountSketch: coordinate l goes to bucket h(l) ~ U{1..p} with sign σ(l) = ±1
+                (O(P) per gradient instead of O(pP)):
+                Var <Su, Sv> = (‖u‖²‖v‖² + <u,v>² - 2 Σ_l u_l² v_l²) / p
+                P(|<Su,Sv> - <u,v>| > ε‖u‖‖v‖) <= 2 / (p ε²)           (Chebyshev)
+
+  So every entry is off by about ``‖∂f(x1_i)‖ ‖∂f(x2_j)‖ √(2/p)`` at most; ``sketch_error_std`` gives the
+  exact standard deviation for given gradients.
 
 ``x`` is any pytree of arrays with a leading example axis (a dict batch for the prompted classifier).
 The x1 axis is sharded over ``devices`` (default: all JAX devices) with ``jax.sharding``.
@@ -40,7 +61,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 Params = Any
 X = Any
 KINDS = ("sgd", "signgd", "asigngd")
-IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed")
+IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked")  # exact; "sketch" estimates (see above)
+SKETCHES = ("gaussian", "sparse")
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -149,22 +171,100 @@ def _ntk_vp_kernel(g, theta, x1, x2, chunk):
     return cols.reshape(n2, c, *cols.shape[1:]).transpose(2, 3, 0, 1)
 
 
+def _blocked_rows(g, theta, j1, x2, s2, chunk):
+    """Rows ``[b, c, n2, c]``: x1's (signed) Jacobian rows ``j1`` (leaves ``[b, c, ...]``) against
+    x2's Jacobians, computed, signed by ``s2`` and contracted ``chunk`` x2 examples at a time."""
+    n2 = num_examples(x2)
+    blocks = -(-n2 // chunk)
+    padded = take_examples(x2, np.arange(blocks * chunk).clip(max=n2 - 1))
+    stacked = jax.tree_util.tree_map(lambda a: a.reshape(blocks, chunk, *a.shape[1:]), padded)
+    out = jax.lax.map(lambda xb: contract(j1, s2(per_example_jacobian(g, theta, xb))), stacked)  # [nb, b, c, chunk, c]
+    out = out.transpose(1, 2, 0, 3, 4)
+    return out.reshape(*out.shape[:2], blocks * chunk, out.shape[-1])[:, :, :n2]
+
+
 def _streamed_block(g, theta, x1_block, x2, kind, chunk, eps):
     """Rows ``[b, c, n2, c]`` of the kernel for a block of x1, without x1's other Jacobians."""
     s1, s2 = _signs(kind, eps)
     j1 = s1(per_example_jacobian(g, theta, x1_block))  # leaves [b, c, ...]
     if kind == "signgd":  # sign(J2) is not linear in a tangent: contract x2's signed Jacobians by blocks
-        n2 = num_examples(x2)
-        blocks = -(-n2 // chunk)
-        padded = take_examples(x2, np.arange(blocks * chunk).clip(max=n2 - 1))
-        stacked = jax.tree_util.tree_map(lambda a: a.reshape(blocks, chunk, *a.shape[1:]), padded)
-        out = jax.lax.map(lambda xb: contract(j1, s2(per_example_jacobian(g, theta, xb))), stacked)  # [nb, b, c, chunk, c]
-        out = out.transpose(1, 2, 0, 3, 4)
-        return out.reshape(*out.shape[:2], blocks * chunk, out.shape[-1])[:, :, :n2]
+        return _blocked_rows(g, theta, j1, x2, s2, chunk)
     b, c = j1[0].shape[:2]
     tangents = [v.reshape(b * c, *v.shape[2:]) for v in j1]
     rows = jax.vmap(lambda t: jax.jvp(lambda th: g(th, x2), (theta,), (t,))[1])(tangents)  # [b*c, n2, c]
     return rows.reshape(b, c, *rows.shape[1:])
+
+
+def _blocked_block(g, theta, x1_block, x2, kind, chunk, eps):
+    s1, s2 = _signs(kind, eps)
+    return _blocked_rows(g, theta, s1(per_example_jacobian(g, theta, x1_block)), x2, s2, chunk)
+
+
+def _project(leaves: list[jax.Array], key: jax.Array, dim: int, sketch: str, block: int) -> jax.Array:
+    """``S v`` for every row of the Jacobian leaves ``[n, c, *shape]`` -> ``[n, c, dim]``.
+
+    ``S`` is generated in column blocks of ``block`` coordinates, block r of leaf l from
+    ``fold_in(fold_in(key, l), r)``, so it is the same matrix for every batch of examples.
+    """
+    n, c = leaves[0].shape[:2]
+    total = jnp.zeros((n, c, dim), leaves[0].dtype)
+    for index, leaf in enumerate(leaves):
+        flat = leaf.reshape(n, c, -1)
+        size = flat.shape[-1]
+        width = min(block, size)
+        blocks = -(-size // width)
+        flat = jnp.pad(flat, ((0, 0), (0, 0), (0, blocks * width - size)))
+        leaf_key = jax.random.fold_in(key, index)
+
+        def step(acc: jax.Array, r: jax.Array) -> tuple[jax.Array, None]:
+            k = jax.random.fold_in(leaf_key, r)
+            part = jax.lax.dynamic_slice_in_dim(flat, r * width, width, axis=2)  # [n, c, width], zero-padded
+            if sketch == "gaussian":
+                s = jax.random.normal(k, (width, dim), flat.dtype) / np.sqrt(dim)
+                return acc + jnp.einsum("ncw,wd->ncd", part, s, precision=HIGHEST), None
+            bucket_key, sign_key = jax.random.split(k)
+            bucket = jax.random.randint(bucket_key, (width,), 0, dim)
+            sign = jax.random.rademacher(sign_key, (width,), flat.dtype)
+            return acc.at[:, :, bucket].add(part * sign), None
+
+        total, _ = jax.lax.scan(step, total, jnp.arange(blocks))
+    return total
+
+
+def _sketch_features(g, theta, x, signed: bool, key, dim, sketch, block, chunk, eps) -> jax.Array:
+    """``S s(∂g(x_i)_a/∂θ)``, ``[n, c, dim]``, computed ``chunk`` examples at a time."""
+    n = num_examples(x)
+    blocks = -(-n // chunk)
+    padded = take_examples(x, np.arange(blocks * chunk).clip(max=n - 1))
+    stacked = jax.tree_util.tree_map(lambda a: a.reshape(blocks, chunk, *a.shape[1:]), padded)
+
+    def features(xb: X) -> jax.Array:
+        jac = per_example_jacobian(g, theta, xb)
+        return _project([adam_sign(v, eps) for v in jac] if signed else jac, key, dim, sketch, block)
+
+    z = jax.lax.map(features, stacked)  # [blocks, chunk, c, dim]
+    return z.reshape(blocks * chunk, *z.shape[2:])[:n]
+
+
+def _sketch_kernel(g, theta, x1, x2, kind, key, dim, sketch, block, chunk, eps):
+    z1 = _sketch_features(g, theta, x1, kind != "sgd", key, dim, sketch, block, chunk, eps)
+    if x2 is None and kind != "asigngd":
+        z2 = z1
+    else:
+        z2 = _sketch_features(g, theta, x1 if x2 is None else x2, kind == "signgd", key, dim, sketch, block, chunk, eps)
+    return jnp.einsum("iak,jbk->iajb", z1, z2, precision=HIGHEST)
+
+
+def sketch_error_std(u: np.ndarray, v: np.ndarray, dim: int, sketch: str = "gaussian") -> np.ndarray:
+    """The standard deviation of the sketched ``<Su, Sv>`` for rows ``u [m, P]`` and ``v [n, P]``, ``[m, n]``.
+
+    gaussian: ``√((‖u‖²‖v‖² + <u,v>²)/p)``; sparse: ``√((‖u‖²‖v‖² + <u,v>² - 2 Σ_l u_l² v_l²)/p)``.
+    """
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    var = np.outer((u**2).sum(1), (v**2).sum(1)) + (u @ v.T) ** 2
+    if sketch == "sparse":
+        var = var - 2 * (u**2) @ (v**2).T
+    return np.sqrt(var / dim)
 
 
 def entk_fn(
@@ -176,6 +276,11 @@ def entk_fn(
     binary: bool = False,
     chunk: int = 8,
     sign_eps: float = 1e-8,
+    column_chunk: int | None = None,
+    sketch: str = "gaussian",
+    sketch_dim: int = 1024,
+    sketch_key: jax.Array | int = 0,
+    sketch_block: int | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> Callable[[Params, X, X | None], jax.Array]:
     """``kernel(params, x1, x2=None) -> [n1, c, n2, c]`` for ``f(params, x) -> [n, c]``.
@@ -183,13 +288,25 @@ def entk_fn(
     ``x2=None`` means ``x2 = x1``. ``param_filter(path) -> bool`` selects the parameters that move,
     ``path`` being the tuple of key names (``('encoder', 'layer_0', 'attention', 'self', 'query',
     'bias')``). ``binary`` differentiates ``f_1 - f_0`` (``c = 1``). ``chunk`` bounds how many x1
-    examples (streamed) or cotangents (ntk_vp) are in flight at once. The sign kernels use
+    examples (streamed, blocked, sketch) or cotangents (ntk_vp) are in flight at once, ``column_chunk``
+    (default ``chunk``) how many x2 examples (blocked). The sign kernels use
     ``adam_sign`` with ``sign_eps`` (Adam's ε).
+
+    ``implementation="sketch"`` estimates the kernel with a ``sketch`` ("gaussian" or "sparse")
+    projection to ``sketch_dim`` dimensions drawn from ``sketch_key`` (a key or an int seed), generated
+    ``sketch_block`` coordinates at a time (default: ``2**24 // sketch_dim`` for gaussian, ``2**20``
+    for sparse). The same key gives the same projection, hence consistent kernels across calls.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation not in (*IMPLEMENTATIONS, "sketch"):
+        raise ValueError(f"implementation must be one of {(*IMPLEMENTATIONS, 'sketch')}, got {implementation!r}")
+    if sketch not in SKETCHES:
+        raise ValueError(f"sketch must be one of {SKETCHES}, got {sketch!r}")
+    if sketch_dim < 1:
+        raise ValueError(f"sketch_dim must be positive, got {sketch_dim}")
+    key = jax.random.PRNGKey(sketch_key) if isinstance(sketch_key, int) else sketch_key
+    block_size = sketch_block or (max(1, 2**24 // sketch_dim) if sketch == "gaussian" else 2**20)
     if implementation == "ntk_vp" and kind != "sgd":
         raise ValueError("implementation 'ntk_vp' computes the sgd kernel only (sign is not linear)")
     fn = _binary(f) if binary else f
@@ -203,6 +320,10 @@ def entk_fn(
             return _jacobian_kernel(g, theta, x1, x2, kind, sign_eps)
         if implementation == "ntk_vp":
             return _ntk_vp_kernel(g, theta, x1, x2, chunk)
+        if implementation == "sketch":
+            return _sketch_kernel(g, theta, x1, x2, kind, key, sketch_dim, sketch, block_size, chunk, sign_eps)
+        if implementation == "blocked":
+            return _blocked_block(g, theta, x1, x2, kind, column_chunk or chunk, sign_eps)
         return _streamed_block(g, theta, x1, x2, kind, chunk, sign_eps)
 
     sharded_block = jax.jit(block, out_shardings=rows)
@@ -220,7 +341,7 @@ def entk_fn(
         return sharded_block(params, x1p, x2r)[:n]
 
     def kernel(params: Params, x1: X, x2: X | None = None) -> jax.Array:
-        if implementation != "streamed":
+        if implementation not in ("streamed", "blocked"):
             return run(params, x1, x2)
         n1 = num_examples(x1)
         x2 = x1 if x2 is None else x2

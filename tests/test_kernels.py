@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from ntk_lab.kernels import IMPLEMENTATIONS, KINDS, count_params, entk_fn, restrict
+from ntk_lab.kernels import (IMPLEMENTATIONS, KINDS, _sketch_kernel, count_params, entk_fn, restrict,
+                             sketch_error_std)
 
 SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see kernels.adam_sign)
 
@@ -96,9 +97,10 @@ def test_sgd_kernel_is_symmetric_psd_and_asigngd_is_not_symmetric() -> None:
         assert np.abs(a - a.T).max() > 1e-3
 
 
-@pytest.mark.parametrize("kind,implementation", CASES)
-def test_tiny_masked_lm_kernels_match_brute_force(kind: str, implementation: str) -> None:
-    """The prompted classifier of the tiny RoBERTa in float64: every implementation < 1e-10."""
+@pytest.fixture(scope="module")
+def tiny_x64():
+    """The tiny RoBERTa's prompted classifier in float64 on 3 x 2 examples, and a cache of the
+    brute-force kernel per kind (computed once for all implementations)."""
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import PromptedClassifier, encode
     from ntk_lab.tasks import TASKS, Example
@@ -110,14 +112,26 @@ def test_tiny_masked_lm_kernels_match_brute_force(kind: str, implementation: str
         texts = ["the film was dull .", "a truly superb cast", "warm", "the plot is flat and messy ."]
         batch = {k: jnp.asarray(v) for k, v in encode(task, [Example({"S": t}, 0) for t in texts], model.tokenizer).items()
                  if k != "labels"}
-        x1 = {k: v[:3] for k, v in batch.items()}
-        x2 = {k: v[2:] for k, v in batch.items()}
-        no_embeddings = lambda path: path[0] != "embeddings"
-        got = entk_fn(f, kind=kind, implementation=implementation, param_filter=no_embeddings, chunk=2)(
-            model.params, x1, x2)
-        expected = brute_force(f, model.params, x1, x2, kind, param_filter=no_embeddings)
-        assert got.shape == (3, 2, 2, 2)
-        assert rel_err(got, expected) < 1e-10
+    return f, model.params, {k: v[:3] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}, {}
+
+
+# The MLP cases cover every (kind, implementation); on the transformer, the sign kinds of streamed and
+# blocked share code with the cases kept (streamed's signgd is blocked's path) and run with -m slow.
+TINY_CASES = [case if case[0] == "sgd" or case[1] == "jacobian" else pytest.param(*case, marks=pytest.mark.slow)
+              for case in CASES]
+
+
+@pytest.mark.parametrize("kind,implementation", TINY_CASES)
+def test_tiny_masked_lm_kernels_match_brute_force(tiny_x64, kind: str, implementation: str) -> None:
+    """The prompted classifier of the tiny RoBERTa in float64: every implementation < 1e-10."""
+    f, params, x1, x2, expected = tiny_x64
+    no_embeddings = lambda path: path[0] != "embeddings"
+    with jax.enable_x64(True):
+        got = entk_fn(f, kind=kind, implementation=implementation, param_filter=no_embeddings, chunk=2)(params, x1, x2)
+        if kind not in expected:
+            expected[kind] = brute_force(f, params, x1, x2, kind, param_filter=no_embeddings)
+    assert got.shape == (3, 2, 2, 2)
+    assert rel_err(got, expected[kind]) < 1e-10
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
@@ -133,10 +147,50 @@ def test_float32_with_highest_precision_within_1e5(implementation: str) -> None:
     assert rel_err(got, expected) < 1e-5
 
 
+def signed_jacobians(f, params, x, signed: bool) -> np.ndarray:
+    """Rows ``[n·c, P]`` of the (Adam-signed) Jacobian over all parameters, in numpy."""
+    flat, unravel = ravel_pytree(params)
+    j = np.asarray(jax.jacrev(lambda v: f(unravel(v), x))(flat)).reshape(-1, flat.size)
+    return np.sign(j) * (np.abs(j) > SIGN_EPS) if signed else j
+
+
+@pytest.mark.parametrize("kind,sketch", [("asigngd", "gaussian"), ("signgd", "sparse")])
+def test_sketch_is_unbiased_with_the_closed_form_variance_x64(kind: str, sketch: str) -> None:
+    """Over 400 projections: mean error within 4.5 standard errors of 0 on every entry, and the
+    measured variance / the docstring's closed form in [0.8, 1.25] averaged over the entries.
+    The API draws the same projection from the same key, whatever the batch.
+    (A-SignGD signs one side only and SignGD both, so the two cases cover every feature map.)"""
+    with jax.enable_x64(True):
+        params = mlp_init(jax.random.PRNGKey(11), [5, 12, 12, 2])
+        x1 = jax.random.normal(jax.random.PRNGKey(12), (3, 5))
+        x2 = jax.random.normal(jax.random.PRNGKey(13), (4, 5))
+        dim, draws = 16, 400
+        g, theta = restrict(mlp, params, None)
+        one = lambda key: _sketch_kernel(g, theta, x1, x2, kind, key, dim, sketch, 64, 2, SIGN_EPS)
+        keys = jax.random.split(jax.random.PRNGKey(14), draws)
+        samples = np.asarray(jax.jit(jax.vmap(one))(keys)).reshape(draws, 6, 8)
+        kernel = entk_fn(mlp, kind=kind, implementation="sketch", sketch=sketch, sketch_dim=dim, sketch_key=keys[0],
+                         sketch_block=64, chunk=2)
+        api = kernel(params, x1, x2)
+        whole = kernel(params, jnp.concatenate([x1, x2]))
+        exact = brute_force(mlp, params, x1, x2, kind).reshape(6, 8)
+        u = signed_jacobians(mlp, params, x1, kind != "sgd")
+        v = signed_jacobians(mlp, params, x2, kind == "signgd")
+    assert rel_err(api.reshape(6, 8), samples[0]) < 1e-12  # the API draws the same S from the same key
+    assert rel_err(whole[:3, :, 3:], api) < 1e-12  # one S for every batch: K(x1 ∪ x2) holds K(x1, x2)
+    std = sketch_error_std(u, v, dim, sketch)
+    z = (samples.mean(0) - exact) / (std / np.sqrt(draws))
+    assert np.abs(z).max() < 4.5
+    ratio = (samples.var(0) / std**2).mean()
+    assert 0.8 < ratio < 1.25, ratio
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="sgd kernel only"):
         entk_fn(mlp, kind="signgd", implementation="ntk_vp")
     with pytest.raises(ValueError, match="kind must be one of"):
         entk_fn(mlp, kind="adam")
+    with pytest.raises(ValueError, match="sketch must be one of"):
+        entk_fn(mlp, implementation="sketch", sketch="srht")
     with pytest.raises(ValueError, match="selects no parameters"):
         entk_fn(mlp, param_filter=lambda p: False)(mlp_init(jax.random.PRNGKey(0), [2, 2], jnp.float32), jnp.ones((1, 2)))
