@@ -25,6 +25,7 @@ def _encoder_module():
         sys.path.insert(0, str(ROOT))
     spec = importlib.util.spec_from_file_location("bench_encoder", ROOT / "ntk_lab" / "models" / "encoder.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -2,6 +2,7 @@
 importable both here and in neural-tangents' pinned environment (plain JAX only)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 WIDTHS = [64, 2048, 2048, 2048, 2]
@@ -14,8 +15,9 @@ def mlp(params, x):
 
 
 def setup(n1: int, n2: int):
-    """``(params, x1 [n1, 64], x2 [n2, 64])``, the same on every JAX version (explicit PRNG keys)."""
-    keys = jax.random.split(jax.random.PRNGKey(0), len(WIDTHS))
-    params = [jax.random.normal(k, (a, b)) for k, a, b in zip(keys, WIDTHS[:-1], WIDTHS[1:])]
-    x = jax.random.normal(keys[-1], (n1 + n2, WIDTHS[0]))
+    """``(params, x1 [n1, 64], x2 [n2, 64])`` in float32, the same on every JAX version: drawn by numpy
+    (JAX 0.5 changed what ``jax.random`` draws from a key, so the pinned environment would differ)."""
+    rng = np.random.default_rng(0)
+    params = [jnp.asarray(rng.standard_normal((a, b)), jnp.float32) for a, b in zip(WIDTHS[:-1], WIDTHS[1:])]
+    x = jnp.asarray(rng.standard_normal((n1 + n2, WIDTHS[0])), jnp.float32)
     return params, x[:n1], x[n1:]

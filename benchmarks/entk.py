@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "sketch")
+IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "sketch")
 NT_IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
 SKETCH_DIM = 4096  # the sketch row: a sparse (CountSketch) projection to this many dimensions
 SIZES = {"mlp": (16, 16), "tiny": (16, 16), "bert-base": (4, 4)}  # (n1, n2)
@@ -84,6 +84,7 @@ def prepare(model: str, path: Path) -> None:
     f, params, x1, x2 = load_case(path)
     ours = np.asarray(classifier(lm.params, x))
     assert np.allclose(np.asarray(f(params, x1)), ours[:n1], atol=1e-4), "bench_lm's f is not the prompted classifier"
+    print(json.dumps({"prepared": str(path)}))
 
 
 def load(model: str, case_dir: Path):
@@ -153,6 +154,9 @@ def main() -> None:
     p.add_argument("--models", default="mlp,tiny,bert-base")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "entk.json"))
+    p.add_argument("--no-neural-tangents", action="store_true", help="skip neural-tangents' rows")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other rows of --out (this run's (model, implementation) rows replace theirs)")
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--prepare", help=argparse.SUPPRESS)
     p.add_argument("--case-dir", help=argparse.SUPPRESS)
@@ -181,13 +185,21 @@ def main() -> None:
                              **_subprocess([sys.executable, __file__, "--case", f"{model}:{implementation}",
                                             "--case-dir", tmp])})
                 print(_row(rows[-1], roofline), flush=True)
-            if nt_python.exists():
+            if nt_python.exists() and not args.no_neural_tangents:
                 for implementation in NT_IMPLEMENTATIONS:
                     rows.append({"model": model, "implementation": f"neural-tangents {implementation}",
                                  **_subprocess([str(nt_python), str(ROOT / "benchmarks" / "entk_nt.py"), model,
                                                 implementation, tmp])})
                     print(_row(rows[-1], roofline), flush=True)
         _agreement(rows, Path(tmp))
+    for r in rows:
+        r["roofline_gflops"] = roofline  # of the run that measured the row
+    if args.merge and Path(args.out).exists():
+        mine = {(r["model"], r["implementation"]) for r in rows}
+        old = json.loads(Path(args.out).read_text())["cases"]
+        rows = [r for r in old if (r["model"], r["implementation"]) not in mine] + rows
+        order = {m: i for i, m in enumerate(SIZES)}
+        rows.sort(key=lambda r: order.get(r["model"], len(order)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"matmul_roofline_gflops": roofline, "cases": rows}, indent=2))
     print(f"wrote {args.out}")
@@ -203,7 +215,8 @@ def summary(rows: list[dict], roofline: float) -> str:
         nt = [r["seconds"] for r in group if r["implementation"].startswith("neural-tangents")]
         for r in group:
             speedup = f"{min(nt) / r['seconds']:.2f}x" if nt else "-"
-            gram = f"{r['gram_gflops']:.0f} ({r['gram_gflops'] / roofline:.0%})" if "gram_gflops" in r else "-"
+            top = r.get("roofline_gflops", roofline)
+            gram = f"{r['gram_gflops']:.0f} ({r['gram_gflops'] / top:.0%})" if "gram_gflops" in r else "-"
             diff = f"{r['rel_diff_vs_jacobian']:.1e}" if "rel_diff_vs_jacobian" in r else "-"
             lines.append(f"| {model} | {r['implementation']} | {r['seconds']:.3f} | {r['examples_per_s']:.1f} | {speedup} "
                          f"| {r['peak_rss_gib']:.2f} | {gram} | {diff} |")
