@@ -113,8 +113,8 @@ def main() -> None:
         "complete": (folder / "kernel.npy").exists(), "child_exit": returncode,
         "data": str(SHARED) if (SHARED / "SST-2" / "dev.tsv").exists() else "sample",
     }
-    if per_tile and not record["complete"]:
-        record["projected_total_hours"] = per_tile * rows_total / 3600
+    if not record["complete"] and (per_tile or stamps):  # one tile only: its time, compiling included, bounds it
+        record["projected_total_hours"] = (per_tile or record["first_tile_s"]) * rows_total / 3600
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2))
     for key, value in record.items():
