@@ -118,6 +118,15 @@ def num_examples(x: X) -> int:
     return int(jax.tree_util.tree_leaves(x)[0].shape[0])
 
 
+def _chunks(x: X, size: int) -> X:
+    """``x`` padded to a multiple of ``size`` examples (repeating the last) and split into blocks:
+    leaves ``[blocks, size, ...]``, for ``lax.map`` over blocks. Callers drop the padded rows."""
+    n = num_examples(x)
+    blocks = -(-n // size)
+    padded = take_examples(x, np.arange(blocks * size).clip(max=n - 1))
+    return jax.tree_util.tree_map(lambda a: a.reshape(blocks, size, *a.shape[1:]), padded)
+
+
 def per_example_jacobian(g: Callable, theta: list[jax.Array], x: X) -> list[jax.Array]:
     """Leaves ``[n, c, *leaf_shape]`` of ∂g(θ, x_i)_a/∂θ, one example at a time (vmapped)."""
     single = lambda t, xi: g(t, jax.tree_util.tree_map(lambda a: a[None], xi))[0]
@@ -174,13 +183,9 @@ def _ntk_vp_kernel(g, theta, x1, x2, chunk):
 def _blocked_rows(g, theta, j1, x2, s2, chunk):
     """Rows ``[b, c, n2, c]``: x1's (signed) Jacobian rows ``j1`` (leaves ``[b, c, ...]``) against
     x2's Jacobians, computed, signed by ``s2`` and contracted ``chunk`` x2 examples at a time."""
-    n2 = num_examples(x2)
-    blocks = -(-n2 // chunk)
-    padded = take_examples(x2, np.arange(blocks * chunk).clip(max=n2 - 1))
-    stacked = jax.tree_util.tree_map(lambda a: a.reshape(blocks, chunk, *a.shape[1:]), padded)
-    out = jax.lax.map(lambda xb: contract(j1, s2(per_example_jacobian(g, theta, xb))), stacked)  # [nb, b, c, chunk, c]
-    out = out.transpose(1, 2, 0, 3, 4)
-    return out.reshape(*out.shape[:2], blocks * chunk, out.shape[-1])[:, :, :n2]
+    out = jax.lax.map(lambda xb: contract(j1, s2(per_example_jacobian(g, theta, xb))), _chunks(x2, chunk))
+    out = out.transpose(1, 2, 0, 3, 4)  # [b, c, blocks, chunk, c]
+    return out.reshape(*out.shape[:2], -1, out.shape[-1])[:, :, : num_examples(x2)]
 
 
 def _streamed_block(g, theta, x1_block, x2, kind, chunk, eps):
@@ -233,17 +238,12 @@ def _project(leaves: list[jax.Array], key: jax.Array, dim: int, sketch: str, blo
 
 def _sketch_features(g, theta, x, signed: bool, key, dim, sketch, block, chunk, eps) -> jax.Array:
     """``S s(∂g(x_i)_a/∂θ)``, ``[n, c, dim]``, computed ``chunk`` examples at a time."""
-    n = num_examples(x)
-    blocks = -(-n // chunk)
-    padded = take_examples(x, np.arange(blocks * chunk).clip(max=n - 1))
-    stacked = jax.tree_util.tree_map(lambda a: a.reshape(blocks, chunk, *a.shape[1:]), padded)
-
     def features(xb: X) -> jax.Array:
         jac = per_example_jacobian(g, theta, xb)
         return _project([adam_sign(v, eps) for v in jac] if signed else jac, key, dim, sketch, block)
 
-    z = jax.lax.map(features, stacked)  # [blocks, chunk, c, dim]
-    return z.reshape(blocks * chunk, *z.shape[2:])[:n]
+    z = jax.lax.map(features, _chunks(x, chunk))  # [blocks, chunk, c, dim]
+    return z.reshape(-1, *z.shape[2:])[: num_examples(x)]
 
 
 def _sketch_kernel(g, theta, x1, x2, kind, key, dim, sketch, block, chunk, eps):
