@@ -18,14 +18,14 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench_common import SIZES, first_and_best
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "sketch")
 NT_IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
 SKETCH_DIM = 4096  # the sketch row: a sparse (CountSketch) projection to this many dimensions
-SIZES = {"mlp": (16, 16), "tiny": (16, 16), "bert-base": (4, 4)}  # (n1, n2)
 
 
 def matmul_roofline(n: int = 2048, repeats: int = 10) -> float:
@@ -34,15 +34,8 @@ def matmul_roofline(n: int = 2048, repeats: int = 10) -> float:
 
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
     mm = jax.jit(lambda x, y: x @ y)
-    mm(a, a).block_until_ready()
-    best = min(_timed(lambda: mm(a, a).block_until_ready()) for _ in range(repeats))
+    _, best = first_and_best(lambda: mm(a, a).block_until_ready(), repeats)
     return 2 * n**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def prepare(model: str, path: Path) -> None:
@@ -112,8 +105,7 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
         kernel = entk_fn(f, implementation="sketch", sketch="sparse", sketch_dim=SKETCH_DIM, chunk=4)
     else:
         kernel = entk_fn(f, implementation=implementation, chunk=8)
-    compile_s = _timed(lambda: kernel(params, x1, x2).block_until_ready())
-    seconds = min(_timed(lambda: kernel(params, x1, x2).block_until_ready()) for _ in range(2))
+    compile_s, seconds = first_and_best(lambda: kernel(params, x1, x2).block_until_ready())
     np.save(case_dir / f"{model}-{implementation}.npy", np.asarray(kernel(params, x1, x2)))
     record = {"model": model, "implementation": implementation, "n1": n1, "n2": n2,
               "params": count_params(params), "seconds": seconds, "first_call_s": compile_s,
@@ -122,8 +114,7 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
         g, theta = restrict(f, params, None)
         j1, j2 = per_example_jacobian(g, theta, x1), per_example_jacobian(g, theta, x2)
         gram = jax.jit(contract)
-        gram(j1, j2).block_until_ready()
-        t = min(_timed(lambda: gram(j1, j2).block_until_ready()) for _ in range(3))
+        _, t = first_and_best(lambda: gram(j1, j2).block_until_ready(), repeats=3)
         c = int(jax.eval_shape(lambda: f(params, x1)).shape[1])
         record["gram_gflops"] = 2 * n1 * c * n2 * c * record["params"] / t / 1e9
     record["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

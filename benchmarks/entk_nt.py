@@ -10,18 +10,17 @@ line and saves the kernel, as ``[n1, c, n2, c]``, beside the case file.
 import json
 import resource
 import sys
-import time
 from pathlib import Path
 
 import jax
 import neural_tangents as nt
 import numpy as np
 
+from bench_common import SIZES, first_and_best
 from bench_mlp import mlp, setup
 
 IMPLEMENTATIONS = {"jacobian_contraction": nt.NtkImplementation.JACOBIAN_CONTRACTION,
                    "ntk_vector_products": nt.NtkImplementation.NTK_VECTOR_PRODUCTS}
-SIZES = {"mlp": (16, 16), "tiny": (16, 16), "bert-base": (4, 4)}  # as in entk.py
 
 
 def main() -> None:
@@ -35,14 +34,8 @@ def main() -> None:
 
         f, params, x1, x2 = load_case(case_dir / f"{model}.npz")
     kernel = jax.jit(nt.empirical_ntk_fn(f, trace_axes=(), vmap_axes=0, implementation=IMPLEMENTATIONS[implementation]))
-    start = time.perf_counter()
-    kernel(x1, x2, params).block_until_ready()
-    first = time.perf_counter() - start
-    best = np.inf
-    for _ in range(2):
-        start = time.perf_counter()
-        out = kernel(x1, x2, params).block_until_ready()
-        best = min(best, time.perf_counter() - start)
+    first, best = first_and_best(lambda: kernel(x1, x2, params).block_until_ready())
+    out = kernel(x1, x2, params)
     np.save(case_dir / f"{model}-neural-tangents {implementation}.npy", np.asarray(out).transpose(0, 2, 1, 3))
     print(json.dumps({"n1": n1, "n2": n2, "seconds": best, "first_call_s": first, "examples_per_s": (n1 + n2) / best,
                       "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
