@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import jax
@@ -120,18 +119,10 @@ def figure(result: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--widths", default="16,32,64,128,256,512,1024,2048")
-    p.add_argument("--inits", type=int, default=16)
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--examples", type=int, default=32)
-    p.add_argument("--out", default="runs/entk-basics")
-    args = p.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    result = run([int(w) for w in args.widths.split(",")], args.inits, args.model, args.examples)
-    report.write(args.out, "entk_basics", result, rows(result), figure(result))
+    report.cli("entk_basics", __doc__,
+               {"widths": "16,32,64,128,256,512,1024,2048", "inits": 16, "model": "tiny", "examples": 32,
+                "out": "runs/entk-basics"},
+               lambda a: run([int(w) for w in a.widths.split(",")], a.inits, a.model, a.examples), rows, figure)
 
 
 if __name__ == "__main__":

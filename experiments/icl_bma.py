@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import numpy as np
@@ -113,20 +112,9 @@ def figure(result: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--d", type=int, default=4)
-    p.add_argument("--T", type=int, default=16)
-    p.add_argument("--noise", type=float, default=0.5)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--trials", type=int, default=4000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/icl-bma")
-    args = p.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    result = run(args.d, args.T, args.noise, args.steps, args.trials, args.seed, 512, args.steps)
-    report.write(args.out, "icl_bma", result, rows(result), figure(result))
+    report.cli("icl_bma", __doc__,
+               {"d": 4, "T": 16, "noise": 0.5, "steps": 2000, "trials": 4000, "seed": 0, "out": "runs/icl-bma"},
+               lambda a: run(a.d, a.T, a.noise, a.steps, a.trials, a.seed, 512, a.steps), rows, figure)
 
 
 if __name__ == "__main__":

@@ -115,22 +115,16 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--d", type=int, default=4)
-    p.add_argument("--T", type=int, default=16)
-    p.add_argument("--noise", type=float, default=0.5)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--trials", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/icl-experiments")
-    args = p.parse_args()
-    common = (args.d, args.T, args.noise, args.steps, args.trials, args.seed)
-    result = {"config": vars(args), "depth": depth_sweep(*common), "data": data_sweep(*common),
-              "task_pool": pool_sweep(*common), "misspecified": misspecification(*common)}
-    import matplotlib
+    report.cli("icl_pretraining", __doc__,
+               {"d": 4, "T": 16, "noise": 0.5, "steps": 600, "trials": 2000, "seed": 0, "out": "runs/icl-experiments"},
+               sweeps, rows, figure)
 
-    matplotlib.use("Agg")
-    report.write(args.out, "icl_pretraining", result, rows(result), figure(result))
+
+def sweeps(args: argparse.Namespace) -> dict:
+    """Every sweep of this module with the command line's common settings."""
+    common = (args.d, args.T, args.noise, args.steps, args.trials, args.seed)
+    return {"config": vars(args), "depth": depth_sweep(*common), "data": data_sweep(*common),
+            "task_pool": pool_sweep(*common), "misspecified": misspecification(*common)}
 
 
 def figure(result: dict) -> Any:

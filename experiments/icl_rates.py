@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import numpy as np
@@ -146,20 +145,9 @@ def figure(result: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--d", type=int, default=4)
-    p.add_argument("--T", type=int, default=400)
-    p.add_argument("--noise", type=float, default=0.5)
-    p.add_argument("--trials", type=int, default=20000)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/icl-rates")
-    args = p.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    result = run(args.d, args.T, args.noise, args.trials, args.steps, args.seed)
-    report.write(args.out, "icl_rates", result, rows(result), figure(result))
+    report.cli("icl_rates", __doc__,
+               {"d": 4, "T": 400, "noise": 0.5, "trials": 20000, "steps": 2000, "seed": 0, "out": "runs/icl-rates"},
+               lambda a: run(a.d, a.T, a.noise, a.trials, a.steps, a.seed), rows, figure)
 
 
 if __name__ == "__main__":

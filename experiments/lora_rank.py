@@ -11,7 +11,6 @@ for each rank on SST-2 prompts, fits the log-log slope (predicted: -1/2) and wri
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import numpy as np
@@ -72,18 +71,9 @@ def figure(result: dict[str, Any], ax: Any = None) -> Any:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--examples", type=int, default=8)
-    p.add_argument("--ranks", default="1,2,4,8,16,32,64,128")
-    p.add_argument("--seeds", type=int, default=8)
-    p.add_argument("--out", default="runs/lora-rank")
-    args = p.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    result = sweep(args.model, args.examples, [int(r) for r in args.ranks.split(",")], args.seeds)
-    report.write(args.out, "lora_rank", result, rows(result), figure(result))
+    report.cli("lora_rank", __doc__,
+               {"model": "tiny", "examples": 8, "ranks": "1,2,4,8,16,32,64,128", "seeds": 8, "out": "runs/lora-rank"},
+               lambda a: sweep(a.model, a.examples, [int(r) for r in a.ranks.split(",")], a.seeds), rows, figure)
 
 
 if __name__ == "__main__":

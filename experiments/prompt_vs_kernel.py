@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -124,22 +123,11 @@ def figure(result: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--data-dir", default="sample")
-    p.add_argument("--k", type=int, default=16)
-    p.add_argument("--seeds", default="13,21,42,87,100")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--test-cap", type=int, default=1000)
-    p.add_argument("--out", default="runs/prompt-vs-kernel")
-    args = p.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    result = run(args.model, args.data_dir, args.k, [int(s) for s in args.seeds.split(",")], args.steps,
-                 args.eval_every, args.test_cap, out=args.out)
-    report.write(args.out, "prompt_vs_kernel", result, rows(result), figure(result))
+    report.cli("prompt_vs_kernel", __doc__,
+               {"model": "tiny", "data-dir": "sample", "k": 16, "seeds": "13,21,42,87,100", "steps": 1000,
+                "eval-every": 100, "test-cap": 1000, "out": "runs/prompt-vs-kernel"},
+               lambda a: run(a.model, a.data_dir, a.k, [int(s) for s in a.seeds.split(",")], a.steps, a.eval_every,
+                             a.test_cap, out=a.out), rows, figure)
 
 
 if __name__ == "__main__":

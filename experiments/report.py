@@ -3,9 +3,10 @@ number beside the theory's value, and the figure."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def table(rows: list[tuple[str, str, str]]) -> str:
@@ -23,3 +24,18 @@ def write(out: str | Path, name: str, result: dict, rows: list[tuple[str, str, s
     fig.savefig(out / f"{name}.png", dpi=150)
     print(table(rows))
     print(f"wrote {out / name}.json, .md, .png")
+
+
+def cli(name: str, doc: str, defaults: dict[str, Any], compute: Callable[[argparse.Namespace], dict],
+        rows: Callable[[dict], list[tuple[str, str, str]]], figure: Callable[[dict], Any]) -> None:
+    """An experiment's command line: ``--key VALUE`` for each of ``defaults`` (typed as its default;
+    ``out`` is the folder), ``result = compute(args)``, then :func:`write` with a headless matplotlib."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for key, value in defaults.items():
+        p.add_argument(f"--{key}", type=type(value), default=value)
+    args = p.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    result = compute(args)
+    write(args.out, name, result, rows(result), figure(result))

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import jax
@@ -147,21 +146,11 @@ def figure(result: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--data-dir", default="sample")
-    p.add_argument("--k", type=int, default=16)
-    p.add_argument("--seeds", default="13,21,42,87,100")
-    p.add_argument("--etas", default="1e-2,3e-3,1e-3,3e-4,1e-4,3e-5,1e-5")
-    p.add_argument("--test-cap", type=int, default=872)
-    p.add_argument("--out", default="runs/sign-kernels")
-    args = p.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    result = run(args.model, args.data_dir, args.k, [int(s) for s in args.seeds.split(",")],
-                 [float(e) for e in args.etas.split(",")], args.test_cap)
-    report.write(args.out, "sign_kernels", result, rows(result), figure(result))
+    report.cli("sign_kernels", __doc__,
+               {"model": "tiny", "data-dir": "sample", "k": 16, "seeds": "13,21,42,87,100",
+                "etas": "1e-2,3e-3,1e-3,3e-4,1e-4,3e-5,1e-5", "test-cap": 872, "out": "runs/sign-kernels"},
+               lambda a: run(a.model, a.data_dir, a.k, [int(s) for s in a.seeds.split(",")],
+                             [float(e) for e in a.etas.split(",")], a.test_cap), rows, figure)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -123,21 +122,11 @@ def figure(result: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--data-dir", default="sample")
-    p.add_argument("--subsets", default="full,head,bitfit,lora:8,prompt:10,deep-prompt:10,pasta")
-    p.add_argument("--seeds", default="13,21,42,87,100")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--test-cap", type=int, default=872)
-    p.add_argument("--out", default="runs/subspaces")
-    args = p.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    result = run(args.model, args.data_dir, args.subsets, [int(s) for s in args.seeds.split(",")], args.steps,
-                 args.test_cap, [1, 2, 4, 8, 16, 32, 64, 128], 8, args.out)
-    report.write(args.out, "subspaces", result, rows(result), figure(result))
+    report.cli("subspaces", __doc__,
+               {"model": "tiny", "data-dir": "sample", "subsets": "full,head,bitfit,lora:8,prompt:10,deep-prompt:10,pasta",
+                "seeds": "13,21,42,87,100", "steps": 400, "test-cap": 872, "out": "runs/subspaces"},
+               lambda a: run(a.model, a.data_dir, a.subsets, [int(s) for s in a.seeds.split(",")], a.steps,
+                             a.test_cap, [1, 2, 4, 8, 16, 32, 64, 128], 8, a.out), rows, figure)
 
 
 if __name__ == "__main__":
