@@ -23,7 +23,7 @@ from pathlib import Path
 from bench_common import SIZES, first_and_best
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "sketch")
+IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "structured", "sketch")
 NT_IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
 SKETCH_DIM = 4096  # the sketch row: a sparse (CountSketch) projection to this many dimensions
 

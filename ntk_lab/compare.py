@@ -81,8 +81,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="solver for the symmetric kernels (asigngd always uses the asymmetric LS-SVM)")
     p.add_argument("--binary", default="auto", choices=("auto", "on", "off"),
                    help="kernels of f_1 - f_0 (auto: for two-class tasks)")
-    p.add_argument("--implementation", default="streamed", choices=("jacobian", "streamed", "blocked", "ntk_vp"),
-                   help="eNTK implementation (ntk_vp: sgd kernel only, the others fall back to streamed)")
+    p.add_argument("--implementation", default="streamed", choices=("jacobian", "ntk_vp", "streamed", "blocked", "structured"),
+                   help="eNTK implementation (ntk_vp, structured: sgd kernel only; the sign kernels fall back to streamed)")
     p.add_argument("--chunk", type=int, default=8, help="x1 examples (or cotangents) in flight in the kernel")
     p.add_argument("--kernel-block", type=int, default=32, help="train rows per kernel tile on disk")
     p.add_argument("--column-block", type=int, default=128, help="examples per kernel column tile on disk")
@@ -227,9 +227,9 @@ class Context:
     def entk(self, kind: str, implementation: str, base: bool = False) -> Any:
         """One ``entk_fn`` per (kind, implementation, classifier), so its compiled code serves every seed;
         ``base=True``: the full model's kernel."""
-        from ntk_lab.kernels import entk_fn
+        from ntk_lab.kernels import SGD_ONLY, entk_fn
 
-        if implementation == "ntk_vp" and kind != "sgd":
+        if implementation in SGD_ONLY and kind != "sgd":
             implementation = "streamed"
         key = (kind, implementation, base or self.full)
         if key not in self.kernel_fns:

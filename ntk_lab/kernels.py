@@ -28,6 +28,19 @@ Implementations (all give the same kernel):
   independent of n1 and n2; each x2 Jacobian is recomputed once per x1 block. Costs about
   ``(1 + 2c)/(3·chunk·c)`` of streamed's forward passes (a Jacobian is one forward and c backward
   passes, a JVP about three forward passes), so it is the fast exact choice for large models.
+- ``"structured"``: uses the structure of dense layers (as neural-tangents' structured derivatives
+  do, for this one rule). A parameter ``W`` that enters f once, as an operand of a ``dot_general``
+  ``y = h·W`` (found in f's jaxpr), has the per-example gradient ``∂f_a(x_i)/∂W = Σ_u h_iu ⊗ δ_iau``,
+  with ``h_iu`` the other operand at position u (token) and ``δ_iau = ∂f_a/∂y_iu``. The backward pass
+  computes only the δ (never ``∂f/∂W``), and W's kernel term is
+
+      K_W[i,a,j,b] = Σ_{u,v} <h_iu, h_jv> <δ_iau, δ_jbv>
+
+  at cost ``n1·n2·U²·(K + c²F)`` (U positions, K contracted, F free coordinates of W), or, where that
+  is more, by forming the per-example gradients from the factors (``(n1+n2)·c·U·K·F`` plus their Gram).
+  The other parameters (embedding tables, biases, LayerNorm scales) get explicit Jacobians. SGD kernel
+  only (the sign of a sum of outer products does not factor). For an MLP (U = 1) this is a product
+  of two small Gram matrices per layer.
 - ``"sketch"``: an unbiased random-projection (Johnson–Lindenstrauss) estimate, all kinds:
   ``K̂[i,a,j,b] = < S s1(∂f_a(x1_i)), S s2(∂f_b(x2_j)) >`` with one random ``S ∈ R^{p×P}`` for both
   sides (``s1, s2`` the kind's signs). ``S`` is regenerated block by block from ``sketch_key``
@@ -54,6 +67,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -61,7 +75,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 Params = Any
 X = Any
 KINDS = ("sgd", "signgd", "asigngd")
-IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked")  # exact; "sketch" estimates (see above)
+IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "structured")  # exact; "sketch" estimates (see above)
+SGD_ONLY = ("ntk_vp", "structured")  # the sign is not linear: these compute the sgd kernel only
 SKETCHES = ("gaussian", "sparse")
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -205,6 +220,112 @@ def _blocked_block(g, theta, x1_block, x2, kind, chunk, eps):
     return _blocked_rows(g, theta, s1(per_example_jacobian(g, theta, x1_block)), x2, s2, chunk)
 
 
+def _dot_taps(jaxpr: jax.extend.core.Jaxpr, n_leaves: int) -> dict[int, tuple[int, int]]:
+    """``{eqn index: (leaf, side)}``: the parameter leaves that enter f exactly once, as operand ``side``
+    of a top-level ``dot_general`` without batch dimensions whose other operand is not a parameter."""
+    leaf_of = {v: i for i, v in enumerate(jaxpr.invars[:n_leaves])}
+    param = lambda v: isinstance(v, jax.extend.core.Var) and v in leaf_of
+    uses: dict[Any, int] = {}
+    for v in [v for e in jaxpr.eqns for v in e.invars] + list(jaxpr.outvars):
+        if param(v):
+            uses[v] = uses.get(v, 0) + 1
+    taps = {}
+    for k, e in enumerate(jaxpr.eqns):
+        if e.primitive.name != "dot_general" or e.params["dimension_numbers"][1] != ((), ()):
+            continue
+        for side in (0, 1):
+            v, other = e.invars[side], e.invars[1 - side]
+            if param(v) and uses[v] == 1 and not param(other):
+                taps[k] = (leaf_of[v], side)
+    return taps
+
+
+def _structured_parts(g, theta, x) -> tuple[list[int], list, list, list, dict[int, tuple[int, int]], list]:
+    """Per example: the Jacobian of the parameters without structure, and for each tapped dot
+    ``y = dot_general(h, W)`` its other operand ``h`` and ``δ_a = ∂f_a/∂y`` (the backward pass never
+    forms ``∂f/∂W = h ⊗ δ``). Returns ``(free leaves, their Jacobians [n, c, *shape], hs [n, *h], δs
+    [n, c, *y], taps, tapped eqns)``."""
+    single = lambda t, xi: g(t, jax.tree_util.tree_map(lambda a: a[None], xi))[0]
+    closed = jax.make_jaxpr(single)(theta, jax.tree_util.tree_map(lambda a: a[0], x))
+    jaxpr = closed.jaxpr
+    taps = _dot_taps(jaxpr, len(theta))
+    tapped_leaves = {leaf for leaf, _ in taps.values()}
+    free = [i for i in range(len(theta)) if i not in tapped_leaves]
+    order = sorted(taps)
+    eps0 = [jnp.zeros(jaxpr.eqns[k].outvars[0].aval.shape, jaxpr.eqns[k].outvars[0].aval.dtype) for k in order]
+
+    def tapped(free_values: list[jax.Array], eps: list[jax.Array], xi: X) -> tuple[jax.Array, list[jax.Array]]:
+        """f(θ, x_i) with ``ε_k`` added to the output of tapped dot k; also returns the dots' h."""
+        leaves = list(theta)
+        for i, v in zip(free, free_values):
+            leaves[i] = v
+        env = dict(zip(jaxpr.constvars, closed.consts))
+        env.update(zip(jaxpr.invars, leaves + jax.tree_util.tree_leaves(xi)))
+        read = lambda v: v.val if isinstance(v, jax.extend.core.Literal) else env[v]
+        hs, added = [], dict(zip(order, eps))
+        for k, e in enumerate(jaxpr.eqns):
+            invals = [read(v) for v in e.invars]
+            with e.ctx.manager:
+                out = e.primitive.bind(*invals, **e.primitive.get_bind_params(e.params))
+            out = out if e.primitive.multiple_results else [out]
+            if k in added:
+                hs.append(invals[1 - taps[k][1]])
+                out = [out[0] + added[k]]
+            env.update(zip(e.outvars, out))
+        return read(jaxpr.outvars[0]), hs
+
+    def parts(xi: X):
+        jac = jax.jacrev(lambda fv, ep: tapped(fv, ep, xi), argnums=(0, 1), has_aux=True)
+        (j_free, deltas), hs = jac([theta[i] for i in free], eps0)
+        return j_free, hs, deltas
+
+    j_free, hs, deltas = jax.vmap(parts)(x)
+    return free, j_free, hs, deltas, taps, [jaxpr.eqns[k] for k in order]
+
+
+def _dot_factors(eqn, side: int, h: jax.Array, delta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``h [n, U, K]`` and ``δ [n, c, U, F]`` of a tapped dot: U its other operand's free positions
+    (tokens), K the contracted coordinates, F the parameter's free coordinates, so that
+    ``∂f_a(x_i)/∂W = Σ_u h[i,u,:] ⊗ δ[i,a,u,:]`` (up to the parameter's own axis order)."""
+    (lc, rc), _ = eqn.params["dimension_numbers"]
+    contracted = lc if side == 1 else rc  # of the other operand
+    kept = [d for d in range(h.ndim - 1) if d not in contracted]
+    h = h.transpose(0, *[d + 1 for d in kept], *[d + 1 for d in contracted])
+    n, u = h.shape[0], int(np.prod([h.shape[1 + i] for i in range(len(kept))], dtype=int))
+    h = h.reshape(n, u, -1)
+    n, c = delta.shape[:2]
+    if side == 1:  # y = [other free..., W free...]
+        delta = delta.reshape(n, c, u, -1)
+    else:  # y = [W free..., other free...]
+        delta = delta.reshape(n, c, -1, u).swapaxes(2, 3)
+    return h, delta
+
+
+def _factor_kernel(h1, d1, h2, d2) -> jax.Array:
+    """``Σ_{u,v} <h1[i,u], h2[j,v]> <δ1[i,a,u], δ2[j,b,v]>`` -> ``[n1, c, n2, c]``: the kernel of one
+    tapped weight, whichever is cheaper of the token-pair form (``n1·n2·U²·(K + c²F)``) and forming the
+    weight's per-example gradients first (``(n1 + n2)·c·U·K·F + n1·n2·c²·K·F``)."""
+    (n1, u1, k), (n2, u2, _) = h1.shape, h2.shape
+    c, f = d1.shape[1], d1.shape[3]
+    if n1 * n2 * u1 * u2 * (k + c * c * f) <= (n1 * u1 + n2 * u2) * c * k * f + n1 * n2 * c * c * k * f:
+        hh = jnp.einsum("iuk,jvk->iujv", h1, h2, precision=HIGHEST)
+        dd = jnp.einsum("iauf,jbvf->iaujbv", d1, d2, precision=HIGHEST)
+        return jnp.einsum("iujv,iaujbv->iajb", hh, dd, precision=HIGHEST)
+    g1 = jnp.einsum("iuk,iauf->iakf", h1, d1, precision=HIGHEST)
+    g2 = jnp.einsum("iuk,iauf->iakf", h2, d2, precision=HIGHEST)
+    return jnp.einsum("iakf,jbkf->iajb", g1, g2, precision=HIGHEST)
+
+
+def _structured_kernel(g, theta, x1, x2):
+    free, j1, hs1, ds1, taps, eqns = _structured_parts(g, theta, x1)
+    _, j2, hs2, ds2, _, _ = (free, j1, hs1, ds1, taps, eqns) if x2 is None else _structured_parts(g, theta, x2)
+    total = contract(j1, j2) if free else 0.0
+    sides = [taps[k][1] for k in sorted(taps)]
+    for eqn, side, h1, d1, h2, d2 in zip(eqns, sides, hs1, ds1, hs2, ds2):
+        total = total + _factor_kernel(*_dot_factors(eqn, side, h1, d1), *_dot_factors(eqn, side, h2, d2))
+    return total
+
+
 def _project(leaves: list[jax.Array], key: jax.Array, dim: int, sketch: str, block: int) -> jax.Array:
     """``S v`` for every row of the Jacobian leaves ``[n, c, *shape]`` -> ``[n, c, dim]``.
 
@@ -307,8 +428,8 @@ def entk_fn(
         raise ValueError(f"sketch_dim must be positive, got {sketch_dim}")
     key = jax.random.PRNGKey(sketch_key) if isinstance(sketch_key, int) else sketch_key
     block_size = sketch_block or (max(1, 2**24 // sketch_dim) if sketch == "gaussian" else 2**20)
-    if implementation == "ntk_vp" and kind != "sgd":
-        raise ValueError("implementation 'ntk_vp' computes the sgd kernel only (sign is not linear)")
+    if implementation in SGD_ONLY and kind != "sgd":
+        raise ValueError(f"implementation {implementation!r} computes the sgd kernel only (sign is not linear)")
     fn = _binary(f) if binary else f
     mesh = Mesh(np.asarray(devices if devices is not None else jax.devices()), ("x1",))
     rows = NamedSharding(mesh, PartitionSpec("x1"))
@@ -320,6 +441,8 @@ def entk_fn(
             return _jacobian_kernel(g, theta, x1, x2, kind, sign_eps)
         if implementation == "ntk_vp":
             return _ntk_vp_kernel(g, theta, x1, x2, chunk)
+        if implementation == "structured":
+            return _structured_kernel(g, theta, x1, x2)
         if implementation == "sketch":
             return _sketch_kernel(g, theta, x1, x2, kind, key, sketch_dim, sketch, block_size, chunk, sign_eps)
         if implementation == "blocked":

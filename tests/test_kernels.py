@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from ntk_lab.kernels import (IMPLEMENTATIONS, KINDS, _sketch_kernel, count_params, entk_fn, restrict,
-                             sketch_error_std)
+from ntk_lab.kernels import (IMPLEMENTATIONS, KINDS, SGD_ONLY, _dot_taps, _factor_kernel, _sketch_kernel, count_params,
+                             entk_fn, path_names, restrict, sketch_error_std)
 
 SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see kernels.adam_sign)
 
@@ -53,7 +53,7 @@ def rel_err(a, b) -> float:
     return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
 
 
-CASES = [(kind, impl) for kind in KINDS for impl in IMPLEMENTATIONS if not (impl == "ntk_vp" and kind != "sgd")]
+CASES = [(kind, impl) for kind in KINDS for impl in IMPLEMENTATIONS if not (impl in SGD_ONLY and kind != "sgd")]
 
 
 @pytest.mark.parametrize("kind,implementation", CASES)
@@ -185,9 +185,37 @@ def test_sketch_is_unbiased_with_the_closed_form_variance_x64(kind: str, sketch:
     assert 0.8 < ratio < 1.25, ratio
 
 
+@pytest.mark.parametrize("u,k,f,regime", [(1, 7, 5, "token pairs"), (24, 3, 4, "per-example gradients")])
+def test_factor_kernel_is_the_gram_of_the_outer_product_gradients_x64(u: int, k: int, f: int, regime: str) -> None:
+    """Both ways of contracting one dense weight's factors give <Σ_u h_iu ⊗ δ_iau, Σ_v h_jv ⊗ δ_jbv>."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        h1, h2 = rng.standard_normal((3, u, k)), rng.standard_normal((4, u, k))
+        d1, d2 = rng.standard_normal((3, 2, u, f)), rng.standard_normal((4, 2, u, f))
+        g1, g2 = np.einsum("iuk,iauf->iakf", h1, d1), np.einsum("iuk,iauf->iakf", h2, d2)
+        expected = np.einsum("iakf,jbkf->iajb", g1, g2)
+        pairs = 3 * 4 * u * u * (k + 4 * f) <= (3 * u + 4 * u) * 2 * k * f + 3 * 4 * 4 * k * f
+        assert pairs == (regime == "token pairs")
+        assert rel_err(_factor_kernel(*map(jnp.asarray, (h1, d1, h2, d2))), expected) < 1e-12
+
+
+def test_structured_taps_every_dense_weight_of_the_tiny_lm(tiny_x64) -> None:
+    """The structured implementation finds the 13 dense kernels of the tiny RoBERTa (2 layers x (q, k,
+    v, attention out, FFN in, FFN out) and the LM head's dense) in f's jaxpr, and nothing else."""
+    f, params, x1, _, _ = tiny_x64
+    g, theta = restrict(f, params, None)
+    names = ["/".join(path_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    single = lambda t, xi: g(t, jax.tree_util.tree_map(lambda a: a[None], xi))[0]
+    with jax.enable_x64(True):
+        jaxpr = jax.make_jaxpr(single)(theta, jax.tree_util.tree_map(lambda a: a[0], x1)).jaxpr
+    tapped = sorted(names[leaf] for leaf, _ in _dot_taps(jaxpr, len(theta)).values())
+    assert len(tapped) == 13 and all(name.endswith("kernel") for name in tapped), tapped
+
+
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="sgd kernel only"):
-        entk_fn(mlp, kind="signgd", implementation="ntk_vp")
+    for implementation in SGD_ONLY:
+        with pytest.raises(ValueError, match="sgd kernel only"):
+            entk_fn(mlp, kind="signgd", implementation=implementation)
     with pytest.raises(ValueError, match="kind must be one of"):
         entk_fn(mlp, kind="adam")
     with pytest.raises(ValueError, match="sketch must be one of"):
