@@ -39,8 +39,8 @@ Implementations (all give the same kernel):
   at cost ``n1·n2·U²·(K + c²F)`` (U positions, K contracted, F free coordinates of W), or, where that
   is more, by forming the per-example gradients from the factors (``(n1+n2)·c·U·K·F`` plus their Gram).
   An embedding table every use of which is a row lookup ``y_u = E[id_u]`` contributes
-  ``Σ_{u,v} [id_iu = id_jv] <δ_iau, δ_jbv>`` (u over the lookups of all uses), never forming a
-  vocabulary-sized gradient. The other parameters (biases, LayerNorm scales) get explicit Jacobians. SGD kernel
+  ``Σ_{u,v} [id_iu = id_jv] <δ_iau, δ_jbv>`` (u over the lookups of all uses), without forming a
+  vocabulary-sized gradient (unless the table is small enough for that to cost less). The other parameters (biases, LayerNorm scales) get explicit Jacobians. SGD kernel
   only (the sign of a sum of outer products does not factor). For an MLP (U = 1) this is a product
   of two small Gram matrices per layer.
 - ``"sketch"``: an unbiased random-projection (Johnson–Lindenstrauss) estimate, all kinds:
@@ -342,11 +342,18 @@ def _dot_kernel(h1, d1, h2, d2) -> jax.Array:
     return jnp.einsum("iakf,jbkf->iajb", g1, g2, precision=HIGHEST)
 
 
-def _gather_kernel(ids1, d1, ids2, d2) -> jax.Array:
-    """``Σ_{u,v} [ids1[i,u] = ids2[j,v]] <δ1[i,a,u], δ2[j,b,v]>``: the kernel of an embedding table
-    (its rows looked up at every use, concatenated along u), ``n1·n2·U²·c²F``."""
-    same = (ids1[:, :, None, None] == ids2[None, None]).astype(d1.dtype)
-    return _pair_kernel(same, d1, d2)
+def _gather_kernel(ids1, d1, ids2, d2, rows: int) -> jax.Array:
+    """``Σ_{u,v} [ids1[i,u] = ids2[j,v]] <δ1[i,a,u], δ2[j,b,v]>``: the kernel of an embedding table of
+    ``rows`` rows (its lookups at every use concatenated along u). Token pairs cost ``n1·n2·U²·c²F``;
+    where scattering δ into per-example gradients ``[n, c, rows, F]`` and contracting costs less
+    (small tables), that is done instead."""
+    (n1, u1), (n2, u2) = ids1.shape, ids2.shape
+    c = d1.shape[1]
+    if n1 * n2 * u1 * u2 <= (n1 + n2) * rows + n1 * n2 * c * rows:
+        same = (ids1[:, :, None, None] == ids2[None, None]).astype(d1.dtype)
+        return _pair_kernel(same, d1, d2)
+    scatter = jax.vmap(lambda i, d: jnp.zeros((d.shape[0], rows, d.shape[2]), d.dtype).at[:, i].add(d))
+    return jnp.einsum("iavf,jbvf->iajb", scatter(ids1, d1), scatter(ids2, d2), precision=HIGHEST)
 
 
 def _structured_kernel(g, theta, x1, x2):
@@ -361,7 +368,8 @@ def _structured_kernel(g, theta, x1, x2):
             total = total + _dot_kernel(*f1[positions[0]], *f2[positions[0]])
         else:  # every row lookup of one table: the indices and δ of all uses side by side
             cat = lambda fs, i, axis: jnp.concatenate([fs[p][i] for p in positions], axis=axis)
-            total = total + _gather_kernel(cat(f1, 0, 1), cat(f1, 1, 2), cat(f2, 0, 1), cat(f2, 1, 2))
+            rows = theta[taps[sorted(taps)[positions[0]]][0]].shape[0]
+            total = total + _gather_kernel(cat(f1, 0, 1), cat(f1, 1, 2), cat(f2, 0, 1), cat(f2, 1, 2), rows)
     return total
 
 
