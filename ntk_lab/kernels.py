@@ -144,10 +144,14 @@ def _chunks(x: X, size: int) -> X:
     return jax.tree_util.tree_map(lambda a: a.reshape(blocks, size, *a.shape[1:]), padded)
 
 
+def on_one_example(g: Callable) -> Callable:
+    """``(θ, x_i) -> [c]``: ``g`` on a single example ``x_i`` (``x``'s leaves without the example axis)."""
+    return lambda t, xi: g(t, jax.tree_util.tree_map(lambda a: a[None], xi))[0]
+
+
 def per_example_jacobian(g: Callable, theta: list[jax.Array], x: X) -> list[jax.Array]:
     """Leaves ``[n, c, *leaf_shape]`` of ∂g(θ, x_i)_a/∂θ, one example at a time (vmapped)."""
-    single = lambda t, xi: g(t, jax.tree_util.tree_map(lambda a: a[None], xi))[0]
-    return jax.vmap(jax.jacrev(single), in_axes=(None, 0))(theta, x)
+    return jax.vmap(jax.jacrev(on_one_example(g)), in_axes=(None, 0))(theta, x)
 
 
 def contract(j1: list[jax.Array], j2: list[jax.Array]) -> jax.Array:
@@ -259,14 +263,13 @@ def _taps(jaxpr: jax.extend.core.Jaxpr, n_leaves: int) -> dict[int, tuple[int, s
     return taps
 
 
-def _structured_parts(g, theta, x) -> tuple[list[int], list, dict[int, tuple[int, str, int]], list]:
+def _structured_parts(g, theta, x) -> tuple[list[int], list, list[tuple[int, str, int]], list]:
     """Per example: the Jacobian of the parameters without structure, and for each tapped equation
     (``y = dot_general(h, W)`` or ``y = W[ids]``) its factors: ``(h [n, U, K], δ [n, c, U, F])`` for a
     dot, ``(ids [n, U], δ [n, c, U, F])`` for a gather, with ``δ_a = ∂f_a/∂y`` (the backward pass never
-    forms ``∂f/∂W``). Returns ``(free leaves, their Jacobians [n, c, *shape], taps, factors)``, the
-    factors in the order of ``sorted(taps)``."""
-    single = lambda t, xi: g(t, jax.tree_util.tree_map(lambda a: a[None], xi))[0]
-    closed = jax.make_jaxpr(single)(theta, jax.tree_util.tree_map(lambda a: a[0], x))
+    forms ``∂f/∂W``). Returns ``(free leaves, their Jacobians [n, c, *shape], tapped, factors)``:
+    ``tapped[p] = (leaf, kind, side)`` of the equation whose factors are ``factors[p]``."""
+    closed = jax.make_jaxpr(on_one_example(g))(theta, jax.tree_util.tree_map(lambda a: a[0], x))
     jaxpr = closed.jaxpr
     taps = _taps(jaxpr, len(theta))
     tapped_leaves = {leaf for leaf, _, _ in taps.values()}
@@ -301,7 +304,7 @@ def _structured_parts(g, theta, x) -> tuple[list[int], list, dict[int, tuple[int
 
     j_free, aux, deltas = jax.vmap(parts)(x)
     factors = [_factors(jaxpr.eqns[k], *taps[k][1:], a, d) for k, a, d in zip(order, aux, deltas)]
-    return free, j_free, taps, factors
+    return free, j_free, [taps[k] for k in order], factors
 
 
 def _factors(eqn, kind: str, side: int, aux: jax.Array, delta: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -357,18 +360,18 @@ def _gather_kernel(ids1, d1, ids2, d2, rows: int) -> jax.Array:
 
 
 def _structured_kernel(g, theta, x1, x2):
-    free, j1, taps, f1 = _structured_parts(g, theta, x1)
-    _, j2, _, f2 = (free, j1, taps, f1) if x2 is None else _structured_parts(g, theta, x2)
+    free, j1, tapped, f1 = _structured_parts(g, theta, x1)
+    _, j2, _, f2 = (free, j1, tapped, f1) if x2 is None else _structured_parts(g, theta, x2)
     total = contract(j1, j2) if free else 0.0
-    by_leaf: dict[int, list[int]] = {}
-    for position, k in enumerate(sorted(taps)):
-        by_leaf.setdefault(taps[k][0], []).append(position)
-    for positions in by_leaf.values():
-        if taps[sorted(taps)[positions[0]]][1] == "dot":
+    uses: dict[int, list[int]] = {}  # leaf -> positions of its tapped equations
+    for position, (leaf, _, _) in enumerate(tapped):
+        uses.setdefault(leaf, []).append(position)
+    for leaf, positions in uses.items():
+        if tapped[positions[0]][1] == "dot":
             total = total + _dot_kernel(*f1[positions[0]], *f2[positions[0]])
         else:  # every row lookup of one table: the indices and δ of all uses side by side
             cat = lambda fs, i, axis: jnp.concatenate([fs[p][i] for p in positions], axis=axis)
-            rows = theta[taps[sorted(taps)[positions[0]]][0]].shape[0]
+            rows = theta[leaf].shape[0]
             total = total + _gather_kernel(cat(f1, 0, 1), cat(f1, 1, 2), cat(f2, 0, 1), cat(f2, 1, 2), rows)
     return total
 

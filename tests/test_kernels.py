@@ -9,7 +9,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from ntk_lab.kernels import (IMPLEMENTATIONS, KINDS, SGD_ONLY, _dot_kernel, _taps, _sketch_kernel, count_params,
-                             entk_fn, path_names, restrict, sketch_error_std)
+                             entk_fn, on_one_example, path_names, restrict, sketch_error_std)
 
 SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see kernels.adam_sign)
 
@@ -207,9 +207,8 @@ def test_structured_taps_the_dense_weights_and_embedding_tables_of_the_tiny_lm(t
     f, params, x1, x2, _ = tiny_x64
     g, theta = restrict(f, params, None)
     names = ["/".join(path_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    single = lambda t, xi: g(t, jax.tree_util.tree_map(lambda a: a[None], xi))[0]
     with jax.enable_x64(True):
-        jaxpr = jax.make_jaxpr(single)(theta, jax.tree_util.tree_map(lambda a: a[0], x1)).jaxpr
+        jaxpr = jax.make_jaxpr(on_one_example(g))(theta, jax.tree_util.tree_map(lambda a: a[0], x1)).jaxpr
         taps = list(_taps(jaxpr, len(theta)).values())
         dots = [names[leaf] for leaf, kind, _ in taps if kind == "dot"]
         gathers = sorted(names[leaf] for leaf, kind, _ in taps if kind == "gather")
