@@ -7,14 +7,19 @@ from typing import Callable
 SIZES = {"mlp": (16, 16), "tiny": (16, 16), "bert-base": (4, 4)}  # (n1, n2) of each benchmark model
 
 
-def timed(fn: Callable[[], object]) -> float:
-    """Seconds one call of ``fn`` takes (``fn`` blocks until its result is ready)."""
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """``(seconds, result)`` of one call of ``fn`` (``fn`` blocks until its result is ready)."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    result = fn()
+    return time.perf_counter() - start, result
 
 
-def first_and_best(fn: Callable[[], object], repeats: int = 2) -> tuple[float, float]:
-    """``(first, best)``: the first call (compile included), then the best of ``repeats`` more."""
-    first = timed(fn)
-    return first, min(timed(fn) for _ in range(repeats))
+def first_and_best(fn: Callable[[], object], repeats: int = 2) -> tuple[float, float, object]:
+    """``(first, best, result)``: the first call (compile included), then the best of ``repeats`` more,
+    and the last call's result."""
+    first, result = timed(fn)
+    best = float("inf")
+    for _ in range(repeats):
+        seconds, result = timed(fn)
+        best = min(best, seconds)
+    return first, best, result

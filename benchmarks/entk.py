@@ -34,7 +34,7 @@ def matmul_roofline(n: int = 2048, repeats: int = 10) -> float:
 
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
     mm = jax.jit(lambda x, y: x @ y)
-    _, best = first_and_best(lambda: mm(a, a).block_until_ready(), repeats)
+    _, best, _ = first_and_best(lambda: mm(a, a).block_until_ready(), repeats)
     return 2 * n**3 / best / 1e9
 
 
@@ -105,8 +105,8 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
         kernel = entk_fn(f, implementation="sketch", sketch="sparse", sketch_dim=SKETCH_DIM, chunk=4)
     else:
         kernel = entk_fn(f, implementation=implementation, chunk=8)
-    compile_s, seconds = first_and_best(lambda: kernel(params, x1, x2).block_until_ready())
-    np.save(case_dir / f"{model}-{implementation}.npy", np.asarray(kernel(params, x1, x2)))
+    compile_s, seconds, out = first_and_best(lambda: kernel(params, x1, x2).block_until_ready())
+    np.save(case_dir / f"{model}-{implementation}.npy", np.asarray(out))
     record = {"model": model, "implementation": implementation, "n1": n1, "n2": n2,
               "params": count_params(params), "seconds": seconds, "first_call_s": compile_s,
               "examples_per_s": (n1 + n2) / seconds}
@@ -114,7 +114,7 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
         g, theta = restrict(f, params, None)
         j1, j2 = per_example_jacobian(g, theta, x1), per_example_jacobian(g, theta, x2)
         gram = jax.jit(contract)
-        _, t = first_and_best(lambda: gram(j1, j2).block_until_ready(), repeats=3)
+        _, t, _ = first_and_best(lambda: gram(j1, j2).block_until_ready(), repeats=3)
         c = int(jax.eval_shape(lambda: f(params, x1)).shape[1])
         record["gram_gflops"] = 2 * n1 * c * n2 * c * record["params"] / t / 1e9
     record["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
