@@ -97,7 +97,7 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
     import jax
     import numpy as np
 
-    from ntk_lab.kernels import contract, count_params, entk_fn, per_example_jacobian, restrict
+    from ntk_lab.kernels import contract, count_params, cpu_compiler_options, entk_fn, per_example_jacobian, restrict
 
     f, params, x1, x2 = load(model, case_dir)
     n1, n2 = SIZES[model]
@@ -113,7 +113,7 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
     if implementation == "jacobian":  # the Gram contraction alone, on precomputed Jacobians
         g, theta = restrict(f, params, None)
         j1, j2 = per_example_jacobian(g, theta, x1), per_example_jacobian(g, theta, x2)
-        gram = jax.jit(contract)
+        gram = jax.jit(contract, compiler_options=cpu_compiler_options("jacobian"))  # as in the kernel
         _, t, _ = first_and_best(lambda: gram(j1, j2).block_until_ready(), repeats=3)
         c = int(jax.eval_shape(lambda: f(params, x1)).shape[1])
         record["gram_gflops"] = 2 * n1 * c * n2 * c * record["params"] / t / 1e9

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from ntk_lab.kernels import (IMPLEMENTATIONS, KINDS, SGD_ONLY, _dot_kernel, _taps, _sketch_kernel, count_params,
-                             entk_fn, on_one_example, path_names, restrict, sketch_error_std)
+from ntk_lab.kernels import (IMPLEMENTATIONS, KINDS, SGD_ONLY, YNN_FUSIONS, _compiles_with, _dot_kernel, _taps,
+                             _sketch_kernel, count_params, cpu_compiler_options, entk_fn, on_one_example, path_names,
+                             restrict, sketch_error_std)
 
 SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see kernels.adam_sign)
 
@@ -134,17 +135,28 @@ def test_tiny_masked_lm_kernels_match_brute_force(tiny_x64, kind: str, implement
     assert rel_err(got, expected[kind]) < 1e-10
 
 
+@pytest.mark.parametrize("options", ["tuned", "xla default"])
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-def test_float32_with_highest_precision_within_1e5(implementation: str) -> None:
+def test_float32_with_highest_precision_within_1e5(implementation: str, options: str) -> None:
+    """Both with the XLA options ``entk_fn`` picks on CPU (``cpu_compiler_options``) and with none."""
     params32 = mlp_init(jax.random.PRNGKey(8), [6, 32, 32, 2], jnp.float32)
     x1 = jax.random.normal(jax.random.PRNGKey(9), (6, 6))
     x2 = jax.random.normal(jax.random.PRNGKey(10), (5, 6))
     with jax.default_matmul_precision("highest"):
-        got = entk_fn(mlp, implementation=implementation, chunk=4)(params32, x1, x2)
+        kernel = entk_fn(mlp, implementation=implementation, chunk=4, compiler_options=None if options == "tuned" else {})
+        got = kernel(params32, x1, x2)
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params32)
         expected = brute_force(mlp, p64, jnp.asarray(x1, jnp.float64), jnp.asarray(x2, jnp.float64), "sgd")
     assert rel_err(got, expected) < 1e-5
+
+
+def test_cpu_compiler_options_are_known_to_this_jaxlib() -> None:
+    """The YNNPACK choice is an XLA option this jaxlib accepts (it would silently be dropped otherwise);
+    one it does not know is left out rather than failing every kernel."""
+    assert cpu_compiler_options("jacobian") == {YNN_FUSIONS: ""}
+    assert cpu_compiler_options("structured") == {YNN_FUSIONS: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+    assert not _compiles_with((("xla_cpu_no_such_option", ""),))
 
 
 def signed_jacobians(f, params, x, signed: bool) -> np.ndarray:
