@@ -14,12 +14,13 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def first_and_best(fn: Callable[[], object], repeats: int = 2) -> tuple[float, float, object]:
-    """``(first, best, result)``: the first call (compile included), then the best of ``repeats`` more,
-    and the last call's result."""
+def first_and_best(fn: Callable[[], object], least: int = 2, seconds: float = 1.0) -> tuple[float, float, object]:
+    """``(first, best, result)``: the first call (compile included), then the best of at least ``least``
+    more calls and of as many as fit in ``seconds`` (so a call of milliseconds is timed often enough
+    to see its best), and the last call's result."""
     first, result = timed(fn)
-    best = float("inf")
-    for _ in range(repeats):
-        seconds, result = timed(fn)
-        best = min(best, seconds)
+    best, spent, calls = float("inf"), 0.0, 0
+    while calls < least or spent < seconds:
+        t, result = timed(fn)
+        best, spent, calls = min(best, t), spent + t, calls + 1
     return first, best, result

@@ -1,5 +1,6 @@
 """Benchmark the eNTK implementations: examples/s, Gram-contraction GFLOP/s against the matmul
-roofline measured in the same run, and peak memory (each case in its own process).
+roofline and against the roofline model's bound (memory bandwidth x the Gram's FLOP per byte), both
+measured in the same run, and peak memory (each case in its own process).
 
     python benchmarks/entk.py [--models mlp,tiny,bert-base] [--out benchmarks/results/entk.json]
 
@@ -21,21 +22,12 @@ import tempfile
 from pathlib import Path
 
 from bench_common import SIZES, first_and_best
+from roofline import bound, gram_intensity, matmul_roofline, memory_bandwidth
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "structured", "sketch")
 NT_IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
 SKETCH_DIM = 4096  # the sketch row: a sparse (CountSketch) projection to this many dimensions
-
-
-def matmul_roofline(n: int = 2048, repeats: int = 10) -> float:
-    """float32 GFLOP/s of an n x n matmul, best of ``repeats``."""
-    import jax
-
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-    mm = jax.jit(lambda x, y: x @ y)
-    _, best, _ = first_and_best(lambda: mm(a, a).block_until_ready(), repeats)
-    return 2 * n**3 / best / 1e9
 
 
 def prepare(model: str, path: Path) -> None:
@@ -92,8 +84,9 @@ def load(model: str, case_dir: Path):
 
 
 def run_case(model: str, implementation: str, case_dir: Path) -> dict:
-    """Time one (model, implementation): a warm-up call (compile), then the best of two calls. The
-    kernel is saved beside the case file, so the parent can check that every implementation agrees."""
+    """Time one (model, implementation): a warm-up call (compile), then the best of at least two calls
+    and of a second of calls. The kernel is saved beside the case file, so the parent can check that
+    every implementation agrees."""
     import jax
     import numpy as np
 
@@ -114,9 +107,10 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
         g, theta = restrict(f, params, None)
         j1, j2 = per_example_jacobian(g, theta, x1), per_example_jacobian(g, theta, x2)
         gram = jax.jit(contract, compiler_options=cpu_compiler_options("jacobian"))  # as in the kernel
-        _, t, _ = first_and_best(lambda: gram(j1, j2).block_until_ready(), repeats=3)
+        _, t, _ = first_and_best(lambda: gram(j1, j2).block_until_ready(), least=3)
         c = int(jax.eval_shape(lambda: f(params, x1)).shape[1])
         record["gram_gflops"] = 2 * n1 * c * n2 * c * record["params"] / t / 1e9
+        record["gram_flop_per_byte"] = gram_intensity(n1 * c, n2 * c)
     record["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return record
 
@@ -148,6 +142,7 @@ def main() -> None:
     p.add_argument("--no-neural-tangents", action="store_true", help="skip neural-tangents' rows")
     p.add_argument("--merge", action="store_true",
                    help="keep the other rows of --out (this run's (model, implementation) rows replace theirs)")
+    p.add_argument("--ceilings", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--prepare", help=argparse.SUPPRESS)
     p.add_argument("--case-dir", help=argparse.SUPPRESS)
@@ -155,12 +150,17 @@ def main() -> None:
     if args.prepare:
         prepare(args.prepare, Path(args.case_dir) / f"{args.prepare}.npz")
         return
+    if args.ceilings:  # in a child too, so that the parent's memory stays out of the cases' peak RSS
+        print(json.dumps({"roofline": matmul_roofline(), "bandwidth": memory_bandwidth()}))
+        return
     if args.case:
         model, implementation = args.case.split(":")
         print(json.dumps(run_case(model, implementation, Path(args.case_dir))))
         return
-    roofline = matmul_roofline()
-    print(f"matmul roofline {roofline:.0f} GFLOP/s (float32, 2048 x 2048, this run)")
+    ceilings = _subprocess([sys.executable, __file__, "--ceilings"])
+    roofline, bandwidth = ceilings["roofline"], ceilings["bandwidth"]
+    print(f"matmul roofline {roofline:.0f} GFLOP/s (float32, 2048 x 2048), memory bandwidth {bandwidth:.1f} GB/s "
+          "(this run)")
     nt_python = ROOT / ".nt-env" / "bin" / "python"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +184,9 @@ def main() -> None:
                     print(_row(rows[-1], roofline), flush=True)
         _agreement(rows, Path(tmp))
     for r in rows:
-        r["roofline_gflops"] = roofline  # of the run that measured the row
+        r["roofline_gflops"], r["bandwidth_gbs"] = roofline, bandwidth  # of the run that measured the row
+        if "gram_gflops" in r:
+            r["gram_bound_gflops"] = bound(r["gram_flop_per_byte"], roofline, bandwidth)
     if args.merge and Path(args.out).exists():
         mine = {(r["model"], r["implementation"]) for r in rows}
         old = json.loads(Path(args.out).read_text())["cases"]
@@ -192,7 +194,8 @@ def main() -> None:
         order = {m: i for i, m in enumerate(SIZES)}
         rows.sort(key=lambda r: order.get(r["model"], len(order)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"matmul_roofline_gflops": roofline, "cases": rows}, indent=2))
+    Path(args.out).write_text(json.dumps({"matmul_roofline_gflops": roofline, "memory_bandwidth_gbs": bandwidth,
+                                           "cases": rows}, indent=2))
     print(f"wrote {args.out}")
     print(summary(rows, roofline))
 
@@ -200,14 +203,15 @@ def main() -> None:
 def summary(rows: list[dict], roofline: float) -> str:
     """The markdown table for README: per model, each implementation's time, speed-up and agreement."""
     lines = ["| model | implementation | s per kernel | examples/s | vs best neural-tangents | peak RSS GiB "
-             "| Gram GFLOP/s (of roofline) | rel. diff vs jacobian |", "|" + "---|" * 8]
+             "| Gram GFLOP/s (of roofline; of roofline-model bound) | rel. diff vs jacobian |", "|" + "---|" * 8]
     for model in dict.fromkeys(r["model"] for r in rows):
         group = [r for r in rows if r["model"] == model and "seconds" in r]
         nt = [r["seconds"] for r in group if r["implementation"].startswith("neural-tangents")]
         for r in group:
             speedup = f"{min(nt) / r['seconds']:.2f}x" if nt else "-"
             top = r.get("roofline_gflops", roofline)
-            gram = f"{r['gram_gflops']:.0f} ({r['gram_gflops'] / top:.0%})" if "gram_gflops" in r else "-"
+            gram = (f"{r['gram_gflops']:.0f} ({r['gram_gflops'] / top:.0%}; {r['gram_gflops'] / r['gram_bound_gflops']:.0%})"
+                    if "gram_bound_gflops" in r else "-")
             diff = f"{r['rel_diff_vs_jacobian']:.1e}" if "rel_diff_vs_jacobian" in r else "-"
             lines.append(f"| {model} | {r['implementation']} | {r['seconds']:.3f} | {r['examples_per_s']:.1f} | {speedup} "
                          f"| {r['peak_rss_gib']:.2f} | {gram} | {diff} |")
@@ -220,7 +224,8 @@ def summary(rows: list[dict], roofline: float) -> str:
 def _row(r: dict, roofline: float) -> str:
     if "error" in r:
         return f"{r['model']:<10} {r['implementation']:<22} error: {r['error']}"
-    gram = f"{r['gram_gflops']:7.1f} GFLOP/s ({r['gram_gflops'] / roofline:4.0%} of roofline)" if "gram_gflops" in r else ""
+    gram = (f"{r['gram_gflops']:7.1f} GFLOP/s ({r['gram_gflops'] / roofline:4.0%} of roofline, "
+            f"{r['gram_flop_per_byte']:.0f} FLOP/byte)" if "gram_gflops" in r else "")
     return (f"{r['model']:<10} {r['implementation']:<22} {r['examples_per_s']:9.2f} ex/s  "
             f"peak {r['peak_rss_gib']:5.2f} GiB  {gram}")
 
