@@ -496,7 +496,8 @@ def entk_fn(
     for sparse). The same key gives the same projection, hence consistent kernels across calls.
 
     ``compiler_options`` are XLA options for the kernel's computation; by default those of
-    ``cpu_compiler_options`` on CPU devices and none elsewhere.
+    ``cpu_compiler_options`` on CPU devices and none elsewhere. JAX applies compiler options to a
+    top-level jit only, so inside the caller's ``jax.jit`` the kernel runs with the caller's.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -532,11 +533,16 @@ def entk_fn(
     if compiler_options is None:
         cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
         compiler_options = cpu_compiler_options(implementation) if cpu else {}
-    sharded_block = jax.jit(block, out_shardings=rows, compiler_options=compiler_options)
-    symmetric_block = jax.jit(lambda p, x1: block(p, x1, None), out_shardings=rows, compiler_options=compiler_options)
+    symmetric = lambda p, x1: block(p, x1, None)
+    top_level = [jax.jit(fn, out_shardings=rows, compiler_options=compiler_options) for fn in (block, symmetric)]
+    # JAX takes compiler options on a top-level jit only: under the caller's jit the caller's compile
+    # settles them, so a traced call runs without ours
+    nested = [jax.jit(fn, out_shardings=rows) for fn in (block, symmetric)] if compiler_options else top_level
 
     def run(params: Params, x1: X, x2: X | None) -> jax.Array:
         """Pad x1 to a multiple of the device count, shard it, run, and drop the padding rows."""
+        traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves((params, x1, x2)))
+        sharded_block, symmetric_block = nested if traced else top_level
         n = num_examples(x1)
         padded = -(-n // mesh.size) * mesh.size
         x1p = jax.device_put(take_examples(x1, np.arange(padded).clip(max=n - 1)), rows)

@@ -151,6 +151,17 @@ def test_float32_with_highest_precision_within_1e5(implementation: str, options:
     assert rel_err(got, expected) < 1e-5
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_kernel_runs_inside_the_callers_jit_x64(implementation: str) -> None:
+    """``jax.jit(kernel)`` (our XLA options are for a top-level jit only) gives the same kernel."""
+    with jax.enable_x64(True):
+        params = mlp_init(jax.random.PRNGKey(12), [4, 8, 8, 2])
+        x1 = jax.random.normal(jax.random.PRNGKey(13), (5, 4))
+        x2 = jax.random.normal(jax.random.PRNGKey(14), (3, 4))
+        kernel = entk_fn(mlp, implementation=implementation, chunk=2)
+        assert rel_err(jax.jit(kernel)(params, x1, x2), brute_force(mlp, params, x1, x2, "sgd")) < 1e-10
+
+
 def test_cpu_compiler_options_are_known_to_this_jaxlib() -> None:
     """The YNNPACK choice is an XLA option this jaxlib accepts (it would silently be dropped otherwise);
     one it does not know is left out rather than failing every kernel."""
