@@ -545,7 +545,7 @@ def entk_fn(
         sharded_block, symmetric_block = nested if traced else top_level
         n = num_examples(x1)
         padded = -(-n // mesh.size) * mesh.size
-        x1p = jax.device_put(take_examples(x1, np.arange(padded).clip(max=n - 1)), rows)
+        x1p = jax.device_put(x1 if padded == n else take_examples(x1, np.arange(padded).clip(max=n - 1)), rows)
         params = jax.device_put(params, replicated)
         if x2 is None and padded == n:
             return symmetric_block(params, x1p)[:n]
