@@ -206,6 +206,9 @@ def cpu_compiler_options(implementation: str) -> dict[str, str]:
     return options if _compiles_with(tuple(options.items())) else {}
 
 
+SPLIT_BYTES = 32 * 2**20  # entk_fn(split=None) splits the jacobian kernel below this much of x2's Jacobian per output
+
+
 def _jacobian_kernel(g, theta, x1, x2, kind, eps):
     s1, s2 = _signs(kind, eps)
     j1 = per_example_jacobian(g, theta, x1)
@@ -480,6 +483,7 @@ def entk_fn(
     sketch_block: int | None = None,
     devices: Sequence[jax.Device] | None = None,
     compiler_options: dict[str, str] | None = None,
+    split: bool | None = None,
 ) -> Callable[[Params, X, X | None], jax.Array]:
     """``kernel(params, x1, x2=None) -> [n1, c, n2, c]`` for ``f(params, x) -> [n, c]``.
 
@@ -498,6 +502,12 @@ def entk_fn(
     ``compiler_options`` are XLA options for the kernel's computation; by default those of
     ``cpu_compiler_options`` on CPU devices and none elsewhere. JAX applies compiler options to a
     top-level jit only, so inside the caller's ``jax.jit`` the kernel runs with the caller's.
+
+    ``split`` (``jacobian`` only) compiles x1's Jacobians, x2's and their Gram as three programs
+    instead of one. XLA CPU makes the one program slower than its parts for a small model (the tiny
+    masked LM: 25.9 ms vs 16.0, ``benchmarks/staging.py``) but avoids writing large Jacobians out (the
+    MLP 3 x 2048: 824 ms vs 2298); by default (``None``) it splits when ``n2 · P`` float32 (x2's
+    Jacobian per output) is at most ``SPLIT_BYTES``.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -534,23 +544,38 @@ def entk_fn(
         cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
         compiler_options = cpu_compiler_options(implementation) if cpu else {}
     symmetric = lambda p, x1: block(p, x1, None)
-    top_level = [jax.jit(fn, out_shardings=rows, compiler_options=compiler_options) for fn in (block, symmetric)]
+    s1, s2 = _signs(kind, sign_eps)
+    jacobians = lambda p, x: per_example_jacobian(*restrict(fn, p, param_filter), x)
+    gram = lambda a, b: contract(s1(a), s2(b))
+
+    def programs(options: dict[str, str] | None) -> dict[str, Callable]:
+        jit = lambda fn, **kw: jax.jit(fn, compiler_options=options, **kw)
+        return {"block": jit(block, out_shardings=rows), "symmetric": jit(symmetric, out_shardings=rows),
+                "jacobians": jit(jacobians), "gram": jit(gram, out_shardings=rows)}
+
+    top_level = programs(compiler_options)
     # JAX takes compiler options on a top-level jit only: under the caller's jit the caller's compile
     # settles them, so a traced call runs without ours
-    nested = [jax.jit(fn, out_shardings=rows) for fn in (block, symmetric)] if compiler_options else top_level
+    nested = programs(None) if compiler_options else top_level
 
     def run(params: Params, x1: X, x2: X | None) -> jax.Array:
         """Pad x1 to a multiple of the device count, shard it, run, and drop the padding rows."""
         traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves((params, x1, x2)))
-        sharded_block, symmetric_block = nested if traced else top_level
+        compiled = nested if traced else top_level
         n = num_examples(x1)
         padded = -(-n // mesh.size) * mesh.size
         x1p = jax.device_put(x1 if padded == n else take_examples(x1, np.arange(padded).clip(max=n - 1)), rows)
         params = jax.device_put(params, replicated)
-        if x2 is None and padded == n:
-            return symmetric_block(params, x1p)[:n]
-        x2r = jax.device_put(x1 if x2 is None else x2, replicated)
-        return sharded_block(params, x1p, x2r)[:n]
+        x2r = None if x2 is None and padded == n else jax.device_put(x1 if x2 is None else x2, replicated)
+        n2 = num_examples(x1 if x2 is None else x2)
+        if implementation == "jacobian" and (
+            split if split is not None else n2 * count_params(params, param_filter) * 4 <= SPLIT_BYTES
+        ):
+            j1 = compiled["jacobians"](params, x1p)
+            return compiled["gram"](j1, j1 if x2r is None else compiled["jacobians"](params, x2r))[:n]
+        if x2r is None:
+            return compiled["symmetric"](params, x1p)[:n]
+        return compiled["block"](params, x1p, x2r)[:n]
 
     def kernel(params: Params, x1: X, x2: X | None = None) -> jax.Array:
         if implementation not in ("streamed", "blocked"):

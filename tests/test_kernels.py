@@ -71,6 +71,20 @@ def test_mlp_kernels_match_brute_force_x64(kind: str, implementation: str) -> No
             assert rel_err(got, expected) < 1e-10
 
 
+@pytest.mark.parametrize("split", [True, False])
+@pytest.mark.parametrize("kind", KINDS)
+def test_jacobian_as_one_program_or_split_x64(kind: str, split: bool) -> None:
+    """``split`` (three XLA programs) and the one program both match brute force, x2 given or not."""
+    with jax.enable_x64(True):
+        params = mlp_init(jax.random.PRNGKey(15), [5, 9, 3])
+        x1 = jax.random.normal(jax.random.PRNGKey(16), (6, 5), jnp.float64)
+        x2 = jax.random.normal(jax.random.PRNGKey(17), (4, 5), jnp.float64)
+        kernel = entk_fn(mlp, kind=kind, split=split)
+        for a, b in ((x1, x2), (x1, None)):
+            assert rel_err(kernel(params, a, b), brute_force(mlp, params, a, a if b is None else b, kind)) < 1e-10
+            assert rel_err(jax.jit(kernel)(params, a, b), brute_force(mlp, params, a, a if b is None else b, kind)) < 1e-10
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_filter_and_binary_mode_x64(kind: str) -> None:
     with jax.enable_x64(True):
