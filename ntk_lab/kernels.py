@@ -553,6 +553,9 @@ def entk_fn(
         return {"block": jit(block, out_shardings=rows), "symmetric": jit(symmetric, out_shardings=rows),
                 "jacobians": jit(jacobians), "gram": jit(gram, out_shardings=rows)}
 
+    devices = set(mesh.devices.flat)
+    moving = (lambda p: sum(v.size for v in jax.tree_util.tree_leaves(p))) if param_filter is None else (
+        lambda p: count_params(p, param_filter))
     top_level = programs(compiler_options)
     # JAX takes compiler options on a top-level jit only: under the caller's jit the caller's compile
     # settles them, so a traced call runs without ours
@@ -565,11 +568,13 @@ def entk_fn(
         n = num_examples(x1)
         padded = -(-n // mesh.size) * mesh.size
         x1p = jax.device_put(x1 if padded == n else take_examples(x1, np.arange(padded).clip(max=n - 1)), rows)
-        params = jax.device_put(params, replicated)
+        if traced or any(getattr(v, "sharding", None) is None or v.sharding.device_set != devices
+                         for v in jax.tree_util.tree_leaves(params)):
+            params = jax.device_put(params, replicated)  # else jit takes them where they are
         x2r = None if x2 is None and padded == n else jax.device_put(x1 if x2 is None else x2, replicated)
         n2 = num_examples(x1 if x2 is None else x2)
         if implementation == "jacobian" and (
-            split if split is not None else n2 * count_params(params, param_filter) * 4 <= SPLIT_BYTES
+            split if split is not None else n2 * moving(params) * 4 <= SPLIT_BYTES
         ):
             j1 = compiled["jacobians"](params, x1p)
             return compiled["gram"](j1, j1 if x2r is None else compiled["jacobians"](params, x2r))[:n]
