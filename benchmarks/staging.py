@@ -1,6 +1,7 @@
 """The ``jacobian`` kernel as one XLA program or as several: per-example Jacobians of x1 and x2 and
-their Gram in one jit (what ``entk_fn`` compiles), in three (each Jacobian apart, then the Gram), or in
-two (x2's Jacobian apart, then x1's with the Gram), on the tiny masked LM and the MLP 3 x 2048.
+their Gram in one jit (``entk_fn(split=False)``), in three (each Jacobian apart, then the Gram:
+``split=True``), or in two (x2's Jacobian apart, then x1's with the Gram), on the tiny masked LM and
+the MLP 3 x 2048.
 
     python benchmarks/staging.py [--out benchmarks/results/staging.json]
 
