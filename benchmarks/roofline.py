@@ -9,7 +9,7 @@ from bench_common import first_and_best
 
 
 def matmul_roofline(n: int = 2048, repeats: int = 10) -> float:
-    """float32 GFLOP/s of an n x n matmul, best of ``repeats``."""
+    """float32 GFLOP/s of an n x n matmul, best of at least ``repeats`` calls (``first_and_best``)."""
     import jax
 
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
@@ -19,7 +19,8 @@ def matmul_roofline(n: int = 2048, repeats: int = 10) -> float:
 
 
 def memory_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
-    """GB/s (1e9 bytes) of summing a float32 array of ``gib`` GiB: one read pass, best of ``repeats``."""
+    """GB/s (1e9 bytes) of summing a float32 array of ``gib`` GiB: one read pass, best of at
+    least ``repeats`` calls."""
     import jax
     import jax.numpy as jnp
 

@@ -115,6 +115,8 @@ def restrict(
 
 def count_params(params: Params, param_filter: Callable[[tuple[str, ...]], bool] | None = None) -> int:
     """How many scalars move under ``param_filter``."""
+    if param_filter is None:  # no paths to build
+        return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(params))
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     return sum(int(np.prod(v.shape)) for p, v in leaves if param_filter is None or param_filter(path_names(p)))
 
@@ -553,9 +555,7 @@ def entk_fn(
         return {"block": jit(block, out_shardings=rows), "symmetric": jit(symmetric, out_shardings=rows),
                 "jacobians": jit(jacobians), "gram": jit(gram, out_shardings=rows)}
 
-    devices = set(mesh.devices.flat)
-    moving = (lambda p: sum(v.size for v in jax.tree_util.tree_leaves(p))) if param_filter is None else (
-        lambda p: count_params(p, param_filter))
+    mesh_devices = set(mesh.devices.flat)
     top_level = programs(compiler_options)
     # JAX takes compiler options on a top-level jit only: under the caller's jit the caller's compile
     # settles them, so a traced call runs without ours
@@ -568,13 +568,13 @@ def entk_fn(
         n = num_examples(x1)
         padded = -(-n // mesh.size) * mesh.size
         x1p = jax.device_put(x1 if padded == n else take_examples(x1, np.arange(padded).clip(max=n - 1)), rows)
-        if traced or any(getattr(v, "sharding", None) is None or v.sharding.device_set != devices
+        if traced or any(getattr(v, "sharding", None) is None or v.sharding.device_set != mesh_devices
                          for v in jax.tree_util.tree_leaves(params)):
             params = jax.device_put(params, replicated)  # else jit takes them where they are
         x2r = None if x2 is None and padded == n else jax.device_put(x1 if x2 is None else x2, replicated)
         n2 = num_examples(x1 if x2 is None else x2)
         if implementation == "jacobian" and (
-            split if split is not None else n2 * moving(params) * 4 <= SPLIT_BYTES
+            split if split is not None else n2 * count_params(params, param_filter) * 4 <= SPLIT_BYTES
         ):
             j1 = compiled["jacobians"](params, x1p)
             return compiled["gram"](j1, j1 if x2r is None else compiled["jacobians"](params, x2r))[:n]
