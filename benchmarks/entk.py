@@ -90,7 +90,8 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
     import jax
     import numpy as np
 
-    from ntk_lab.kernels import contract, count_params, cpu_compiler_options, entk_fn, per_example_jacobian, restrict
+    from ntk_lab.kernels import (as_columns, contract_columns, count_params, cpu_compiler_options, entk_fn,
+                                  per_example_jacobian, restrict)
 
     f, params, x1, x2 = load(model, case_dir)
     n1, n2 = SIZES[model]
@@ -103,10 +104,12 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
     record = {"model": model, "implementation": implementation, "n1": n1, "n2": n2,
               "params": count_params(params), "seconds": seconds, "first_call_s": compile_s,
               "examples_per_s": (n1 + n2) / seconds}
-    if implementation == "jacobian":  # the Gram contraction alone, on precomputed Jacobians
+    if implementation == "jacobian":  # the Gram contraction alone, on Jacobians laid out as the split kernel's
         g, theta = restrict(f, params, None)
-        j1, j2 = per_example_jacobian(g, theta, x1), per_example_jacobian(g, theta, x2)
-        gram = jax.jit(contract, compiler_options=cpu_compiler_options("jacobian"))  # as in the kernel
+        jit = lambda fn: jax.jit(fn, compiler_options=cpu_compiler_options("jacobian"))  # as in the kernel
+        j1 = jit(lambda t, x: as_columns(per_example_jacobian(g, t, x)))(theta, x1)
+        j2 = jit(lambda t, x: per_example_jacobian(g, t, x))(theta, x2)
+        gram = jit(contract_columns)
         _, t, _ = first_and_best(lambda: gram(j1, j2).block_until_ready(), least=3)
         c = int(jax.eval_shape(lambda: f(params, x1)).shape[1])
         record["gram_gflops"] = 2 * n1 * c * n2 * c * record["params"] / t / 1e9

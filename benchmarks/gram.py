@@ -1,7 +1,9 @@
 """The Gram contraction alone: GFLOP/s of ``[m, P] x [P, m]`` in float32 at the highest precision,
 against the matmul roofline and the roofline model's bound measured in the same run, for the XLA CPU
-options ``kernels.cpu_compiler_options`` picks and for XLA's default, in the 2-D form ``contract``
-uses and in the 3-D form ``[n, c, P]`` (``einsum("iap,jbp->iajb")``).
+options ``kernels.cpu_compiler_options`` picks and for XLA's default, in three forms: the 2-D form
+``contract`` uses (both operands ``[m, P]``), the same with the right operand laid out ``[P, m]``
+(``contract_columns``; laying it out is not timed) and the 3-D form ``[n, c, P]``
+(``einsum("iap,jbp->iajb")``).
 
     python benchmarks/gram.py [--out benchmarks/results/gram.json]
 
@@ -24,7 +26,7 @@ CASES = [(32, 1_000_000), (32, 2**22), (32, 2**22 + 64), (8, 2**22 + 64)]
 
 
 def gram_gflops(m: int, p: int, options: dict, form: str) -> float:
-    """GFLOP/s of the Gram of two random ``[m, p]`` operands (``form`` "2-D" or "3-D")."""
+    """GFLOP/s of the Gram of two random ``[m, p]`` operands (``form`` "2-D", "columns" or "3-D")."""
     import jax
     import jax.numpy as jnp
 
@@ -34,6 +36,9 @@ def gram_gflops(m: int, p: int, options: dict, form: str) -> float:
     a, b = jax.random.normal(k1, (m // 2, 2, p)), jax.random.normal(k2, (m // 2, 2, p))
     if form == "2-D":
         fn = lambda a, b: jnp.dot(a.reshape(m, p), b.reshape(m, p).T, precision=HIGHEST)
+    elif form == "columns":
+        b = jax.jit(lambda b: b.reshape(m, p).T)(b)  # [P, m] in memory
+        fn = lambda a, b: jnp.dot(a.reshape(m, p), b, precision=HIGHEST)
     else:
         fn = lambda a, b: jnp.einsum("iap,jbp->iajb", a, b, precision=HIGHEST)
     gram = jax.jit(fn, compiler_options=options)
@@ -54,7 +59,7 @@ def main() -> None:
     for m, size in CASES:
         top = bound(gram_intensity(m, m), roofline, bandwidth)
         for label, options in (("tuned", cpu_compiler_options("jacobian")), ("xla default", {})):
-            for form in ("2-D", "3-D"):
+            for form in ("2-D", "columns", "3-D"):
                 gflops = gram_gflops(m, size, options, form)
                 rows.append({"m": m, "P": size, "options": label, "form": form, "gflops": gflops,
                              "of_roofline": gflops / roofline, "bound_gflops": top, "of_bound": gflops / top})

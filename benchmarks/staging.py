@@ -1,11 +1,12 @@
 """The ``jacobian`` kernel as one XLA program or as several: per-example Jacobians of x1 and x2 and
-their Gram in one jit (``entk_fn(split=False)``), in three (each Jacobian apart, then the Gram:
-``split=True``), or in two (x2's Jacobian apart, then x1's with the Gram), on the tiny masked LM and
-the MLP 3 x 2048.
+their Gram in one jit (``entk_fn(split=False)``), in three (each Jacobian apart, then the Gram), the
+same with x1's Jacobian laid out ``[P, n1·c]`` for ``contract_columns`` (what ``split=True`` runs
+where n1 <= n2), or in two (x2's Jacobian apart, then x1's with the Gram), on the tiny masked LM
+(16 x 16, and 16 x 64 with its 16 x2 examples repeated) and the MLP 3 x 2048 (16 x 16).
 
     python benchmarks/staging.py [--out benchmarks/results/staging.json]
 
-Milliseconds per kernel ``[16, 2, 16, 2]``, best of at least two calls and of three seconds of calls,
+Milliseconds per kernel ``[16, 2, n2, 2]``, best of at least two calls and of three seconds of calls,
 with ``cpu_compiler_options("jacobian")``; the tiny model's case file is written by ``entk.py``'s
 ``--prepare``.
 """
@@ -31,7 +32,13 @@ def cases(tmp: Path) -> dict:
 
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "entk.py"), "--prepare", "tiny", "--case-dir", str(tmp)],
                    check=True, capture_output=True)
-    return {"tiny": load_case(tmp / "tiny.npz"), "mlp": (mlp, *setup(*SIZES["mlp"]))}
+    import jax
+    import jax.numpy as jnp
+
+    f, params, x1, x2 = load_case(tmp / "tiny.npz")
+    x2_64 = jax.tree_util.tree_map(lambda v: jnp.concatenate([v] * 4), x2)
+    return {("tiny", 16): (f, params, x1, x2), ("tiny", 64): (f, params, x1, x2_64),
+            ("mlp", 16): (mlp, *setup(*SIZES["mlp"]))}
 
 
 def main() -> None:
@@ -40,25 +47,29 @@ def main() -> None:
     args = p.parse_args()
     import jax
 
-    from ntk_lab.kernels import contract, cpu_compiler_options, per_example_jacobian, restrict
+    from ntk_lab.kernels import (as_columns, contract, contract_columns, cpu_compiler_options, per_example_jacobian,
+                                  restrict)
 
     jit = lambda fn: jax.jit(fn, compiler_options=cpu_compiler_options("jacobian"))
     rows = []
-    print("| model | programs | ms per kernel |\n|---|---|---|")
+    print("| model | n1 x n2 | programs | ms per kernel |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for model, (f, params, x1, x2) in cases(Path(tmp)).items():
+        for (model, n2), (f, params, x1, x2) in cases(Path(tmp)).items():
             g, theta = restrict(f, params, None)
             jac = jit(lambda t, x: per_example_jacobian(g, t, x))
+            columns = jit(lambda t, x: as_columns(per_example_jacobian(g, t, x)))
             gram = jit(contract)
+            gram_columns = jit(lambda c1, j2: contract_columns(j2, c1).transpose(2, 3, 0, 1))
             one = jit(lambda t, a, b: contract(per_example_jacobian(g, t, a), per_example_jacobian(g, t, b)))
             against = jit(lambda t, a, j2: contract(per_example_jacobian(g, t, a), j2))
             variants = {"one (Jacobians and Gram)": lambda: one(theta, x1, x2),
                         "three (Jacobian, Jacobian, Gram)": lambda: gram(jac(theta, x1), jac(theta, x2)),
+                        "three, x1's Jacobian as columns": lambda: gram_columns(columns(theta, x1), jac(theta, x2)),
                         "two (x2's Jacobian, then x1's with the Gram)": lambda: against(theta, x1, jac(theta, x2))}
             for name, call in variants.items():
                 _, best, _ = first_and_best(lambda: call().block_until_ready(), seconds=3.0)
-                rows.append({"model": model, "programs": name, "ms": best * 1e3})
-                print(f"| {model} | {name} | {best * 1e3:.1f} |", flush=True)
+                rows.append({"model": model, "n1": 16, "n2": n2, "programs": name, "ms": best * 1e3})
+                print(f"| {model} | 16 x {n2} | {name} | {best * 1e3:.1f} |", flush=True)
     Path(args.out).write_text(json.dumps({"cases": rows}, indent=2))
     print(f"wrote {args.out}")
 

@@ -84,9 +84,10 @@ def test_four_host_devices_give_the_single_device_kernel(tmp_path) -> None:
             for kind, impl in [("sgd", "jacobian"), ("sgd", "ntk_vp"), ("asigngd", "streamed"), ("signgd", "jacobian")]:
                 many = entk_fn(f, kind=kind, implementation=impl, chunk=3)
                 one = entk_fn(f, kind=kind, implementation=impl, chunk=3, devices=jax.devices()[:1])
-                k4, k1 = many(params, x1, x2), one(params, x1, x2)
-                assert len(k4.sharding.device_set) == 4 or impl == "streamed", k4.sharding
-                np.testing.assert_allclose(np.asarray(k4), np.asarray(k1), rtol=1e-6, atol=1e-6)
+                for a, b in ((x1, x2), (x2, x1)):  # jacobian: x2's Jacobian as columns, then x1's
+                    k4, k1 = many(params, a, b), one(params, a, b)
+                    assert len(k4.sharding.device_set) == 4 or impl == "streamed", k4.sharding
+                    np.testing.assert_allclose(np.asarray(k4), np.asarray(k1), rtol=1e-6, atol=1e-6)
                 np.testing.assert_allclose(np.asarray(many(params, x1)), np.asarray(one(params, x1)), rtol=1e-6, atol=1e-6)
         print("ok")
     """)

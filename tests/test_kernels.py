@@ -9,7 +9,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from ntk_lab.kernels import (IMPLEMENTATIONS, KINDS, SGD_ONLY, YNN_FUSIONS, _compiles_with, _dot_kernel, _taps,
-                             _sketch_kernel, count_params, cpu_compiler_options, entk_fn, on_one_example, path_names,
+                             _sketch_kernel, as_columns, contract, contract_columns, count_params,
+                             cpu_compiler_options, entk_fn, on_one_example, path_names,
                              restrict, sketch_error_std)
 
 SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see kernels.adam_sign)
@@ -74,16 +75,32 @@ def test_mlp_kernels_match_brute_force_x64(kind: str, implementation: str) -> No
 @pytest.mark.parametrize("split", [True, False])
 @pytest.mark.parametrize("kind", KINDS)
 def test_jacobian_as_one_program_or_split_x64(kind: str, split: bool) -> None:
-    """``split`` (three XLA programs) and the one program both match brute force, x2 given or not."""
+    """``split`` (three XLA programs, the side with fewer examples as columns) and the one program
+    both match brute force, x2 given (larger or smaller than x1) or not."""
     with jax.enable_x64(True):
         params = mlp_init(jax.random.PRNGKey(15), [5, 9, 3])
         x1 = jax.random.normal(jax.random.PRNGKey(16), (6, 5), jnp.float64)
         x2 = jax.random.normal(jax.random.PRNGKey(17), (4, 5), jnp.float64)
         kernel = entk_fn(mlp, kind=kind, split=split)
-        for a, b in ((x1, x2), (x1, None)):
+        for a, b in ((x1, x2), (x2, x1), (x1, None)):
             expected = brute_force(mlp, params, a, a if b is None else b, kind)
             assert rel_err(kernel(params, a, b), expected) < 1e-10
             assert rel_err(jax.jit(kernel)(params, a, b), expected) < 1e-10
+
+
+def test_contract_columns_is_contract_x64() -> None:
+    """x1's Jacobian as columns ``[p, n1·c]`` gives the same Gram, leaf shapes of any rank, n1 != n2."""
+    with jax.enable_x64(True):
+        shapes = [(3,), (4, 5), (2, 3, 2)]
+        keys = jax.random.split(jax.random.PRNGKey(21), 2 * len(shapes))
+        j1 = [jax.random.normal(k, (7, 3, *s), jnp.float64) for k, s in zip(keys[::2], shapes)]
+        j2 = [jax.random.normal(k, (4, 3, *s), jnp.float64) for k, s in zip(keys[1::2], shapes)]
+        flat = lambda j: np.concatenate([np.asarray(v).reshape(v.shape[0] * 3, -1) for v in j], axis=1)
+        expected = (flat(j1) @ flat(j2).T).reshape(7, 3, 4, 3)
+        assert [v.shape for v in as_columns(j2)] == [(3, 12), (20, 12), (12, 12)]
+        assert rel_err(contract_columns(j1, as_columns(j2)), expected) < 1e-14
+        assert rel_err(contract_columns(j2, as_columns(j1)).transpose(2, 3, 0, 1), expected) < 1e-14
+        assert rel_err(contract(j1, j2), expected) < 1e-14
 
 
 @pytest.mark.parametrize("kind", KINDS)
