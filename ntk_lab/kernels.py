@@ -179,8 +179,9 @@ def contract_columns(j: list[jax.Array], columns: list[jax.Array]) -> jax.Array:
     each leaf one ``[n·c, p]·[p, n'·c]`` matmul, whose right operand XLA's CPU dot (Eigen) reads in
     the order its GEMM packs it instead of transposing it panel by panel: 142-160 GFLOP/s against
     ``contract``'s 60-75 with 16 x 16 examples of the tiny masked LM and of the MLP 3 x 2048
-    (``benchmarks/entk.py``). Laying ``j'`` out so costs a transposed write of it, which pays in
-    proportion to ``j``'s rows: the split ``jacobian`` kernel lays out the side with fewer examples."""
+    (``benchmarks/entk.py``). Laying ``j'`` out so costs a transposed write of it (the tiny LM's 16
+    examples: 8.2 ms against 6.7), which pays in proportion to ``j``'s rows: the split ``jacobian``
+    kernel lays out the side with fewer examples."""
     (n, c), m = j[0].shape[:2], columns[0].shape[1]
     total = 0.0
     for a, b in zip(j, columns):
@@ -524,12 +525,13 @@ def entk_fn(
     ``cpu_compiler_options`` on CPU devices and none elsewhere. JAX applies compiler options to a
     top-level jit only, so inside the caller's ``jax.jit`` the kernel runs with the caller's.
 
-    ``split`` (``jacobian`` only) compiles x1's Jacobians, x2's and their Gram as three programs
-    instead of one, the side with fewer examples laid out for ``contract_columns`` (with ``x2=None``,
-    one Jacobian and ``contract``). XLA CPU makes the one program slower than its parts for a small model (the tiny
-    masked LM: 25.9 ms vs 16.0, ``benchmarks/staging.py``) but avoids writing large Jacobians out (the
-    MLP 3 x 2048: 824 ms vs 2298); by default (``None``) it splits when ``n2 · P`` float32 (x2's
-    Jacobian per output) is at most ``SPLIT_BYTES``.
+    ``split`` (``jacobian`` only) compiles the kernel as two programs instead of one: both sides'
+    Jacobians, the side with fewer examples laid out for ``contract_columns``, then their Gram (with
+    ``x2=None``: one Jacobian, then ``contract``). XLA CPU makes the one program slower than its parts
+    for a small model (the tiny masked LM, 16 x 16: 24.5 ms vs 14.4; 16 x 64: 62.1 vs 47.4,
+    ``benchmarks/staging.py``) but avoids writing large Jacobians out (the MLP 3 x 2048: 764 ms vs
+    1390); by default (``None``) it splits when ``n2 · P`` float32 (x2's Jacobian per output) is at
+    most ``SPLIT_BYTES``.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -574,12 +576,13 @@ def entk_fn(
         jit = lambda fn, **kw: jax.jit(fn, compiler_options=options, **kw)
         return {"block": jit(block, out_shardings=rows), "symmetric": jit(symmetric, out_shardings=rows),
                 "jacobians": jit(jacobians), "gram": jit(gram, out_shardings=rows),
-                # the side with fewer examples laid out for contract_columns (x1's on a tie)
-                "x1_columns": jit(lambda p, x: as_columns(s1(jacobians(p, x)))),
-                "x2_columns": jit(lambda p, x: as_columns(s2(jacobians(p, x)))),
-                "gram_x1_columns": jit(lambda c1, j2: contract_columns(s2(j2), c1).transpose(2, 3, 0, 1),
+                # both sides' signed Jacobians in one program, the side with fewer examples laid out
+                # for contract_columns (x1's on a tie), then their Gram
+                "x1_columns": jit(lambda p, a, b: (as_columns(s1(jacobians(p, a))), s2(jacobians(p, b)))),
+                "x2_columns": jit(lambda p, a, b: (s1(jacobians(p, a)), as_columns(s2(jacobians(p, b))))),
+                "gram_x1_columns": jit(lambda c1, j2: contract_columns(j2, c1).transpose(2, 3, 0, 1),
                                        out_shardings=rows),
-                "gram_x2_columns": jit(lambda j1, c2: contract_columns(s1(j1), c2), out_shardings=rows)}
+                "gram_x2_columns": jit(lambda j1, c2: contract_columns(j1, c2), out_shardings=rows)}
 
     mesh_devices = set(mesh.devices.flat)
     top_level = programs(compiler_options)
@@ -605,10 +608,8 @@ def entk_fn(
             if x2r is None:  # one Jacobian serves both sides
                 j1 = compiled["jacobians"](params, x1p)
                 return compiled["gram"](j1, j1)[:n]
-            if padded <= n2:
-                return compiled["gram_x1_columns"](compiled["x1_columns"](params, x1p),
-                                                   compiled["jacobians"](params, x2r))[:n]
-            return compiled["gram_x2_columns"](compiled["jacobians"](params, x1p), compiled["x2_columns"](params, x2r))[:n]
+            side = "x1_columns" if padded <= n2 else "x2_columns"
+            return compiled[f"gram_{side}"](*compiled[side](params, x1p, x2r))[:n]
         if x2r is None:
             return compiled["symmetric"](params, x1p)[:n]
         return compiled["block"](params, x1p, x2r)[:n]
