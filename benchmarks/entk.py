@@ -109,7 +109,7 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
         jit = lambda fn: jax.jit(fn, compiler_options=cpu_compiler_options("jacobian"))  # as in the kernel
         j1 = jit(lambda t, x: as_columns(per_example_jacobian(g, t, x)))(theta, x1)
         j2 = jit(lambda t, x: per_example_jacobian(g, t, x))(theta, x2)
-        gram = jit(contract_columns)
+        gram = jit(lambda c1, j2: contract_columns(j2, c1))  # [n2, c, n1, c]: the split kernel's Gram
         _, t, _ = first_and_best(lambda: gram(j1, j2).block_until_ready(), least=3)
         c = int(jax.eval_shape(lambda: f(params, x1)).shape[1])
         record["gram_gflops"] = 2 * n1 * c * n2 * c * record["params"] / t / 1e9
