@@ -118,7 +118,7 @@ def count_params(params: Params, param_filter: Callable[[tuple[str, ...]], bool]
     if param_filter is None:  # no paths to build
         return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(params))
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    return sum(int(np.prod(v.shape)) for p, v in leaves if param_filter is None or param_filter(path_names(p)))
+    return sum(int(np.prod(v.shape)) for p, v in leaves if param_filter(path_names(p)))
 
 
 def _binary(f: Callable[[Params, X], jax.Array]) -> Callable[[Params, X], jax.Array]:
@@ -177,9 +177,9 @@ def as_columns(j: list[jax.Array]) -> list[jax.Array]:
 def contract_columns(j: list[jax.Array], columns: list[jax.Array]) -> jax.Array:
     """``contract(j, j')`` -> ``[n, c, n', c]`` given ``columns = as_columns(j')`` (leaves ``[p, n'·c]``):
     each leaf one ``[n·c, p]·[p, n'·c]`` matmul, whose right operand XLA's CPU dot (Eigen) reads in
-    the order its GEMM packs it instead of transposing it panel by panel: 142-160 GFLOP/s against
-    ``contract``'s 60-75 with 16 x 16 examples of the tiny masked LM and of the MLP 3 x 2048
-    (``benchmarks/entk.py``). Laying ``j'`` out so costs a transposed write of it (the tiny LM's 16
+    the order its GEMM packs it instead of transposing it panel by panel: 162-166 GFLOP/s against
+    ``contract``'s 60-101 on ``[32, P]`` operands (``benchmarks/gram.py``), 153-157 on the Jacobians
+    of 16 x 16 examples of the tiny masked LM and of the MLP 3 x 2048 (``benchmarks/entk.py``). Laying ``j'`` out so costs a transposed write of it (the tiny LM's 16
     examples: 8.2 ms against 6.7), which pays in proportion to ``j``'s rows: the split ``jacobian``
     kernel lays out the side with fewer examples."""
     (n, c), m = j[0].shape[:2], columns[0].shape[1]

@@ -75,7 +75,7 @@ def test_mlp_kernels_match_brute_force_x64(kind: str, implementation: str) -> No
 @pytest.mark.parametrize("split", [True, False])
 @pytest.mark.parametrize("kind", KINDS)
 def test_jacobian_as_one_program_or_split_x64(kind: str, split: bool) -> None:
-    """``split`` (three XLA programs, the side with fewer examples as columns) and the one program
+    """``split`` (two XLA programs, the side with fewer examples as columns) and the one program
     both match brute force, x2 given (larger or smaller than x1) or not."""
     with jax.enable_x64(True):
         params = mlp_init(jax.random.PRNGKey(15), [5, 9, 3])
@@ -89,7 +89,7 @@ def test_jacobian_as_one_program_or_split_x64(kind: str, split: bool) -> None:
 
 
 def test_contract_columns_is_contract_x64() -> None:
-    """x1's Jacobian as columns ``[p, n1·c]`` gives the same Gram, leaf shapes of any rank, n1 != n2."""
+    """Either side's Jacobian as columns ``[p, n·c]`` gives the same Gram, leaf shapes of any rank, n1 != n2."""
     with jax.enable_x64(True):
         shapes = [(3,), (4, 5), (2, 3, 2)]
         keys = jax.random.split(jax.random.PRNGKey(21), 2 * len(shapes))
