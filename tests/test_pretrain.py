@@ -1,0 +1,174 @@
+"""Masked-LM pretraining (ntk_lab.pretrain): masking statistics, learning, resume, the saved folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntk_lab.errors import NtkLabError
+from ntk_lab.pretrain import MASK, SPECIAL_TOKENS, PretrainConfig, label_words, main, mask_tokens, pretrain
+from ntk_lab.sample import sentences
+
+
+def _bound(n: int, p: float, sigmas: float = 5.0) -> float:
+    """``sigmas`` binomial standard deviations of a proportion out of ``n`` at rate ``p``."""
+    return sigmas * np.sqrt(p * (1 - p) / n)
+
+
+def test_masking_is_15_percent_then_80_10_10_within_binomial_bounds():
+    vocab = 50_000
+    rng = np.random.default_rng(0)
+    ids = rng.integers(len(SPECIAL_TOKENS), vocab, (256, 128)).astype(np.int32)
+    ids[:, 0], ids[:, -1], ids[::7, 60] = 0, 2, 4  # special tokens are never chosen
+    inputs, positions, targets, weights = map(np.asarray, mask_tokens(jax.random.PRNGKey(0), jnp.asarray(ids), 0.15, 64, vocab))
+    rows = np.arange(len(ids))[:, None]
+    chosen = np.zeros(ids.shape, bool)
+    chosen[np.broadcast_to(rows, positions.shape)[weights > 0], positions[weights > 0]] = True
+    eligible = ids >= len(SPECIAL_TOKENS)
+    assert not chosen[~eligible].any()
+    rate = chosen.sum() / eligible.sum()
+    assert abs(rate - 0.15) < _bound(eligible.sum(), 0.15)
+    np.testing.assert_array_equal(np.take_along_axis(ids, positions, 1), targets)  # targets are the originals
+    np.testing.assert_array_equal(inputs[~chosen], ids[~chosen])  # unchosen tokens are untouched
+    n = chosen.sum()
+    masked = (inputs[chosen] == MASK).mean()
+    kept = (inputs[chosen] == ids[chosen]).mean()
+    swapped = 1 - masked - kept
+    assert abs(masked - 0.8) < _bound(n, 0.8)
+    assert abs(kept - (0.1 + 0.1 / vocab)) < _bound(n, 0.1)  # a random token equals the original at rate 1/V
+    assert abs(swapped - 0.1) < _bound(n, 0.1)
+    assert (inputs[chosen & (inputs != MASK)] >= len(SPECIAL_TOKENS)).all()  # random tokens are never special
+
+
+def test_masking_caps_the_chosen_positions_per_row():
+    ids = jnp.full((4, 40), 100, jnp.int32)
+    inputs, positions, _, weights = mask_tokens(jax.random.PRNGKey(1), ids, 0.9, 5, 200)
+    assert positions.shape == (4, 5) and float(weights.sum()) == 20
+    assert int((np.asarray(inputs) != 100).sum()) <= 20  # no token is altered beyond the kept positions
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A corpus the test writes: 3000 sentences of the offline sample's grammar, one a line."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(s for s, _ in sentences(3000, seed=5)) + "\n", encoding="utf-8")
+    return path
+
+
+def _config(corpus: Path, **changes) -> PretrainConfig:
+    base = PretrainConfig(corpus=(str(corpus),), config="tiny", tokens=16 * 32 * 80, vocab_size=1000, seq_len=32,
+                          batch_size=16, lr=3e-3, val_sequences=16, tokenizer_chars=10**6, precision="float32")
+    return replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pretrain")
+    summary = pretrain(_config(corpus), out, eval_every=20, checkpoint_every=30, progress=lambda line: None)
+    return out, summary
+
+
+def test_loss_falls_on_a_small_corpus(trained):
+    _, summary = trained
+    evals = [e for e in summary["log"] if "val_loss" in e]
+    assert summary["steps_done"] == 80 and len(evals) == 4
+    # at initialisation the loss is near log(V), a uniform guess (6.3 nats for this corpus' BPE)
+    losses = [e["val_loss"] for e in evals]
+    assert losses[-1] < np.log(summary["vocab_size"]) - 2.0
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+    assert evals[-1]["val_accuracy"] > 0.1
+
+
+def test_every_label_word_is_one_token(trained):
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.prompts import label_word_ids
+    from ntk_lab.tasks import TASKS
+
+    model = load_masked_lm(str(trained[0] / "model"))
+    for task in TASKS.values():
+        ids = label_word_ids(task, model.tokenizer)  # raises unless each word is one token
+        assert len(set(ids.tolist())) == task.num_classes
+
+
+def test_saved_folder_loads_in_flax_and_torch_with_equal_logits(trained):
+    torch = pytest.importorskip("torch")
+    from transformers import RobertaForMaskedLM
+
+    from ntk_lab.models import load_masked_lm
+
+    folder = trained[0] / "model"
+    flax_model = load_masked_lm(str(folder))
+    torch_model = RobertaForMaskedLM.from_pretrained(folder, dtype=torch.float32).eval()
+    batch = flax_model.tokenizer(["the film was dull .", "It was <mask>.", "the cast is truly superb from start to finish ."],
+                                 padding=True, return_tensors="np")
+    ours = np.asarray(flax_model.apply(flax_model.params, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])))
+    with torch.no_grad():
+        theirs = torch_model(input_ids=torch.as_tensor(batch["input_ids"]),
+                             attention_mask=torch.as_tensor(batch["attention_mask"])).logits.numpy()
+    real = batch["attention_mask"].astype(bool)
+    np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=0)
+    assert np.abs(theirs[real]).max() > 1.0  # trained logits, not a near-zero head
+
+
+def test_resume_gives_identical_parameters(corpus, tmp_path):
+    from safetensors.numpy import load_file
+
+    config = _config(corpus, tokens=16 * 32 * 6)
+    straight = tmp_path / "straight"
+    pretrain(config, straight, eval_every=3, checkpoint_every=100, progress=lambda line: None)
+    stopped = tmp_path / "stopped"
+    first = pretrain(config, stopped, eval_every=3, checkpoint_every=2, stop_after=3, progress=lambda line: None)
+    assert first["steps_done"] == 3 and "model" not in first
+    lines = []
+    second = pretrain(config, stopped, eval_every=3, checkpoint_every=2, progress=lines.append)
+    assert second["steps_done"] == 6 and any(line.startswith("resumed at step 3") for line in lines)
+    a, b = load_file(straight / "model" / "model.safetensors"), load_file(stopped / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    logged = json.loads((stopped / "pretrain.json").read_text())["log"]
+    assert [e["step"] for e in logged if "val_loss" in e] == [3, 6]
+
+
+def test_resume_with_other_settings_is_one_clear_error(corpus, tmp_path):
+    config = _config(corpus, tokens=16 * 32 * 2)
+    pretrain(config, tmp_path, progress=lambda line: None, stop_after=1)
+    with pytest.raises(NtkLabError, match=r"other settings \(lr\).*--restart"):
+        pretrain(replace(config, lr=1e-4), tmp_path, progress=lambda line: None)
+    (tmp_path / "checkpoint.msgpack").write_bytes(b"not a checkpoint")
+    with pytest.raises(NtkLabError, match="damaged"):
+        pretrain(config, tmp_path, progress=lambda line: None)
+
+
+def test_bad_inputs_are_one_line(corpus, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    cases = {
+        "does not exist": ["--corpus", str(tmp_path / "missing.txt")],
+        "has no text": ["--corpus", str(empty)],
+        "cannot hold": ["--corpus", str(corpus), "--vocab-size", "300"],
+        "unknown|invalid choice": ["--corpus", str(corpus), "--config", "huge"],
+        "is a file": ["--corpus", str(corpus), "--out", str(empty)],
+    }
+    for i, (expected, argv) in enumerate(cases.items()):
+        argv = argv if "--out" in argv else [*argv, "--out", str(tmp_path / f"out{i}")]
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--config", "tiny", "--tokens", "1000"] if "--config" not in argv else [*argv, "--tokens", "1000"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) <= 2 and "Traceback" not in err
+        assert any(word in err for word in expected.split("|")), (expected, err)
+
+
+def test_vocabulary_too_small_for_the_label_words_is_named(corpus):
+    from ntk_lab.pretrain import train_tokenizer
+
+    lines = corpus.read_text().splitlines()[:200]
+    with pytest.raises(NtkLabError, match="raise --vocab-size|use at least"):
+        train_tokenizer(lines, 300, label_words())
