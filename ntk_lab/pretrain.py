@@ -34,7 +34,9 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -247,6 +249,19 @@ def mlm_loss(
     return (nll * weights).sum() / total, accuracy
 
 
+def step_flops(config: PretrainConfig, vocab_size: int) -> float:
+    """Matmul FLOPs of one training step (forward and backward = 3 x forward), the usual count:
+
+    per token and layer 2·(4h² + 2hf) for the projections and 2·2Lh for QKᵀ and AV; per masked
+    position 2·(h² + hV) for the MLM head; ``B`` rows of ``L`` tokens with ``max_masked`` head positions.
+    """
+    a = config.architecture_numbers()
+    h, f, layers, L = a["hidden_size"], a["intermediate_size"], a["num_hidden_layers"], config.seq_len
+    per_token = layers * 2 * (4 * h * h + 2 * h * f + 2 * L * h)
+    head = 2 * (h * h + h * vocab_size) * config.max_masked
+    return 3.0 * config.batch_size * (L * per_token + head)
+
+
 def schedule(config: PretrainConfig) -> optax.Schedule:
     """Linear warmup over ``warmup · steps`` steps to ``lr``, then linear decay to 0 at the last step."""
     warm = max(1, int(round(config.warmup * config.steps)))
@@ -299,18 +314,17 @@ def rows_for_step(config: PretrainConfig, step: int, n: int) -> np.ndarray:
 
 @dataclass
 class Trainer:
-    """A pretraining run: its data, model and jitted steps."""
+    """A pretraining run's model and jitted steps, for a vocabulary of ``vocab_size`` and validation rows."""
 
     config: PretrainConfig
-    tokenizer: Any
-    train_rows: np.ndarray  # [n, L]
+    vocab_size: int
     val_rows: np.ndarray  # [v, L]
     hf: Any = None
     module: MaskedLM = None  # type: ignore[assignment]
     compute: MaskedLM = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        self.hf = hf_config(self.config, len(self.tokenizer))
+        self.hf = hf_config(self.config, self.vocab_size)
         encoder = EncoderConfig.from_hf(self.hf)
         self.module = MaskedLM(encoder)
         dtype = compute_dtype(self.config)
@@ -322,13 +336,13 @@ class Trainer:
             return mlm_loss(self.compute, cast(params), inputs, positions, targets, weights)
 
         def step(params, opt_state, rows, key):
-            masked = mask_tokens(key, rows, self.config.mask_prob, self.config.max_masked, len(self.tokenizer))
+            masked = mask_tokens(key, rows, self.config.mask_prob, self.config.max_masked, self.vocab_size)
             (value, accuracy), grads = jax.value_and_grad(loss, has_aux=True)(params, *masked)
             updates, opt_state = self.tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, value, accuracy
 
         def evaluate(params, rows, key):
-            masked = mask_tokens(key, rows, self.config.mask_prob, self.config.max_masked, len(self.tokenizer))
+            masked = mask_tokens(key, rows, self.config.mask_prob, self.config.max_masked, self.vocab_size)
             return loss(params, *masked)
 
         self.step = jax.jit(step, donate_argnums=(0, 1))
@@ -433,7 +447,7 @@ def prepare(config: PretrainConfig, out: Path, progress: Callable[[str], None]) 
     return AutoTokenizer.from_pretrained(tok_dir), rows[: config.val_sequences], rows[config.val_sequences :]
 
 
-def export(folder: Path, trainer: Trainer, params: Params, dtype: str = "float32") -> Path:
+def export(folder: Path, trainer: Trainer, tokenizer: Any, params: Params, dtype: str = "float32") -> Path:
     """Write the Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer files)."""
     from safetensors.numpy import save_file
 
@@ -446,7 +460,7 @@ def export(folder: Path, trainer: Trainer, params: Params, dtype: str = "float32
     save_file(state, tmp, metadata={"format": "pt"})
     os.replace(tmp, folder / "model.safetensors")
     trainer.hf.save_pretrained(folder)
-    trainer.tokenizer.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -461,12 +475,13 @@ def pretrain(
     restart: bool = False,
     stop_after: int | None = None,
     progress: Callable[[str], None] = print,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Pretrain, checkpointing atomically and resuming from ``OUT``; write the model to ``OUT/model``.
 
     Returns the summary that is also written to ``OUT/pretrain.json``: the config, tokens seen, wall
     time, the log (training loss, validation loss and accuracy per evaluation). ``stop_after``
-    ends the run early after that many steps in total (a resume continues it).
+    ends the run early after that many steps in total (a resume continues it); ``command`` is recorded.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -493,7 +508,7 @@ def pretrain(
         shutil.rmtree(out / "tokenizer", ignore_errors=True)
     write_atomically(meta_file, json.dumps(stamp).encode())
     tokenizer, val_rows, train_rows = prepare(config, out, progress)
-    trainer = Trainer(config, tokenizer, train_rows, val_rows)
+    trainer = Trainer(config, len(tokenizer), val_rows)
     params, opt_state = trainer.init()
     n_params = sum(p.size for p in jax.tree.leaves(params))
     step, log, elapsed = 0, [], 0.0
@@ -538,18 +553,47 @@ def pretrain(
             save_checkpoint(out, step, params, opt_state, log, base_elapsed + time.perf_counter() - run_start)
             last_save = step
     summary = {
+        "command": command, "commit": git_commit(), "machine": machine(),
         "config": asdict(config), "parameters": int(n_params), "vocab_size": len(tokenizer),
         "steps_done": step, "tokens_seen": step * tokens_per_step,
         "wall_s": base_elapsed + time.perf_counter() - run_start,
-        "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-        "compute_dtype": jnp.dtype(compute_dtype(config)).name, "log": log,
+        "backend": jax.default_backend(), "compute_dtype": jnp.dtype(compute_dtype(config)).name, "log": log,
         "final": next((e for e in reversed(log) if "val_loss" in e), None),
     }
     if step == config.steps:
-        export(out / "model", trainer, params, save_dtype)
+        export(out / "model", trainer, tokenizer, params, save_dtype)
         summary["model"] = str(out / "model")
     write_atomically(out / "pretrain.json", json.dumps(summary, indent=1).encode())
     return summary
+
+
+def git_commit() -> str | None:
+    """The project's git commit (with ``+dirty`` if files differ from it), or None outside a checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def machine() -> str:
+    """The processor and core count, or the accelerator, that ran this."""
+    import platform
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        return f"{device.device_kind} ({device.platform})"
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def with_overrides(config: PretrainConfig, **numbers: int | None) -> PretrainConfig:
@@ -628,7 +672,8 @@ def main(argv: list[str] | None = None) -> None:
         config, args = parse_args(argv)
         summary = pretrain(config, args.out, log_every=args.log_every, eval_every=args.eval_every,
                            checkpoint_every=args.checkpoint_every, save_dtype=args.save_dtype, restart=args.restart,
-                           progress=lambda line: print(line, flush=True))
+                           progress=lambda line: print(line, flush=True),
+                           command=" ".join(["python -m ntk_lab.pretrain", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]))
         final = summary["final"] or {}
         print(f"done: {summary['tokens_seen'] / 1e6:.2f}M tokens in {summary['wall_s']:.0f} s; validation MLM loss "
               f"{final.get('val_loss', float('nan')):.3f}, masked-token accuracy {final.get('val_accuracy', float('nan')):.3f}; "

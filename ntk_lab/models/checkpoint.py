@@ -185,12 +185,23 @@ class LoadedMaskedLM:
         return self.module.apply({"params": params}, hidden, rows, method=MaskedLM.vocab_logits)
 
 
+SHIPPED = Path(__file__).resolve().parent / "pretrained"
+
+
+def shipped_models() -> list[str]:
+    """Names of the pretrained checkpoints that ship with the package (``ntk_lab/models/pretrained/NAME``)."""
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").exists()) if SHIPPED.is_dir() else []
+
+
 def resolve_folder(name_or_path: str) -> Path:
-    """A local checkpoint folder, the offline tiny model, or a hub id downloaded into the HF cache."""
+    """A local checkpoint folder, a shipped model, the offline tiny model, or a hub id downloaded into
+    the HF cache."""
     from ntk_lab.models.tiny import TINY_MODELS, build_tiny
 
     if name_or_path in TINY_MODELS:
         return build_tiny(name_or_path)
+    if name_or_path in shipped_models():
+        return SHIPPED / name_or_path
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -206,7 +217,8 @@ def resolve_folder(name_or_path: str) -> Path:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NtkLabError(
             f"could not download '{name_or_path}' from the Hugging Face hub ({reason}); offline, pass a "
-            "local folder with config.json, model.safetensors and the tokenizer files, or use --model tiny"
+            "local folder with config.json, model.safetensors and the tokenizer files, or use a model that "
+            f"ships with ntk-lab ({', '.join(shipped_models() + ['tiny'])})"
         ) from None
 
 
