@@ -9,9 +9,10 @@ with the query built from the prompt's sufficient statistics and the keys from t
     q_t = [X_tᵀ y_t, vec(X_tᵀ X_t), 1],    k_m = [w_m / σ², -vec(w_m w_mᵀ) / 2σ², log π_m],
 
 so one attention layer with values ``v_m = w_m`` returns the posterior mean of w, and its output
-dotted with the query covariate is BMA's prediction.
+dotted with the query covariate is BMA's prediction. This construction is the toolkit's own, not
+Zhang et al.'s: the paper builds no attention over concepts.
 
-(b) Any prior, in the limit of long prompts (Zhang et al. 2023). Attention over the prompt's own
+(b) Any prior, in the limit of long prompts: the paper's statement (Zhang et al. 2023). Attention over the prompt's own
 tokens, keys ``x_s``, values ``y_s``, query ``x_t``, temperature β:
 
     a_t = β Σ_{s<t} softmax_s(x_tᵀ Σ⁻¹ x_s / β) y_s.
