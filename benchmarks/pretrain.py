@@ -4,7 +4,7 @@ Each config trains on random rows (speed does not depend on the text) for a few 
 compiling one; the FLOPs are ``ntk_lab.pretrain.step_flops`` (matmuls, forward and backward), the
 peak a large square matmul in the compute dtype measured in the same run (the roofline).
 
-    python benchmarks/pretrain.py [--configs tiny,small,mini] [--steps 5] [--out benchmarks/results/pretrain.json]
+    python benchmarks/pretrain.py [--configs tiny,small,medium,mini] [--steps 5] [--out benchmarks/results/pretrain.json]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def measure(config: PretrainConfig, vocab_size: int, steps: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default="tiny,small,mini")
+    p.add_argument("--configs", default="tiny,small,medium,mini")
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seq-len", type=int, default=128)

@@ -65,7 +65,7 @@ def _names(text: str, option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ntk_lab.compare", description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True, help="sst2, sst5, mr, cr, mpqa, subj, trec, agnews, mnli, snli, qnli, rte, mrpc, qqp")
-    p.add_argument("--model", default="roberta-base", help="hub id, checkpoint folder, or 'tiny' / 'tiny-bert' (offline)")
+    p.add_argument("--model", default="roberta-base", help="hub id (needs the network), checkpoint folder, a model that ships with ntk-lab (miniberta-small, pretrained offline), or 'tiny' / 'tiny-bert' (random, offline)")
     p.add_argument("--data-dir", default=None, help="folder with the task's files (DIR/SST-2/train.tsv ...), or 'sample'")
     p.add_argument("--k", type=int, default=16, help="examples per label in the train (and dev) split")
     p.add_argument("--seeds", default="13,21,42,87,100", help="comma-separated k-shot seeds")

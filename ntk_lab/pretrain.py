@@ -56,7 +56,8 @@ BOS, PAD, EOS, UNK, MASK = range(5)
 
 ARCHITECTURES: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-    "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
+    "small": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
+    "medium": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
     "mini": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048),
 }
 
