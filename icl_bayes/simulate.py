@@ -202,6 +202,10 @@ def validate(args: argparse.Namespace) -> None:
         raise InvalidArgument(f"--trials must be at least 2 (for an interval), got {args.trials}")
     if args.beta is not None and not args.beta > 0:
         raise InvalidArgument(f"--beta must be positive, got {args.beta}")
+    if not args.ridge_lambda >= 0:
+        raise InvalidArgument(f"--ridge-lambda must be zero or positive, got {args.ridge_lambda}")
+    if not 0 <= args.misspecified <= 1:
+        raise InvalidArgument(f"--misspecified is a fraction in [0, 1], got {args.misspecified}")
 
 
 def setup(args: argparse.Namespace) -> tuple[LinearICL, dict]:

@@ -100,6 +100,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise NtkLabError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    if not args.seeds:
+        raise NtkLabError("--seeds names no seed: pass comma-separated integers, e.g. 13,21,42")
     from ntk_lab.subsets import parse_subset
 
     args.subsets = [s.strip() for s in (args.subsets or args.subset).split(",") if s.strip()]

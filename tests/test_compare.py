@@ -93,6 +93,7 @@ def test_cli_on_real_sst2(sst2_dir, tmp_path) -> None:
      "error: --lr-sgd must be comma-separated numbers, got 'fast'"),
     (["--task", "sst5", "--model", "tiny", "--data-dir", "sample", "--binary", "on"], "error: "),
     (["--task", "sst2", "--model", "tiny", "--subset", "lora"], "error: unknown subset 'lora': choose from"),
+    (["--task", "sst2", "--model", "tiny", "--seeds", ","], "error: --seeds names no seed"),
 ])
 def test_bad_input_gets_one_line(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as e:

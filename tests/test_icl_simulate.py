@@ -58,6 +58,16 @@ def test_bad_noise_gets_one_line(capsys):
     assert capsys.readouterr().err.strip() == "error: --noise (the noise standard deviation) must be positive, got -1.0"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--ridge-lambda", "-1"], "error: --ridge-lambda must be zero or positive, got -1.0"),
+    (["--misspecified", "1.5"], "error: --misspecified is a fraction in [0, 1], got 1.5"),
+])
+def test_bad_baseline_settings_get_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(argv)
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == message
+
+
 def test_streamed_bma_curve_matches_the_bayes_risk():
     from icl_bayes import bma
     from icl_bayes.model import GaussianPrior, LinearICL
