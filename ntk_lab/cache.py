@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ntk_lab.errors import NtkLabError
+
 
 def cache_dir(*parts: str) -> Path:
     """``$NTK_LAB_CACHE/parts`` (default ``~/.cache/ntk_lab/parts``), created if absent."""
@@ -36,3 +38,16 @@ def build_folder_atomically(target: Path, build: Callable[[Path], None]) -> Path
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def writable_folder(out: Path) -> Path:
+    """``out``, created if absent; an error naming it if it is a file or cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise NtkLabError(f"--out {out} is a file: give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NtkLabError(f"--out {out} cannot be created ({e.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise NtkLabError(f"--out {out} cannot be written: choose a folder you can write")
+    return out

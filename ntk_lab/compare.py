@@ -447,6 +447,9 @@ def main(argv: list[str] | None = None) -> None:
     from ntk_lab.tasks import get_task, kshot_split, load_task_data
 
     args = _parse(argv)
+    from ntk_lab.cache import writable_folder
+
+    out = writable_folder(Path(args.out))
     task = get_task(args.task)
     train, test = load_task_data(task, args.data_dir)
     model = load_masked_lm(args.model, init_missing_head=args.init_missing_head)
@@ -454,8 +457,6 @@ def main(argv: list[str] | None = None) -> None:
     binary = args.binary == "on" or (args.binary == "auto" and task.num_classes == 2)
     if binary and task.num_classes != 2:
         raise NtkLabError(f"--binary on needs a two-class task; {task.name} has {task.num_classes} classes")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "subsets", "subset")}
     splits = [kshot_split(train, test, task.num_classes, args.k, seed, args.test_cap) for seed in args.seeds]
     print(f"{task.name}, {args.model}, k={args.k}, train n={len(splits[0].train)}, test n={len(splits[0].test)}, "

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ntk_lab.cache import writable_folder
 from ntk_lab.errors import NtkLabError
 from ntk_lab.models.encoder import EncoderConfig, MaskedLM
 
@@ -484,12 +485,7 @@ def pretrain(
     time, the log (training loss, validation loss and accuracy per evaluation). ``stop_after``
     ends the run early after that many steps in total (a resume continues it); ``command`` is recorded.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NtkLabError(f"--out {out} is a file: give a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise NtkLabError(f"--out {out} cannot be written")
+    out = writable_folder(Path(out))
     config.architecture_numbers()
     for path in config.corpus:
         if not Path(path).is_file():

@@ -15,6 +15,7 @@ and LM-BFF's CSV files (``train.csv`` / ``test.csv``, rows ``label,sentence``, n
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,10 +139,23 @@ def _label_index(task: Task, value: str, where: str) -> int:
         ) from None
 
 
+def read_text(path: Path) -> str:
+    """A data file's text; bytes that are not UTF-8 are one error naming the file, line and byte."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise NtkLabError(
+            f"{path}:{line}: byte 0x{data[e.start]:02x} is not UTF-8 ({e.reason}); save the file as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
 def read_glue_tsv(path: Path, task: Task) -> list[Example]:
     """GLUE TSV: a header row naming the columns, then one example a line (no quoting)."""
     csv.field_size_limit(sys.maxsize)
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(rows, None)
         if header is None:
@@ -171,7 +185,7 @@ def read_lmbff_csv(path: Path, task: Task) -> list[Example]:
     """LM-BFF CSV: rows ``label,sentence`` (further columns are joined to the sentence), no header."""
     csv.field_size_limit(sys.maxsize)
     examples = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         for line, row in enumerate(csv.reader(f), start=1):
             if not row:
                 continue
@@ -242,7 +256,11 @@ def load_task_data(task: Task, data_dir: str | Path | None) -> tuple[list[Exampl
     if folder is None:
         raise NtkLabError(f"no {task.name} data in {data_dir}: {where}")
     read = read_glue_tsv if task.layout == "glue" else read_lmbff_csv
-    return read(folder / task.train_file, task), read(folder / task.test_file, task)
+    train, test = read(folder / task.train_file, task), read(folder / task.test_file, task)
+    for name, examples in ((task.train_file, train), (task.test_file, test)):
+        if not examples:
+            raise NtkLabError(f"{folder / name} holds no examples: {where}")
+    return train, test
 
 
 @dataclass(frozen=True)

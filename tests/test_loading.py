@@ -61,7 +61,7 @@ def test_hf_key_names() -> None:
 
 def test_hub_id_offline_is_one_clear_line(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(NtkLabError, match="could not download 'roberta-base'.*local folder.*--model tiny") as e:
+    with pytest.raises(NtkLabError, match="could not download .roberta-base.*local folder.*ships with ntk-lab .*tiny") as e:
         load_masked_lm("roberta-base")
     assert "\n" not in str(e.value)
 
@@ -81,3 +81,31 @@ def test_roberta_positions_skip_padding(tiny) -> None:
     padded = np.asarray(tiny.apply(tiny.params, ids, mask))
     alone = np.asarray(tiny.apply(tiny.params, ids[:1, :5], mask[:1, :5]))
     np.testing.assert_allclose(padded[0, :5], alone[0], atol=1e-5)
+
+
+def test_damaged_weights_and_missing_tokenizer_are_named(tmp_path) -> None:
+    import shutil
+
+    from ntk_lab.models.tiny import build_tiny
+
+    folder = tmp_path / "copy"
+    shutil.copytree(build_tiny("tiny"), folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+    with pytest.raises(NtkLabError, match=r"model.safetensors cannot be read .*damaged or truncated"):
+        load_masked_lm(str(folder))
+    shutil.copy(build_tiny("tiny") / "model.safetensors", weights)
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(NtkLabError, match=r"no tokenizer files in .*tokenizer.save_pretrained"):
+        load_masked_lm(str(folder))
+
+
+def test_compare_checks_its_output_folder_before_loading_anything(tmp_path, capsys) -> None:
+    from ntk_lab.compare import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as e:
+        cli(["--task", "sst2", "--model", "no-such-model-here/x", "--data-dir", "sample", "--out", str(blocker)])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == f"error: --out {blocker} is a file: give a folder"

@@ -154,6 +154,19 @@ def test_lmbff_reader_and_its_errors(tmp_path) -> None:
         read_lmbff_csv(path, TASKS["mr"])
 
 
+def test_non_utf8_bytes_and_empty_files_are_one_error_naming_the_line(tmp_path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_bytes("1,fine\n0,na\u00efve\n".encode("latin-1"))
+    with pytest.raises(NtkLabError, match=r"train.csv:2: byte 0xef is not UTF-8"):
+        read_lmbff_csv(path, TASKS["mr"])
+    glue = tmp_path / "SST-2"
+    glue.mkdir()
+    (glue / "train.tsv").write_text("sentence\tlabel\na good one\t1\n")
+    (glue / "dev.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(NtkLabError, match=r"dev.tsv holds no examples"):
+        load_task_data(TASKS["sst2"], tmp_path)
+
+
 def test_data_folder_errors_say_where_to_put_files(tmp_path) -> None:
     with pytest.raises(NtkLabError, match=r"no trec data in .*put train.csv and test.csv \(LM-BFF CSV"):
         load_task_data(TASKS["trec"], tmp_path)

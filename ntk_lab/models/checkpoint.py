@@ -72,7 +72,14 @@ def _aliases(key: str, family: str) -> list[str]:
 
 def read_state_dict(folder: Path) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint folder as numpy arrays, keyed by their state-dict names."""
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load_file as _load_file
+
+    def load_file(path: Path) -> dict[str, np.ndarray]:
+        try:
+            return _load_file(path)
+        except Exception as e:  # safetensors raises its own error types for a damaged header or body
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise NtkLabError(f"{path} cannot be read ({reason}): the file is damaged or truncated; copy it again") from None
 
     if (folder / "model.safetensors").exists():
         return load_file(folder / "model.safetensors")
@@ -241,6 +248,10 @@ def load_masked_lm(
     params = params_from_state_dict(
         read_state_dict(folder), config, dtype, init_missing_head=init_missing_head
     )
+    vocabularies = ("tokenizer.json", "vocab.json", "vocab.txt", "sentencepiece.bpe.model")
+    if not any((folder / name).exists() for name in vocabularies):
+        raise NtkLabError(f"no tokenizer files in {folder} (one of {', '.join(vocabularies)}): save the tokenizer "
+                          "beside the weights (tokenizer.save_pretrained(folder))")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as e:
