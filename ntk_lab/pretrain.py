@@ -83,6 +83,7 @@ class PretrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto, float32, bfloat16
     architecture: dict[str, int] = field(default_factory=dict)  # overrides of ARCHITECTURES[config]
+    init_from: str | None = None  # a checkpoint folder to continue pretraining (its tokenizer and weights)
 
     @property
     def steps(self) -> int:
@@ -422,14 +423,18 @@ def prepare(config: PretrainConfig, out: Path, progress: Callable[[str], None]) 
         rows = np.load(rows_file)
         return AutoTokenizer.from_pretrained(tok_dir), rows[: config.val_sequences], rows[config.val_sequences :]
     start = time.perf_counter()
-    sample, chars = [], 0
-    for line in read_lines(config.corpus):
-        sample.append(line)
-        chars += len(line)
-        if chars >= config.tokenizer_chars:
-            break
-    tokenizer = train_tokenizer(sample, config.vocab_size, label_words())
-    progress(f"tokenizer: {len(tokenizer)} tokens from {chars / 1e6:.1f}M characters ({time.perf_counter() - start:.0f} s)")
+    if config.init_from:
+        tokenizer = AutoTokenizer.from_pretrained(config.init_from)
+        progress(f"tokenizer: {len(tokenizer)} tokens from {config.init_from}")
+    else:
+        sample, chars = [], 0
+        for line in read_lines(config.corpus):
+            sample.append(line)
+            chars += len(line)
+            if chars >= config.tokenizer_chars:
+                break
+        tokenizer = train_tokenizer(sample, config.vocab_size, label_words())
+        progress(f"tokenizer: {len(tokenizer)} tokens from {chars / 1e6:.1f}M characters ({time.perf_counter() - start:.0f} s)")
     need = config.val_sequences + config.steps * config.batch_size
     rows = pack(tokenize(tokenizer, read_lines(config.corpus)), config.seq_len, need)
     if len(rows) < config.val_sequences + 1:
@@ -447,6 +452,23 @@ def prepare(config: PretrainConfig, out: Path, progress: Callable[[str], None]) 
         np.save(f, rows)
     os.replace(out / ".rows.tmp.npy", rows_file)
     return AutoTokenizer.from_pretrained(tok_dir), rows[: config.val_sequences], rows[config.val_sequences :]
+
+
+def initial_weights(config: PretrainConfig, trainer: Trainer) -> Params:
+    """The float32 weights of ``config.init_from``, whose architecture must be the run's."""
+    from transformers import AutoConfig
+
+    from ntk_lab.models.checkpoint import params_from_state_dict, read_state_dict
+
+    theirs = AutoConfig.from_pretrained(config.init_from)
+    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "max_position_embeddings")
+    differ = [f"{k} {getattr(theirs, k, None)} vs {getattr(trainer.hf, k)}" for k in keys
+              if getattr(theirs, k, None) != getattr(trainer.hf, k)]
+    if differ:
+        raise NtkLabError(f"--init-from {config.init_from} has another architecture ({'; '.join(differ)}): "
+                          "give the same --config, overrides and --seq-len")
+    return params_from_state_dict(read_state_dict(Path(config.init_from)), EncoderConfig.from_hf(trainer.hf))
 
 
 def export(folder: Path, trainer: Trainer, tokenizer: Any, params: Params, dtype: str = "float32") -> Path:
@@ -490,6 +512,8 @@ def pretrain(
     for path in config.corpus:
         if not Path(path).is_file():
             raise NtkLabError(f"corpus file {path} does not exist: pass --corpus FILE[,FILE...]")
+    if config.init_from and not (Path(config.init_from) / "config.json").is_file():
+        raise NtkLabError(f"--init-from {config.init_from} is not a checkpoint folder (no config.json)")
     stamp = json.loads(json.dumps(fingerprint(config)))
     meta_file = out / "run.json"
     has_state = any((out / name).exists() for name in ("checkpoint.json", "rows.npy"))
@@ -507,6 +531,9 @@ def pretrain(
     tokenizer, val_rows, train_rows = prepare(config, out, progress)
     trainer = Trainer(config, len(tokenizer), val_rows)
     params, opt_state = trainer.init()
+    if config.init_from:
+        params = initial_weights(config, trainer)
+        opt_state = trainer.tx.init(params)
     n_params = sum(p.size for p in jax.tree.leaves(params))
     step, log, elapsed = 0, [], 0.0
     if (out / "checkpoint.json").exists():
@@ -632,6 +659,8 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, Any]:
     p.add_argument("--eval-every", type=int, default=100, help="steps between validation evaluations")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--save-dtype", default="float32", choices=("float32", "float16"), help="dtype of model.safetensors")
+    p.add_argument("--init-from", default=None, help="continue pretraining a checkpoint folder (its tokenizer and "
+                   "weights; the architecture flags must match it)")
     p.add_argument("--restart", action="store_true", help="discard what OUT holds and start over")
     args = p.parse_args(argv)
     for option in ("tokens", "vocab_size", "seq_len", "batch_size", "val_sequences", "log_every", "eval_every",
@@ -652,6 +681,7 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, Any]:
         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
         mask_prob=args.mask_prob, val_sequences=args.val_sequences, tokenizer_chars=int(args.tokenizer_chars),
         seed=args.seed, precision=args.precision,
+        init_from=str(Path(args.init_from).resolve()) if args.init_from else None,
     )
     config = with_overrides(config, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
                             num_attention_heads=args.heads, intermediate_size=args.intermediate_size)

@@ -208,3 +208,15 @@ def test_bfloat16_compute_keeps_float32_master_weights(corpus, tmp_path):
         losses[precision] = float(loss)
     # at initialisation the loss is log(600) = 6.4 nats; bf16 has 8 bits of mantissa (relative 4e-3)
     assert abs(losses["bfloat16"] - losses["float32"]) < 0.05
+
+
+def test_init_from_continues_a_checkpoint_and_checks_its_architecture(trained, corpus, tmp_path):
+    out, summary = trained
+    trained_loss = summary["final"]["val_loss"]
+    config = _config(corpus, tokens=16 * 32 * 2, lr=1e-5, init_from=str(out / "model"))
+    more = pretrain(config, tmp_path / "more", eval_every=1, progress=lambda line: None)
+    # the same validation rows and masks: continuing from the trained weights starts where they ended
+    assert abs(more["log"][0]["val_loss"] - trained_loss) < 0.05 < np.log(more["vocab_size"]) - trained_loss
+    assert more["vocab_size"] == summary["vocab_size"]
+    with pytest.raises(NtkLabError, match="another architecture .*hidden_size 32 vs 64"):
+        pretrain(replace(config, architecture={"hidden_size": 64}), tmp_path / "other", progress=lambda line: None)
