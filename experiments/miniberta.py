@@ -7,7 +7,8 @@ random initialisation it started from (weights drawn as pretraining draws them, 
 ``python -m ntk_lab.compare`` measures on k-shot SST-2 (the real GLUE data where ``--data-dir`` has
 it) the zero-shot accuracy of the prompt ``S It was <mask>.`` with ``great`` / ``terrible`` and the
 SGD-kernel predictor's accuracy (kernel ridge regression with the eNTK at θ0; λ and the f0 scale
-chosen on the k-shot dev split). Chance is 0.5. The issue that made the MiniBERTas set the goal: the
+chosen on the k-shot dev split), and the zero-shot AUC of ``f_great - f_terrible`` on the test set
+(does the prompt rank the sentences by sentiment, whatever threshold argmax implies). Chance is 0.5. The issue that made the MiniBERTas set the goal: the
 pretrained model's zero-shot clearly above chance and its SGD kernel at 0.70 or more.
 """
 
@@ -37,6 +38,26 @@ def random_twin(model: str, folder: Path) -> Path:
     return save_masked_lm(folder, params, loaded.hf_config, loaded.tokenizer)
 
 
+def zero_shot_auc(model: str, data_dir: str) -> float:
+    """Area under the ROC curve of ``f_great - f_terrible`` on the test set: does the prompt rank
+    positive above negative sentences, whatever threshold argmax implies (0.5: no)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.tasks import TASKS, load_task_data
+
+    task = TASKS["sst2"]
+    loaded = load_masked_lm(model)
+    test = load_task_data(task, data_dir)[1]
+    encoded = encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length), pad_multiple=16)
+    scores = PromptedClassifier.for_task(loaded, task).logits(loaded.params, encoded, 64)
+    d, y = scores[:, 1] - scores[:, 0], encoded["labels"] == 1
+    ranks = rankdata(d)
+    return float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum()))
+
+
 def compute(args: Any) -> dict[str, Any]:
     from ntk_lab.compare import main
 
@@ -50,6 +71,7 @@ def compute(args: Any) -> dict[str, Any]:
               "--eval-every", str(args.eval_every), "--implementation", "structured", "--out", str(folder)])
         saved = json.loads((folder / "results.json").read_text())
         results["runs"][name] = {"summary": saved["summary"], "timing": saved["timing"],
+                                 "zero_shot_auc": zero_shot_auc(model, args.data_dir),
                                  "per_seed": {m: [r["accuracy"] for r in saved["runs"] if r["method"] == m]
                                               for m in saved["summary"]}}
     return results
@@ -63,6 +85,7 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 theory = {"zero-shot": "chance 0.500" + (", goal: clearly above" if name == "pretrained" else ""),
                           "kernel-sgd": f"goal >= {GOAL:.2f}" if name == "pretrained" else "-"}.get(method, "-")
                 out.append((f"{name}: {method}", f"{stats['mean']:.3f} ± {stats['std']:.3f}", theory))
+        out.append((f"{name}: zero-shot AUC of f_great - f_terrible", f"{run['zero_shot_auc']:.3f}", "no ranking 0.500"))
     return out
 
 
