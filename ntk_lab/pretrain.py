@@ -374,7 +374,7 @@ class Trainer:
 
 
 def fingerprint(config: PretrainConfig) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the config and each corpus file's size and mtime."""
+    """What a checkpoint must match to be resumed: the config and each corpus file's resolved path and size."""
     files = [{"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size} for p in config.corpus]
     return {"config": asdict(config), "corpus": files}
 
