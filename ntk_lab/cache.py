@@ -51,3 +51,13 @@ def writable_folder(out: Path) -> Path:
     if not os.access(out, os.W_OK):
         raise NtkLabError(f"--out {out} cannot be written: choose a folder you can write")
     return out
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` beside ``path`` and rename it into place: a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

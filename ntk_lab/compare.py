@@ -189,9 +189,9 @@ class State:
 
 def save_atomically_text(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from ntk_lab.cache import write_atomically
+
+    write_atomically(path, text.encode())
 
 
 @dataclass

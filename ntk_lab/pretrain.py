@@ -31,6 +31,7 @@ alone, so a run resumed from a checkpoint ends with the same parameters as one t
 
 from __future__ import annotations
 
+import io
 import json
 import lzma
 import os
@@ -47,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ntk_lab.cache import writable_folder
+from ntk_lab.cache import writable_folder, write_atomically
 from ntk_lab.errors import NtkLabError
 from ntk_lab.models.encoder import EncoderConfig, MaskedLM
 
@@ -379,16 +380,6 @@ def fingerprint(config: PretrainConfig) -> dict[str, Any]:
     return {"config": asdict(config), "corpus": files}
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it into place: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(out: Path, step: int, params: Params, opt_state: Any, log: list[dict], elapsed: float) -> None:
     """``OUT/checkpoint.msgpack`` (parameters and optimizer state) and ``OUT/checkpoint.json`` (step, log)."""
     from flax import serialization
@@ -448,9 +439,9 @@ def prepare(config: PretrainConfig, out: Path, progress: Callable[[str], None]) 
         shutil.rmtree(stale, ignore_errors=True)
     tokenizer.save_pretrained(out / ".tokenizer.tmp")
     os.replace(out / ".tokenizer.tmp", tok_dir)
-    with open(out / ".rows.tmp.npy", "wb") as f:
-        np.save(f, rows)
-    os.replace(out / ".rows.tmp.npy", rows_file)
+    buffer = io.BytesIO()
+    np.save(buffer, rows)
+    write_atomically(rows_file, buffer.getvalue())
     return AutoTokenizer.from_pretrained(tok_dir), rows[: config.val_sequences], rows[config.val_sequences :]
 
 
