@@ -54,9 +54,10 @@ def write_roberta_base_size(folder: Path) -> Path:
 
 def run_case(model: str, data_dir: str, full: bool, scratch: Path) -> dict:
     """One compare run in this process; its results.json timing and peak memory by stage."""
-    from ntk_lab.compare import main, peak_rss_gib
+    from ntk_lab.compare import main
     from ntk_lab.kernels import count_params
     from ntk_lab.models import load_masked_lm
+    from ntk_lab.state import peak_rss_gib
 
     name = model if model == "tiny" else str(write_roberta_base_size(scratch / "roberta-base-size"))
     settings = SETTINGS["tiny"] if full else SETTINGS[model]

@@ -11,7 +11,7 @@ For every k-shot seed, on the same model, parameters and split:
 - agreement: the share of test examples on which ``kernel-sgd`` and ``ft-sgd`` (``kernel-asigngd``
   and ``ft-adam``, ``kernel-signgd`` and ``ft-signgd``) predict the same label.
 
-Writes ``OUT/results.json`` ``{"task", "model", "k", "runs", "summary", "diagnostics", "timing"}``,
+Writes ``OUT/results.json`` ``{"task", "model", "k", "runs", "summary", "diagnostics", "timing", ...}``,
 ``OUT/results.csv`` and the figures ``accuracy.png``, ``scatter.png``, ``curves.png``. Kernels are
 cached by content; each finished (seed, method) is kept under ``OUT/state``, so an interrupted run
 resumes where it stopped.
@@ -22,18 +22,16 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import hashlib
 import json
 import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ntk_lab.errors import NtkLabError, cli_main
+from ntk_lab.state import State, Timer, code_version, digest
 
 KIND_NAMES = ("sgd", "signgd", "asigngd")
 OPTIMIZER_NAMES = ("sgd", "adam", "signgd")
@@ -140,60 +138,6 @@ def f1_score(pred: np.ndarray, labels: np.ndarray) -> float:
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
-def peak_rss_gib() -> float:
-    """This process's peak resident memory so far, GiB (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-@dataclass
-class Timer:
-    """Wall seconds per stage, summed over seeds, and the peak memory at the end of each stage."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    peak_gib: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-            self.peak_gib[name] = max(self.peak_gib.get(name, 0.0), peak_rss_gib())
-
-
-class State:
-    """Finished (seed, method) records and their test outputs under ``OUT/state/CONFIG``."""
-
-    def __init__(self, out: Path, config: dict[str, Any]) -> None:
-        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        self.folder = out / "state" / digest
-        self.folder.mkdir(parents=True, exist_ok=True)
-
-    def load(self, seed: int, method: str) -> tuple[dict, dict[str, np.ndarray]] | None:
-        record, arrays = self.folder / f"{seed}-{method}.json", self.folder / f"{seed}-{method}.npz"
-        if not (record.exists() and arrays.exists()):
-            return None
-        with np.load(arrays) as data:
-            return json.loads(record.read_text()), dict(data)
-
-    def save(self, seed: int, method: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Arrays first, then the record: a record on disk always has its arrays."""
-        tmp = self.folder / f".{seed}-{method}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(self.folder / f"{seed}-{method}.npz")
-        save_atomically_text(self.folder / f"{seed}-{method}.json", json.dumps(record))
-
-
-def save_atomically_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    from ntk_lab.cache import write_atomically
-
-    write_atomically(path, text.encode())
-
-
 @dataclass
 class Context:
     """What every seed shares: the task, the classifier and its parameters, the options."""
@@ -275,12 +219,31 @@ def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, s
     args = ctx.args
     kernel = ctx.entk(kind, args.implementation, base)
     subset = "full" if base else ctx.subset_text
-    if (seed, subset) not in ctx.params_fingerprint:
-        ctx.params_fingerprint[seed, subset] = fingerprint(params0)
     key = kernel_key(model=args.model, kind=kind, subset=subset + ("-noprompt" if args.no_prompt else ""),
-                     x1=x_train, x2=x_all, binary=ctx.binary, params=ctx.params_fingerprint[seed, subset])
+                     x1=x_train, x2=x_all, binary=ctx.binary, params=_params_fingerprint(ctx, seed, subset, params0))
     return compute_kernel(kernel, params0, x_train, x_all, cache_dir("kernels", key), block=args.kernel_block,
                           column_block=args.column_block, desc=f"kernel {kind} seed {seed}")
+
+
+def _params_fingerprint(ctx: Context, seed: int, subset: str, params: Any) -> str:
+    """``kernel_store.fingerprint`` of a seed's θ0 (of ``subset``), computed once per run."""
+    from ntk_lab.kernel_store import fingerprint
+
+    if (seed, subset) not in ctx.params_fingerprint:
+        ctx.params_fingerprint[seed, subset] = fingerprint(params)
+    return ctx.params_fingerprint[seed, subset]
+
+
+def provenance(ctx: Context, split: Any, params0: Any) -> dict[str, str]:
+    """What a seed's records depend on besides the options: its data, the tokenizer and label words, θ0
+    and our code (``ntk_lab.state``)."""
+    examples = [(e.fields, e.label) for e in split.train + split.dev + split.test]
+    tokenizer = ctx.model.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    label_ids = np.asarray(getattr(ctx.base_f, "label_ids", np.zeros(0, np.int64)))
+    return {"data": digest(examples), "tokenizer": digest([vocabulary, label_ids.tolist()]),
+            "model": _params_fingerprint(ctx, split.seed, ctx.subset_text, params0), "code": code_version()}
 
 
 def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
@@ -303,6 +266,12 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
     with ctx.timer.stage("f0"):
         f0 = batched_outputs(ctx.f, params0, encoded, args.batch_size, desc=f"f0 seed {seed}")
     f0b = {name: _binary_outputs(f0[rows], ctx.binary) for name, rows in parts.items()}
+    inputs_of = provenance(ctx, split, params0)
+
+    def keep(method: str, record: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+        ctx.state.save(seed, method, record, arrays, inputs_of)
+        ctx.timer.save()
+        return record, arrays
 
     trainable = count_params(params0, ctx.param_filter)
     total = count_params(_base_params(ctx, seed))
@@ -322,7 +291,7 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
     kernels_at_init: dict[str, np.ndarray] = {}
     for kind in args.kernels:
         method = f"kernel-{kind}"
-        cached = ctx.state.load(seed, method)
+        cached = ctx.state.load(seed, method, inputs_of)
         if cached is None:
             with ctx.timer.stage("kernels"):
                 k = _kernel(ctx, kind, params0, x["train"], _inputs(encoded), seed)
@@ -340,15 +309,14 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
                               "kernel_alignment_to_full": kernel_alignment(k_sub, k_full)}
             record = scored(method, {"solver": solver, "lambda": chosen.lam, "scale": chosen.scale,
                                      "dev_accuracy": chosen.dev_accuracy, **similarity}, solvers.predict_labels(scores))
-            cached = record, {"test": scores, "k_train": k[:, :, parts["train"]]}
-            ctx.state.save(seed, method, *cached)
+            cached = keep(method, record, {"test": scores, "k_train": k[:, :, parts["train"]]})
         records.append(cached[0])
         outputs[method] = cached[1]
         kernels_at_init[kind] = cached[1]["k_train"]
 
     for name in args.optimizers:
         method = f"ft-{name}"
-        cached = ctx.state.load(seed, method)
+        cached = ctx.state.load(seed, method, inputs_of)
         if cached is None:
             with ctx.timer.stage("fine-tune"):
                 result = finetune.train(
@@ -380,8 +348,7 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
                 "curve": {"lr": best.lr, "steps": best.steps, "train_loss": best.train_loss,
                           "dev_accuracy": best.dev_accuracy},
             }, f_ft.argmax(1))
-            cached = record, {"test": f_ft}
-            ctx.state.save(seed, method, *cached)
+            cached = keep(method, record, {"test": f_ft})
         records.append(cached[0])
         outputs[method] = cached[1]
 
@@ -452,17 +419,18 @@ def main(argv: list[str] | None = None) -> None:
     out = writable_folder(Path(args.out))
     task = get_task(args.task)
     train, test = load_task_data(task, args.data_dir)
-    model = load_masked_lm(args.model, init_missing_head=args.init_missing_head)
-    f = HeadClassifier(model, task.num_classes) if args.no_prompt else PromptedClassifier.for_task(model, task)
     binary = args.binary == "on" or (args.binary == "auto" and task.num_classes == 2)
     if binary and task.num_classes != 2:
         raise NtkLabError(f"--binary on needs a two-class task; {task.name} has {task.num_classes} classes")
-    config = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "subsets", "subset")}
     splits = [kshot_split(train, test, task.num_classes, args.k, seed, args.test_cap) for seed in args.seeds]
+    model = load_masked_lm(args.model, init_missing_head=args.init_missing_head)
+    f = HeadClassifier(model, task.num_classes) if args.no_prompt else PromptedClassifier.for_task(model, task)
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "subsets", "subset")}
     print(f"{task.name}, {args.model}, k={args.k}, train n={len(splits[0].train)}, test n={len(splits[0].test)}, "
           f"{'binary ' if binary else ''}kernels {', '.join(args.kernels)}, fine-tuning {', '.join(args.optimizers)}"
           f"{', no prompt' if args.no_prompt else ''}, subsets {', '.join(args.subsets)}", flush=True)
-    runs, first_outputs, timer = [], None, Timer()
+    whole_run = {**config, "seeds": args.seeds, "subsets": args.subsets}
+    runs, first_outputs, timer = [], None, Timer(out / "state" / f"timing-{digest(whole_run)[:12]}.json")
     for subset_text in args.subsets:
         state = State(out, {**config, "subset": subset_text})
         ctx = Context(args, task, model, f, parse_subset(subset_text, seed=0), binary, timer, state,
@@ -473,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
             first_outputs = first_outputs or outputs
             print(f"{subset_text}, seed {split.seed}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in records),
                   flush=True)
+    timer.save()
     sweep = len(args.subsets) > 1
     methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
     rows = [f"{m} [{s}]" for s in args.subsets for m in methods] if sweep else methods
@@ -481,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         "diagnostics": {key: summarize(runs, key, sweep) for key in (*DIAGNOSTICS, *SUBSET_METRICS, "linearized_accuracy")},
         "timing": {k: round(v, 3) for k, v in timer.seconds.items()},
         "peak_rss_gib": {k: round(v, 3) for k, v in timer.peak_gib.items()},
+        "invocations": timer.invocations,
         "config": {**config, "binary": binary, "seeds": args.seeds, "subsets": args.subsets},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))

@@ -1,11 +1,15 @@
-"""Kernel blocks on disk: resume gives the identical kernel, NaN stops with the examples named."""
+"""Kernel blocks on disk: resume gives the identical kernel, NaN stops with the examples named, a damaged
+tile is recomputed, and runs sharing a cache wait for each other's tiles."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +17,7 @@ import numpy as np
 import pytest
 
 from ntk_lab.errors import NtkLabError
-from ntk_lab.kernel_store import compute_kernel, kernel_key
+from ntk_lab.kernel_store import compute_kernel, kernel_key, write_tile
 from ntk_lab.kernels import entk_fn
 
 
@@ -61,7 +65,67 @@ def test_nan_block_names_the_examples(tmp_path) -> None:
     bad = X1.at[4, 0].set(jnp.nan)
     with pytest.raises(NtkLabError, match=r"NaN/Inf at x1 examples \[4\] against x2 examples \[0, 1, 2, 3\]"):
         compute_kernel(entk_fn(f), PARAMS, bad, X2, tmp_path, block=3)
-    assert sorted(p.name for p in tmp_path.glob("rows_*")) == ["rows_0000000_0000003.npy"]
+    assert sorted(p.name for p in tmp_path.glob("rows_*.npy")) == ["rows_0000000_0000003.npy"]
+    assert not list(tmp_path.glob("*.lock"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_tile_is_named_and_recomputed(tmp_path, capsys, damage) -> None:
+    kernel = entk_fn(f)
+    first = compute_kernel(kernel, PARAMS, X1, X2, tmp_path, block=4)
+    tile = tmp_path / "rows_0000004_0000008.npy"
+    data = tile.read_bytes()
+    if damage == "truncate":
+        tile.write_bytes(data[: len(data) // 2])
+    else:  # same size, header kept, values replaced: np.load alone would accept it
+        tile.write_bytes(data[:128] + np.random.default_rng(0).bytes(len(data) - 128))
+    calls = []
+    again = compute_kernel(lambda p, a, b: calls.append(len(a)) or kernel(p, a, b), PARAMS, X1, X2, tmp_path, block=4)
+    err = capsys.readouterr().err
+    assert f"{tile} does not match its checksum" in err and "recomputing it" in err
+    assert calls == [4]  # that tile only
+    np.testing.assert_array_equal(again, first)
+
+
+def _hold_claim(path, seconds: float) -> subprocess.Popen:
+    """Another live process, named in a claim on ``path``'s tile."""
+    holder = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+    (path.parent / (path.name + ".lock")).write_text(f"{socket.gethostname()} {holder.pid}\n")
+    return holder
+
+
+def test_a_run_waits_for_a_tile_another_run_is_computing(tmp_path, capsys) -> None:
+    kernel = entk_fn(f)
+    whole = compute_kernel(kernel, PARAMS, X1, X2, tmp_path / "reference", block=4)
+    tile = tmp_path / "rows_0000004_0000008.npy"
+    holder = _hold_claim(tile, 60)
+
+    def the_other_run() -> None:  # finishes its tile after a second and releases its claim
+        time.sleep(1.0)
+        write_tile(tile, whole[4:8])
+        (tmp_path / (tile.name + ".lock")).unlink()
+
+    other = threading.Thread(target=the_other_run)
+    other.start()
+    calls = []
+    try:
+        got = compute_kernel(lambda p, a, b: calls.append(len(a)) or kernel(p, a, b), PARAMS, X1, X2, tmp_path, block=4)
+    finally:
+        other.join()
+        holder.kill()
+    assert sorted(calls) == [2, 4]  # rows 0-4 and 8-10 here; rows 4-8 came from the other run
+    assert "waiting for 1 tile(s) another run is computing" in capsys.readouterr().err
+    np.testing.assert_array_equal(got, whole)
+
+
+def test_a_claim_whose_process_died_is_taken_over(tmp_path) -> None:
+    tile = tmp_path / "rows_0000000_0000004.npy"
+    holder = _hold_claim(tile, 0)
+    holder.wait()
+    calls = []
+    kernel = entk_fn(f)
+    compute_kernel(lambda p, a, b: calls.append(len(a)) or kernel(p, a, b), PARAMS, X1, X2, tmp_path, block=4)
+    assert sorted(calls) == [2, 4, 4] and not list(tmp_path.glob("*.lock"))
 
 
 def test_key_depends_on_model_data_kind_and_subset() -> None:
