@@ -6,8 +6,9 @@ Pretraining minimizes the squared error of every label given the prompt before i
 ``(1/(T+1)) Σ_t (ŷ_t - y_t)²``, with Adam, on fresh prompts each step (or on a fixed set of
 ``--prompts N`` prompts, the pretraining set). Each step's batch comes from ``(seed, step)``, so a run
 is deterministic; ``DIR/checkpoint.msgpack`` is written atomically every ``--checkpoint-every`` steps
-and a rerun resumes from it. Then ``DIR/curves.json`` holds the simulate curves with ``transformer``
-added, and ``transformer_vs_bma``: the mean of ``(ŷ_transformer - ŷ_BMA)²`` at every T, the
+with the settings that determine training (``TRAINING_SETTINGS``), and a rerun with the same settings
+resumes from it (``--steps`` may grow); other settings are one error line, ``--restart`` starts over.
+Then ``DIR/curves.json`` holds the simulate curves with ``transformer`` added, and ``transformer_vs_bma``: the mean of ``(ŷ_transformer - ŷ_BMA)²`` at every T, the
 pretraining error in the paper's decomposition (ICL error = BMA error + pretraining error).
 """
 
@@ -26,6 +27,8 @@ import optax
 from icl_bayes.model import InvalidArgument, LinearICL
 from icl_bayes.simulate import _parser, curves, figures, predictions, print_summary, run_cli, setup
 from icl_bayes.transformer import ICLTransformer
+
+TRAINING_SETTINGS = ("d", "T", "prior", "noise", "tau", "seed", "lr", "batch_size", "layers", "width", "heads", "prompts")
 
 
 def batch(model: LinearICL, T: int, size: int, seed: int, step: int, pool: tuple[np.ndarray, np.ndarray] | None):
@@ -63,19 +66,35 @@ class Pretrainer:
     def state(self) -> dict:
         return {"params": self.params, "opt_state": self.opt_state, "step": self.step, "losses": self.losses}
 
-    def save(self, path: Path) -> None:
-        """Serialize the training state to ``path`` atomically (temporary file, then rename)."""
+    def save(self, path: Path, settings: dict | None = None) -> None:
+        """Serialize the training state and the ``settings`` that produced it to ``path`` atomically."""
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(flax.serialization.msgpack_serialize(
             {"params": flax.serialization.to_state_dict(self.params),
              "opt_state": flax.serialization.to_state_dict(self.opt_state),
-             "step": self.step, "losses": np.asarray(self.losses, np.float64)}))
+             "step": self.step, "losses": np.asarray(self.losses, np.float64),
+             "settings": json.dumps(settings or {}, sort_keys=True)}))
         tmp.replace(path)
 
-    def load(self, path: Path) -> None:
-        state = flax.serialization.msgpack_restore(path.read_bytes())
-        self.params = flax.serialization.from_state_dict(self.params, state["params"])
-        self.opt_state = flax.serialization.from_state_dict(self.opt_state, state["opt_state"])
+    def load(self, path: Path, settings: dict | None = None) -> None:
+        """Restore the state saved in ``path``; with ``settings``, first check they are the ones it was
+        trained with (a damaged file or other settings: ``InvalidArgument``)."""
+        try:
+            state = flax.serialization.msgpack_restore(path.read_bytes())
+            saved = json.loads(state.get("settings", "{}"))
+        except Exception:  # msgpack raises several unrelated types on damaged bytes
+            raise InvalidArgument(f"{path} is damaged: delete it or pass --restart to start over") from None
+        if settings is not None and saved != settings:
+            changed = [k for k in settings if saved.get(k) != settings[k]] or ["(settings not recorded)"]
+            was = " ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in changed if k in saved)
+            raise InvalidArgument(
+                f"{path} was trained with other settings ({', '.join(changed)}{': ' + was if was else ''}): "
+                "rerun with those, choose another --out, or pass --restart to start over")
+        try:
+            self.params = flax.serialization.from_state_dict(self.params, state["params"])
+            self.opt_state = flax.serialization.from_state_dict(self.opt_state, state["opt_state"])
+        except (KeyError, ValueError) as e:
+            raise InvalidArgument(f"{path} does not fit this network ({str(e).splitlines()[0]}): pass --restart") from None
         self.step = int(state["step"])
         self.losses = [float(v) for v in np.asarray(state["losses"]).reshape(-1)]
 
@@ -93,8 +112,10 @@ class Pretrainer:
 
 
 def pretrain(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch_size: int, seed: int,
-             pool: tuple[np.ndarray, np.ndarray] | None, checkpoint: Path | None, every: int) -> float:
-    """Train until ``trainer.step == steps``, checkpointing every ``every`` steps; returns steps/s."""
+             pool: tuple[np.ndarray, np.ndarray] | None, checkpoint: Path | None, every: int,
+             settings: dict | None = None) -> float:
+    """Train until ``trainer.step == steps``, checkpointing (with ``settings``) every ``every`` steps;
+    returns steps/s."""
     from tqdm.auto import tqdm
 
     start, first = time.perf_counter(), trainer.step
@@ -104,7 +125,7 @@ def pretrain(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch_si
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if checkpoint is not None and (trainer.step % every == 0 or trainer.step == steps):
-                trainer.save(checkpoint)
+                trainer.save(checkpoint, settings)
     done = trainer.step - first
     return done / (time.perf_counter() - start) if done else float("nan")
 
@@ -120,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--prompts", type=int, default=0, help="pretraining-set size (0: fresh prompts every step)")
     p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and train from step 0")
     args = p.parse_args(argv)
     for name in ("steps", "batch_size", "layers", "width", "heads", "checkpoint_every"):
         if getattr(args, name) < 1:
@@ -134,15 +156,16 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.msgpack"
     trainer = Pretrainer(args.width, args.layers, args.heads, args.lr, args.d, args.T, args.seed)
-    if checkpoint.exists():
-        trainer.load(checkpoint)
+    settings = {k: config[k] for k in TRAINING_SETTINGS}
+    if checkpoint.exists() and not args.restart:
+        trainer.load(checkpoint, settings)
         print(f"resumed from step {trainer.step}", flush=True)
     pool = None
     if args.prompts:
         fixed = model.sample(args.prompts, args.T, seed=args.seed + 7_777)
         pool = (fixed.x, fixed.y)
     steps_per_s = pretrain(trainer, model, args.T, args.steps, args.batch_size, args.seed, pool, checkpoint,
-                           args.checkpoint_every)
+                           args.checkpoint_every, settings)
     prompts = model.sample(args.trials, args.T, seed=args.seed + 1, misspecified=args.misspecified)
     preds = predictions(model, prompts, config["beta"], args.ridge_lambda)
     preds["transformer"] = trainer.predict(prompts.x, prompts.y)
