@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ntk_lab.cli import parser
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 STAGES = ("tokenize", "f0", "kernels", "solve", "fine-tune")
@@ -71,7 +73,7 @@ def run_case(model: str, data_dir: str, full: bool, scratch: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("python benchmarks/compare.py", __doc__.split("\n\n")[0])
     p.add_argument("--models", default="tiny,roberta-base-size")
     p.add_argument("--full", action="store_true", help="the paper-size settings for every model (for a GPU)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare.json"))

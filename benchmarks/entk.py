@@ -24,6 +24,8 @@ from pathlib import Path
 from bench_common import SIZES, first_and_best
 from roofline import bound, gram_intensity, matmul_roofline, memory_bandwidth
 
+from ntk_lab.cli import parser
+
 ROOT = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "structured", "sketch")
 NT_IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
@@ -138,7 +140,7 @@ def _agreement(rows: list[dict], case_dir: Path) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("python benchmarks/entk.py", __doc__.split("\n\n")[0])
     p.add_argument("--models", default="mlp,tiny,bert-base")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "entk.json"))

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from ntk_lab.cli import parser
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -71,7 +73,7 @@ def compute(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("python benchmarks/entk_scale.py", __doc__.split("\n\n")[0])
     p.add_argument("--train", type=int, default=32)
     p.add_argument("--test", type=int, default=872)
     p.add_argument("--length", type=int, default=64)

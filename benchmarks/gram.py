@@ -14,12 +14,13 @@ same padded off the power of two.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from bench_common import first_and_best
 from roofline import bound, gram_intensity, matmul_roofline, memory_bandwidth
+
+from ntk_lab.cli import parser
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [(32, 1_000_000), (32, 2**22), (32, 2**22 + 64), (8, 2**22 + 64)]
@@ -47,7 +48,7 @@ def gram_gflops(m: int, p: int, options: dict, form: str) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("python benchmarks/gram.py", __doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gram.json"))
     args = p.parse_args()
     from ntk_lab.kernels import cpu_compiler_options

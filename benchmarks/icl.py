@@ -8,16 +8,17 @@ Goal: BMA curves for d = 20, T up to 100 and 100,000 prompts in under 10 s on th
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
+
+from ntk_lab.cli import parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("python benchmarks/icl.py", __doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=100_000)
     p.add_argument("--d", type=int, default=20)
     p.add_argument("--T", type=int, default=100)

@@ -9,7 +9,6 @@ peak a large square matmul in the compute dtype measured in the same run (the ro
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import replace
@@ -22,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import first_and_best  # noqa: E402
 
+from ntk_lab.cli import parser  # noqa: E402
 from ntk_lab.pretrain import PretrainConfig, Trainer, compute_dtype, machine, step_flops  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def measure(config: PretrainConfig, vocab_size: int, steps: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("python benchmarks/pretrain.py", __doc__.split("\n\n")[0])
     p.add_argument("--configs", default="tiny,small,medium,mini")
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--batch-size", type=int, default=64)

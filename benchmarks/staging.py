@@ -14,7 +14,6 @@ with ``cpu_compiler_options("jacobian")``; the tiny model's case file is written
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 from bench_common import SIZES, first_and_best
+
+from ntk_lab.cli import parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def cases(tmp: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("python benchmarks/staging.py", __doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "staging.json"))
     args = p.parse_args()
     import jax

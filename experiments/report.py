@@ -30,9 +30,12 @@ def cli(name: str, doc: str, defaults: dict[str, Any], compute: Callable[[argpar
         rows: Callable[[dict], list[tuple[str, str, str]]], figure: Callable[[dict], Any]) -> None:
     """An experiment's command line: ``--key VALUE`` for each of ``defaults`` (typed as its default;
     ``out`` is the folder), ``result = compute(args)``, then :func:`write` with a headless matplotlib."""
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    from ntk_lab.cli import parser
+
+    p = parser(f"python -m experiments.{name}", doc.split("\n\n")[0],
+               f"writes OUT/{name}.json, OUT/{name}.md (the table) and OUT/{name}.png (the figure)")
     for key, value in defaults.items():
-        p.add_argument(f"--{key}", type=type(value), default=value)
+        p.add_argument(f"--{key}", type=type(value), default=value, help="output folder" if key == "out" else key.replace("_", " "))
     args = p.parse_args()
     import matplotlib
 

@@ -130,17 +130,28 @@ def pretrain(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch_si
     return done / (time.perf_counter() - start) if done else float("nan")
 
 
+EPILOG = """outputs, in --out:
+  checkpoint.msgpack  the training state and the settings that determine it (written every
+                      --checkpoint-every steps); run the same command again to resume, --restart to
+                      start over
+  curves.json         the simulate curves with 'transformer' added, transformer_vs_bma (the mean of
+                      (ŷ_transformer - ŷ_BMA)² at every T) and the training loss
+  mse.png, excess.png, regret.png  as python -m icl_bayes.simulate draws them
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = _parser(__doc__.splitlines()[0])
+    p = _parser("python -m icl_bayes.pretrain", "Pretrain a small transformer on ICL prompts, then compare it with BMA.",
+                EPILOG)
     p.set_defaults(T=32, trials=1000, out="runs/icl-pretrain")
     p.add_argument("--steps", type=int, default=2000, help="pretraining steps")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=64, help="prompts per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--layers", type=int, default=2, help="transformer blocks")
+    p.add_argument("--width", type=int, default=64, help="model width")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (a divisor of --width)")
     p.add_argument("--prompts", type=int, default=0, help="pretraining-set size (0: fresh prompts every step)")
-    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and train from step 0")
     args = p.parse_args(argv)
     for name in ("steps", "batch_size", "layers", "width", "heads", "checkpoint_every"):

@@ -172,18 +172,20 @@ def figures(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def _parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    from ntk_lab.cli import parser
+
+    p = parser(prog, description, epilog)
     p.add_argument("--d", type=int, default=8, help="covariate dimension")
     p.add_argument("--T", type=int, default=64, help="examples per prompt")
     p.add_argument("--prior", default="gaussian", help="gaussian or finite:M")
     p.add_argument("--noise", type=float, default=0.5, help="noise standard deviation σ")
     p.add_argument("--tau", type=float, default=1.0, help="prior scale τ")
     p.add_argument("--trials", type=int, default=2000, help="prompts simulated")
-    p.add_argument("--beta", type=float, default=None, help="prompt-attention temperature (default √d)")
+    p.add_argument("--beta", type=float, default=None, help="prompt-attention temperature (unset: √d)")
     p.add_argument("--ridge-lambda", type=float, default=1.0, help="λ of the 'ridge' baseline")
     p.add_argument("--misspecified", type=float, default=0.0, help="fraction of in-context labels from a wrong mapping")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompts (and of a finite prior's concepts)")
     p.add_argument("--out", default="runs/icl", help="output folder")
     return p
 
@@ -236,8 +238,18 @@ def print_summary(result: dict) -> None:
               f"{result['regret']['bound'][-1]:.3f}, holds on every prompt: {result['regret']['bound_holds_on_every_prompt']}")
 
 
+EPILOG = """outputs, in --out:
+  curves.json   per predictor the mean squared error at every T with its 95% interval and the excess
+                risk; BMA's closed-form risk and regret; the simulated regret; log-log slopes
+  mse.png       error against prompt length
+  excess.png    excess risk over the oracle (log-log, and times T)
+  regret.png    cumulative log-loss regret against its closed form or bound
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = _parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = _parser("python -m icl_bayes.simulate", "ICL error curves of BMA and its rivals against their closed forms.",
+                   EPILOG).parse_args(argv)
     model, config = setup(args)
     prompts = model.sample(args.trials, args.T, args.seed, args.misspecified)
     result = curves(model, prompts, predictions(model, prompts, config["beta"], args.ridge_lambda), config)

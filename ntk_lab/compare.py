@@ -60,11 +60,37 @@ def _names(text: str, option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+EPILOG = """outputs, in --out:
+  results.json    every (seed, method) record, mean ± std per method, diagnostics, timing, config
+  results.csv     the records as a table
+  accuracy.png    test accuracy per method, seeds as dots, chance as a line
+  scatter.png     kernel against fine-tuned outputs on test, one panel per optimizer
+  curves.png      fine-tuning's dev accuracy and train loss per step, the kernel's dev accuracy
+  subsets.png     with --subsets: accuracy and kernel similarity per subset
+  state/          finished (seed, method) records with the hashes of their inputs
+
+resuming: run the same command again; finished records and kernel tiles are reused, and records made
+from other data, tokenizer, parameters or code are recomputed.
+
+cache: kernels are kept by content in $NTK_LAB_CACHE/kernels (default ~/.cache/ntk_lab), each tile
+with its checksum; runs sharing the cache wait for each other's tiles. The tiny models and the sample
+are built there too.
+"""
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ntk_lab.compare", description=__doc__.splitlines()[0])
+    from ntk_lab.cli import parser
+    from ntk_lab.subsets import SUBSET_KINDS
+
+    p = parser("python -m ntk_lab.compare", "Kernel regression with the eNTK against prompt-based fine-tuning of "
+               "the same masked LM, on the same k-shot splits.", EPILOG)
     p.add_argument("--task", required=True, help="sst2, sst5, mr, cr, mpqa, subj, trec, agnews, mnli, snli, qnli, rte, mrpc, qqp")
-    p.add_argument("--model", default="roberta-base", help="hub id (needs the network), checkpoint folder, a model that ships with ntk-lab (miniberta-small, pretrained offline), or 'tiny' / 'tiny-bert' (random, offline)")
-    p.add_argument("--data-dir", default=None, help="folder with the task's files (DIR/SST-2/train.tsv ...), or 'sample'")
+    p.add_argument("--model", default="roberta-base", help="a hub id (needs the network), a checkpoint folder, a "
+                   "model that ships with ntk-lab (miniberta-small, pretrained offline), or 'tiny' / 'tiny-bert' "
+                   "(random, offline)")
+    p.add_argument("--data-dir", default=None, help="folder with the task's files (DIR/SST-2/train.tsv, "
+                   "DIR/cr/train.csv ...), or 'sample': a synthetic SST-2 (sst2 only, offline); unset: GLUE tasks "
+                   "from the hub (needs the network)")
     p.add_argument("--k", type=int, default=16, help="examples per label in the train (and dev) split")
     p.add_argument("--seeds", default="13,21,42,87,100", help="comma-separated k-shot seeds")
     p.add_argument("--test-cap", type=int, default=1000, help="test examples at most (a fixed subset)")
@@ -72,7 +98,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="batch size for evaluating f")
     p.add_argument("--init-missing-head", action="store_true", help="initialise MLM-head weights the checkpoint lacks")
     p.add_argument("--no-prompt", action="store_true", help="linear head on the first token instead of label-word logits")
-    p.add_argument("--subset", default="full", help="trainable subspace: full, head, bitfit, lora:R")
+    p.add_argument("--subset", default="full", help="trainable subspace: " + "; ".join(
+        f"{name}: {what}" for name, what in SUBSET_KINDS.items()))
     p.add_argument("--subsets", default=None, help="comma-separated subsets to sweep (one table and subsets.png)")
     p.add_argument("--kernels", default="sgd,asigngd", help="kernels to solve: sgd, signgd, asigngd")
     p.add_argument("--solver", default="ridge", choices=("ridge", "svm", "logistic", "lssvm"),
@@ -85,13 +112,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kernel-block", type=int, default=32, help="train rows per kernel tile on disk")
     p.add_argument("--column-block", type=int, default=128, help="examples per kernel column tile on disk")
     p.add_argument("--optimizers", default="sgd,adam", help="fine-tuning optimizers: sgd, adam, signgd")
-    p.add_argument("--loss", default="ce", choices=("ce", "mse"))
+    p.add_argument("--loss", default="ce", choices=("ce", "mse"), help="fine-tuning loss: cross-entropy or squared error")
     p.add_argument("--steps", type=int, default=1000, help="fine-tuning steps per learning rate")
     p.add_argument("--eval-every", type=int, default=100, help="steps between dev evaluations")
     p.add_argument("--ft-batch-size", type=int, default=0, help="fine-tuning minibatch (0: full batch)")
-    p.add_argument("--lr-sgd", default="1e-4,1e-3,1e-2")
-    p.add_argument("--lr-adam", default="1e-5,1e-4,1e-3")
-    p.add_argument("--lr-signgd", default="1e-5,1e-4,1e-3")
+    for name, lrs in (("sgd", "1e-4,1e-3,1e-2"), ("adam", "1e-5,1e-4,1e-3"), ("signgd", "1e-5,1e-4,1e-3")):
+        p.add_argument(f"--lr-{name}", default=lrs, help=f"{name} learning rates to try (the best on dev is kept)")
     p.add_argument("--out", default="runs/compare", help="output folder")
     args = p.parse_args(argv)
     try:

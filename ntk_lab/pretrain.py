@@ -617,31 +617,40 @@ def with_overrides(config: PretrainConfig, **numbers: int | None) -> PretrainCon
     return replace(config, architecture={**config.architecture, **given})
 
 
-def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, Any]:
-    import argparse
+EPILOG = """outputs, in --out:
+  model/          config.json, model.safetensors (--save-dtype), tokenizer files: an HF checkpoint folder
+  pretrain.json   the command, commit, machine, tokens, wall time, held-out loss and the training log
+  run.json        the settings; a rerun with others is an error (--restart starts over)
+  checkpoint.msgpack, checkpoint.json  the training state, written atomically every --checkpoint-every steps
+  tokenizer/      the byte-level BPE trained on the corpus (every task's label word one token)
+  rows.npy        the tokenized corpus packed into --seq-len rows
 
-    p = argparse.ArgumentParser(
-        prog="python -m ntk_lab.pretrain",
-        description="Pretrain a RoBERTa-architecture masked LM (a MiniBERTa) on text files; the result is a "
-        "Hugging Face checkpoint folder OUT/model that --model OUT/model loads. Rerun the same command to resume.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+resuming: run the same command again; it continues from the last checkpoint with identical results.
+"""
+
+
+def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, Any]:
+    from ntk_lab.cli import parser
+
+    p = parser("python -m ntk_lab.pretrain", "Pretrain a RoBERTa-architecture masked LM (a MiniBERTa) on text "
+               "files; the result is a Hugging Face checkpoint folder OUT/model that --model OUT/model loads.", EPILOG)
     p.add_argument("--corpus", required=True, help="comma-separated text files (.xz or plain UTF-8), one document a line")
     p.add_argument("--config", default="small", help="architecture: " + "; ".join(
         f"{name}: {a['num_hidden_layers']} layers, hidden {a['hidden_size']}, {a['num_attention_heads']} heads, "
         f"FFN {a['intermediate_size']}" for name, a in ARCHITECTURES.items()))
     p.add_argument("--tokens", type=float, default=1e6, help="tokens seen in training (steps = tokens / (batch x length))")
     p.add_argument("--out", required=True, help="output folder: checkpoint, log, pretrain.json and the model in OUT/model")
-    p.add_argument("--vocab-size", type=int, default=16_384)
+    p.add_argument("--vocab-size", type=int, default=16_384, help="tokens in the BPE vocabulary")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per packed row")
     p.add_argument("--batch-size", type=int, default=64, help="rows per step")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     p.add_argument("--warmup", type=float, default=0.06, help="fraction of steps of linear warmup")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--mask-prob", type=float, default=0.15)
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's decoupled weight decay (matrices only)")
+    p.add_argument("--mask-prob", type=float, default=0.15, help="share of tokens masked (80%% <mask>, 10%% random, "
+                   "10%% kept)")
     p.add_argument("--val-sequences", type=int, default=64, help="rows held out for the validation loss")
     p.add_argument("--tokenizer-chars", type=float, default=2e7, help="characters of corpus the BPE is trained on")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, masking and row order")
     p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
                    help="compute dtype; auto: bfloat16 (float32 master weights) on GPU, float32 on CPU")
     for name in ("hidden-size", "layers", "heads", "intermediate-size"):

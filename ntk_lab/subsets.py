@@ -37,7 +37,16 @@ import numpy as np
 from ntk_lab.errors import NtkLabError
 from ntk_lab.kernels import path_names
 
-SUBSET_FORMS = "full, head, bitfit, lora:R, prompt:N, deep-prompt:N, pasta"
+SUBSET_KINDS = {
+    "full": "every parameter",
+    "head": "the MLM head only",
+    "bitfit": "the biases only",
+    "lora:R": "rank-R LoRA on the attention's query and value matrices",
+    "prompt:N": "N soft-prompt vectors at the input embeddings",
+    "deep-prompt:N": "N trainable prompt positions before every layer",
+    "pasta": "one vector per layer for each kind of special token",
+}
+SUBSET_FORMS = ", ".join(SUBSET_KINDS)
 ADAPTERS = ("prompt", "deep-prompt", "pasta")
 _HEAD = ("lm_head", "lm_bias", "decoder")
 

@@ -1,0 +1,66 @@
+"""Every command line's ``--help``: named as it is typed, defaults shown, outputs, cache and resuming
+described (the compare CLI also: every subset kind, the offline sample, which model needs the network)."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from ntk_lab.subsets import SUBSET_KINDS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _help(capsys, run) -> str:
+    with pytest.raises(SystemExit) as e:
+        run()
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", ["ntk_lab.compare", "ntk_lab.pretrain", "icl_bayes.simulate", "icl_bayes.pretrain"])
+def test_each_main_cli_names_itself_and_shows_defaults_and_outputs(module, capsys) -> None:
+    main = __import__(module, fromlist=["main"]).main
+    text = _help(capsys, lambda: main(["--help"]))
+    assert text.startswith(f"usage: python -m {module} ")
+    assert "outputs, in --out:" in text
+    # every option with a value by default shows it: count the options, then the defaults shown
+    options = set(re.findall(r"^  (--[a-z-]+) [A-Z_]+", text, flags=re.M)) - {"--task", "--corpus", "--out"}
+    unset = {"--data-dir", "--beta", "--subsets", "--init-from", "--hidden-size", "--layers", "--heads",
+             "--intermediate-size"} if module == "ntk_lab.pretrain" else {"--data-dir", "--beta", "--subsets"}
+    assert text.count("(default: ") >= len(options - unset) >= 8
+
+
+def test_compare_help_lists_subsets_outputs_cache_and_resuming(capsys) -> None:
+    from ntk_lab.compare import main
+
+    text = " ".join(_help(capsys, lambda: main(["--help"])).split())  # one line, single spaces
+    assert "(default: roberta-base)" in text and "a hub id (needs the network)" in text
+    assert "'sample': a synthetic SST-2" in text
+    for kind in SUBSET_KINDS:
+        assert f"{kind}: " in text, kind
+    for output in ("results.json", "results.csv", "accuracy.png", "scatter.png", "curves.png", "subsets.png", "state/"):
+        assert output in text, output
+    assert "$NTK_LAB_CACHE/kernels" in text and "resuming: run the same command again" in text
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "experiments").glob("*.py")
+                                          if "report.cli(" in p.read_text()))
+def test_experiment_help(script, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    monkeypatch.delitem(sys.modules, f"experiments.{script[:-3]}", raising=False)  # run it fresh, as python -m does
+    text = _help(capsys, lambda: runpy.run_module(f"experiments.{script[:-3]}", run_name="__main__"))
+    assert text.startswith(f"usage: python -m experiments.{script[:-3]} ") and "(default: " in text
+    assert f"OUT/{script[:-3]}.json" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if "parser(" in p.read_text()))
+def test_benchmark_help(script, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    text = _help(capsys, lambda: runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__"))
+    assert text.startswith(f"usage: python benchmarks/{script} ")
