@@ -416,21 +416,24 @@ def _write_csv(path: Path, runs: list[dict]) -> None:
         writer.writerows(runs)
 
 
-def _figures(out: Path, results: dict, methods: list[str], outputs: dict, seed: int, title: str) -> None:
+def _figures(out: Path, results: dict, methods: list[str], outputs: dict[int, dict], title: str, chance: float) -> None:
+    """accuracy.png, and over every seed scatter.png and curves.png (``outputs``: seed -> method -> arrays)."""
     from ntk_lab import figures
 
-    figures.accuracy_figure(results["runs"], methods, out / "accuracy.png", title)
-    pairs = [(k, outputs[k]["test"], ft, outputs[ft]["test"]) for k, ft in COUNTERPART.items()
-             if k in outputs and ft in outputs]
-    if pairs:
-        figures.scatter_figure(pairs, out / "scatter.png", f"{title}, seed {seed}, test")
-    records = {r["method"]: r for r in results["runs"] if r["seed"] == seed}
+    figures.accuracy_figure(results["runs"], methods, out / "accuracy.png", title, chance)
+    record = {(r["seed"], r["method"]): r for r in results["runs"]}
+    panels = [(k, ft, [figures.SeedOutputs(seed, got[k]["test"], record[seed, k]["scale"], got[ft]["test"],
+                                           record[seed, ft]["step"]) for seed, got in outputs.items()])
+              for k, ft in COUNTERPART.items() if k in methods and ft in methods]
+    if panels:
+        figures.scatter_figure(panels, out / "scatter.png", f"{title}, test")
     kernel_of = {ft: k for k, ft in COUNTERPART.items()}
-    curves = [(m, records[m]["curve"], kernel_of[m] if kernel_of[m] in records else None,
-               records[kernel_of[m]]["dev_accuracy"] if kernel_of[m] in records else None)
+    curves = [(m, kernel_of[m] if kernel_of[m] in methods else None,
+               [(seed, record[seed, m]["curve"], record[seed, m]["step"],
+                 record[seed, kernel_of[m]]["dev_accuracy"] if kernel_of[m] in methods else None) for seed in outputs])
               for m in methods if m.startswith("ft-")]
     if curves:
-        figures.curve_figure(curves, out / "curves.png", f"{title}, seed {seed}")
+        figures.curve_figure(curves, out / "curves.png", title)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -456,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{'binary ' if binary else ''}kernels {', '.join(args.kernels)}, fine-tuning {', '.join(args.optimizers)}"
           f"{', no prompt' if args.no_prompt else ''}, subsets {', '.join(args.subsets)}", flush=True)
     whole_run = {**config, "seeds": args.seeds, "subsets": args.subsets}
-    runs, first_outputs, timer = [], None, Timer(out / "state" / f"timing-{digest(whole_run)[:12]}.json")
+    runs, seed_outputs, timer = [], {}, Timer(out / "state" / f"timing-{digest(whole_run)[:12]}.json")
     for subset_text in args.subsets:
         state = State(out, {**config, "subset": subset_text})
         ctx = Context(args, task, model, f, parse_subset(subset_text, seed=0), binary, timer, state,
@@ -464,7 +467,8 @@ def main(argv: list[str] | None = None) -> None:
         for split in splits:
             records, outputs = run_seed(ctx, split)
             runs += records
-            first_outputs = first_outputs or outputs
+            if subset_text == args.subsets[0]:
+                seed_outputs[split.seed] = outputs
             print(f"{subset_text}, seed {split.seed}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in records),
                   flush=True)
     timer.save()
@@ -483,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     _write_csv(out / "results.csv", runs)
     title = f"{task.name}, {Path(args.model).name}, k={args.k}"
     full_runs = [r for r in runs if r["subset"] == args.subsets[0]]
-    _figures(out, {**results, "runs": full_runs}, methods, first_outputs, args.seeds[0], title)
+    _figures(out, {**results, "runs": full_runs}, methods, seed_outputs, title, 1 / task.num_classes)
     made = "accuracy.png, scatter.png, curves.png"
     if sweep:
         from ntk_lab import figures

@@ -1,9 +1,12 @@
-"""The compare run's figures: accuracy per method with the seed spread, FT-vs-kernel outputs on test,
-and fine-tuning's dev curve beside the kernel predictor's dev accuracy."""
+"""The compare run's figures: accuracy per method with the seed spread and chance, FT-vs-kernel outputs
+on test on one scale, and fine-tuning's dev curves beside the kernel predictor's dev accuracy, every
+seed drawn. Each function saves a PNG and returns the (closed) matplotlib figure."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,27 +20,41 @@ def _pyplot():
     return plt
 
 
-def accuracy_figure(runs: list[dict], methods: list[str], path: Path, title: str) -> None:
-    """``accuracy_axes`` as a PNG at ``path``."""
+def accuracy_figure(runs: list[dict], methods: list[str], path: Path, title: str, chance: float | None = None) -> Any:
+    """``accuracy_axes`` as a PNG at ``path``; returns the (closed) figure."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2, 3.5))
-    accuracy_axes(ax, runs, methods, title)
+    fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2.5, 3.8))
+    accuracy_axes(ax, runs, methods, title, chance)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
-def accuracy_axes(ax, runs: list[dict], methods: list[str], title: str) -> None:
-    """Bars: mean test accuracy per method; dots: the seeds; whiskers: ± one standard deviation."""
+def _color(method: str) -> str:
+    return "C0" if method.startswith("ft") else "C1" if method.startswith("kernel") else "0.6"
+
+
+def accuracy_axes(ax: Any, runs: list[dict], methods: list[str], title: str, chance: float | None = None) -> None:
+    """Bars: mean test accuracy per method; dots: the seeds; whiskers: ± one standard deviation; a
+    dotted line at ``chance`` (1 / classes); a legend saying which is which."""
+    from matplotlib.patches import Patch
+
     for i, method in enumerate(methods):
         values = np.array([r["accuracy"] for r in runs if r["method"] == method])
-        ax.bar(i, values.mean(), yerr=values.std(), color="C0" if method.startswith("ft") else "C1"
-               if method.startswith("kernel") else "0.6", alpha=0.7, capsize=4)
+        ax.bar(i, values.mean(), yerr=values.std(), color=_color(method), alpha=0.7, capsize=4)
         ax.plot(np.full(len(values), i), values, "k.", ms=5)
+    handles = [Patch(color=_color(m), alpha=0.7, label=label) for m, label in
+               (("ft", "fine-tuning (mean ± std)"), ("kernel", "kernel (mean ± std)"), ("zero-shot", "zero-shot"))
+               if any(x.startswith(m) for x in methods)]
+    handles += ax.plot([], [], "k.", ms=5, label="one seed")
+    if chance is not None:
+        handles.append(ax.axhline(chance, color="0.3", ls=":", lw=1, label=f"chance ({chance:.2g})"))
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.set_title(title)
+    ax.legend(handles=handles, fontsize=7, loc="lower left")
 
 
 def margin(scores: np.ndarray) -> np.ndarray:
@@ -51,47 +68,107 @@ def margin(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean(1, keepdims=True)).reshape(-1)
 
 
-def scatter_figure(pairs: list[tuple[str, np.ndarray, str, np.ndarray]], path: Path, title: str) -> None:
-    """One panel per (kernel, its scores, fine-tuning, its outputs) pair on the test set, with Pearson r."""
+@dataclass(frozen=True)
+class SeedOutputs:
+    """One seed's test outputs of a kernel predictor and of its fine-tuning counterpart.
+
+    ``kernel_scores [N, c']`` are ``f0/s + K α + b`` (``ntk_lab.solvers``), ``s`` = ``scale``;
+    ``ft_outputs [N, C]`` are ``f(θ_T)``; ``step`` is the fine-tuning step selected on dev (0: θ_T = θ0).
+    """
+
+    seed: int
+    kernel_scores: np.ndarray
+    scale: float
+    ft_outputs: np.ndarray
+    step: int
+
+
+def on_output_scale(kernel: np.ndarray, ft: np.ndarray, scale: float) -> tuple[np.ndarray, str]:
+    """The kernel predictor's margins on ``f``'s scale, and how they were put there.
+
+    ``s · (f0/s + K α + b) = f0 + s (K α + b)`` is the kernel model's prediction of ``f`` when the f0
+    scaling ``s`` is finite. With ``s = ∞`` (no offset) the kernel fits the targets alone and has no
+    scale of ``f``: it is multiplied by the least-squares factor ``c = <g, f> / <g, g>``, said in the label.
+    """
+    if np.isfinite(scale):
+        return scale * kernel, f"× s = {scale:g}"
+    c = float(kernel @ ft / (kernel @ kernel)) if np.any(kernel) else 1.0
+    return c * kernel, f"× {c:.3g} (least squares; s = ∞)"
+
+
+def scatter_figure(panels: list[tuple[str, str, list[SeedOutputs]]], path: Path, title: str) -> Any:
+    """One panel per (kernel, fine-tuning) pair: fine-tuned against kernel outputs on test, every seed
+    in its own colour, both on ``f``'s scale (``on_output_scale``) with equal axes and the line
+    ``y = x``; Pearson r per seed. The view spans the 1st to 99th percentile of all outputs (the title
+    counts the points outside). A seed whose selected step is 0 (fine-tuning did not move) says so."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3.8), squeeze=False)
-    for ax, (kernel_name, kernel_scores, ft_name, ft_scores) in zip(axes[0], pairs):
-        x, y = margin(kernel_scores), margin(ft_scores)
-        r = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else float("nan")
-        ax.scatter(x, y, s=6, alpha=0.6)
-        ax.axhline(0, color="0.7", lw=0.8)
-        ax.axvline(0, color="0.7", lw=0.8)
-        ax.set_xlabel(f"{kernel_name} output")
-        ax.set_ylabel(f"{ft_name} output")
-        ax.set_title(f"{title}\nPearson r = {r:.3f}", fontsize=9)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+    for ax, (kernel_name, ft_name, seeds) in zip(axes[0], panels):
+        points = []
+        for i, item in enumerate(seeds):
+            y = margin(item.ft_outputs)
+            x, how = on_output_scale(margin(item.kernel_scores), y, item.scale)
+            r = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else float("nan")
+            moved = "" if item.step > 0 else ", step 0: f = f0"
+            ax.scatter(x, y, s=6, alpha=0.5, color=f"C{i}", label=f"seed {item.seed}: r = {r:.2f}, {how}{moved}")
+            points.append(np.stack([x, y], 1))
+        both = np.concatenate(points)
+        lo, hi = np.percentile(both, [1, 99])
+        pad = 0.1 * (hi - lo) if hi > lo else 1.0
+        lo, hi = lo - pad, hi + pad
+        outside = int(np.sum(np.any((both < lo) | (both > hi), axis=1)))
+        ax.plot([lo, hi], [lo, hi], color="0.3", lw=0.8, ls="--", label="y = x")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"{kernel_name} output (on f's scale)")
+        ax.set_ylabel(f"{ft_name} output f(θ_T)")
+        ax.legend(fontsize=6, loc="upper left")
+        still = [item.seed for item in seeds if item.step == 0]
+        note = f"\nselected step 0 for seed(s) {', '.join(map(str, still))}: fine-tuning did not move" if still else ""
+        view = f"\n{outside} of {len(both)} points outside the view (1st-99th percentile)" if outside else ""
+        ax.set_title(f"{title}{note}{view}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
-def curve_figure(curves: list[tuple[str, dict, str | None, float | None]], path: Path, title: str) -> None:
-    """Per optimizer: train loss and dev accuracy against step (the selected learning rate), and the
-    counterpart kernel predictor's dev accuracy as a dashed line."""
+def curve_figure(curves: list[tuple[str, str | None, list[tuple[int, dict, int, float | None]]]], path: Path,
+                 title: str) -> Any:
+    """Per optimizer (a column), per seed (a colour): dev accuracy (top) and train loss (bottom)
+    against step at the selected learning rate, the selected step circled, and the counterpart kernel
+    predictor's dev accuracy as a dashed line. ``curves``: ``(ft_name, kernel_name, [(seed, curve,
+    selected step, kernel dev accuracy)])``. Seeds whose selected step is 0 are named in the title."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.5), squeeze=False)
-    for ax, (ft_name, curve, kernel_name, kernel_dev) in zip(axes[0], curves):
-        ax.plot(curve["steps"], curve["dev_accuracy"], "C0-o", ms=3, label=f"{ft_name} dev accuracy")
-        if kernel_dev is not None:
-            ax.axhline(kernel_dev, color="C1", ls="--", label=f"{kernel_name} dev accuracy")
-        ax.set_xlabel("step")
+    fig, axes = plt.subplots(2, len(curves), figsize=(4.8 * len(curves), 6), squeeze=False, sharex="col")
+    for column, (ft_name, kernel_name, seeds) in enumerate(curves):
+        ax, loss_ax = axes[0, column], axes[1, column]
+        for i, (seed, curve, step, kernel_dev) in enumerate(seeds):
+            ax.plot(curve["steps"], curve["dev_accuracy"], "-", color=f"C{i}", lw=1, label=f"seed {seed}, lr {curve['lr']:g}")
+            if step in curve["steps"]:
+                ax.plot(step, curve["dev_accuracy"][curve["steps"].index(step)], "o", mfc="none", color=f"C{i}")
+            if kernel_dev is not None:
+                ax.axhline(kernel_dev, color=f"C{i}", ls="--", lw=0.8)
+            loss_ax.plot(curve["steps"], curve["train_loss"], color=f"C{i}", lw=1)
+        if kernel_name is not None:
+            ax.plot([], [], "k--", lw=0.8, label=f"{kernel_name} dev accuracy")
+        ax.plot([], [], "ko", mfc="none", label="selected step")
+        still = [seed for seed, _, step, _ in seeds if step == 0]
+        note = f"\nselected step 0 (did not move) for seed(s) {', '.join(map(str, still))}" if still else ""
+        ax.set_title(f"{title}: {ft_name}{note}", fontsize=8)
         ax.set_ylabel("dev accuracy")
         ax.set_ylim(0, 1)
-        loss_ax = ax.twinx()
-        loss_ax.plot(curve["steps"], curve["train_loss"], "C2:", label="train loss")
+        ax.legend(fontsize=6, loc="lower right")
         loss_ax.set_ylabel("train loss")
-        ax.legend(loc="lower right", fontsize=7)
-        ax.set_title(f"{title}, lr={curve['lr']:g}", fontsize=9)
+        loss_ax.set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
-def subset_figure(runs: list[dict], subsets: list[str], path: Path, title: str) -> None:
+def subset_figure(runs: list[dict], subsets: list[str], path: Path, title: str) -> Any:
     """Per subset: mean test accuracy of each fine-tuning and kernel method, and the kernels' alignment
     to the full kernel (trainable fraction in the tick labels)."""
     plt = _pyplot()
@@ -117,3 +194,4 @@ def subset_figure(runs: list[dict], subsets: list[str], path: Path, title: str) 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
