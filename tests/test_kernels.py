@@ -226,11 +226,12 @@ def test_sketch_is_unbiased_with_the_closed_form_variance_x64(kind: str, sketch:
         samples = np.asarray(jax.jit(jax.vmap(one))(keys)).reshape(draws, 6, 8)
         kernel = entk_fn(mlp, kind=kind, implementation="sketch", sketch=sketch, sketch_dim=dim, sketch_key=keys[0],
                          sketch_block=64, chunk=2)
-        api = kernel(params, x1, x2)
-        whole = kernel(params, jnp.concatenate([x1, x2]))
+        api = np.asarray(kernel(params, x1, x2))  # numpy: the checks below stay float64 outside x64 mode
+        whole = np.asarray(kernel(params, jnp.concatenate([x1, x2])))
         exact = brute_force(mlp, params, x1, x2, kind).reshape(6, 8)
         u = signed_jacobians(mlp, params, x1, kind != "sgd")
         v = signed_jacobians(mlp, params, x2, kind == "signgd")
+    assert api.dtype == whole.dtype == samples.dtype == np.float64
     assert rel_err(api.reshape(6, 8), samples[0]) < 1e-12  # the API draws the same S from the same key
     assert rel_err(whole[:3, :, 3:], api) < 1e-12  # one S for every batch: K(x1 ∪ x2) holds K(x1, x2)
     std = sketch_error_std(u, v, dim, sketch)
