@@ -73,7 +73,7 @@ def run_case(model: str, data_dir: str, full: bool, scratch: Path) -> dict:
 
 
 def main() -> None:
-    p = parser("python benchmarks/compare.py", __doc__.split("\n\n")[0])
+    p = parser("python benchmarks/compare.py", __doc__.split("\n\n")[0], error_type=None)
     p.add_argument("--models", default="tiny,roberta-base-size")
     p.add_argument("--full", action="store_true", help="the paper-size settings for every model (for a GPU)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare.json"))

@@ -140,7 +140,7 @@ def _agreement(rows: list[dict], case_dir: Path) -> None:
 
 
 def main() -> None:
-    p = parser("python benchmarks/entk.py", __doc__.split("\n\n")[0])
+    p = parser("python benchmarks/entk.py", __doc__.split("\n\n")[0], error_type=None)
     p.add_argument("--models", default="mlp,tiny,bert-base")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "entk.json"))

@@ -73,7 +73,7 @@ def compute(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = parser("python benchmarks/entk_scale.py", __doc__.split("\n\n")[0])
+    p = parser("python benchmarks/entk_scale.py", __doc__.split("\n\n")[0], error_type=None)
     p.add_argument("--train", type=int, default=32)
     p.add_argument("--test", type=int, default=872)
     p.add_argument("--length", type=int, default=64)

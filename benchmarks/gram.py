@@ -48,7 +48,7 @@ def gram_gflops(m: int, p: int, options: dict, form: str) -> float:
 
 
 def main() -> None:
-    p = parser("python benchmarks/gram.py", __doc__.split("\n\n")[0])
+    p = parser("python benchmarks/gram.py", __doc__.split("\n\n")[0], error_type=None)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gram.json"))
     args = p.parse_args()
     from ntk_lab.kernels import cpu_compiler_options

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    p = parser("python benchmarks/icl.py", __doc__.split("\n\n")[0])
+    p = parser("python benchmarks/icl.py", __doc__.split("\n\n")[0], error_type=None)
     p.add_argument("--trials", type=int, default=100_000)
     p.add_argument("--d", type=int, default=20)
     p.add_argument("--T", type=int, default=100)

@@ -53,7 +53,7 @@ def measure(config: PretrainConfig, vocab_size: int, steps: int) -> dict:
 
 
 def main() -> None:
-    p = parser("python benchmarks/pretrain.py", __doc__.split("\n\n")[0])
+    p = parser("python benchmarks/pretrain.py", __doc__.split("\n\n")[0], error_type=None)
     p.add_argument("--configs", default="tiny,small,medium,mini")
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--batch-size", type=int, default=64)

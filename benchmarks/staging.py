@@ -44,7 +44,7 @@ def cases(tmp: Path) -> dict:
 
 
 def main() -> None:
-    p = parser("python benchmarks/staging.py", __doc__.split("\n\n")[0])
+    p = parser("python benchmarks/staging.py", __doc__.split("\n\n")[0], error_type=None)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "staging.json"))
     args = p.parse_args()
     import jax

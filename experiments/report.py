@@ -29,14 +29,22 @@ def write(out: str | Path, name: str, result: dict, rows: list[tuple[str, str, s
 def cli(name: str, doc: str, defaults: dict[str, Any], compute: Callable[[argparse.Namespace], dict],
         rows: Callable[[dict], list[tuple[str, str, str]]], figure: Callable[[dict], Any]) -> None:
     """An experiment's command line: ``--key VALUE`` for each of ``defaults`` (typed as its default;
-    ``out`` is the folder), ``result = compute(args)``, then :func:`write` with a headless matplotlib."""
+    ``out`` is the folder), ``result = compute(args)``, then :func:`write` with a headless matplotlib.
+    Bad arguments and the project's errors are one line (``ntk_lab.errors.cli_main``)."""
+    from ntk_lab.errors import cli_main
+
+    cli_main(lambda argv: _run(name, doc, defaults, compute, rows, figure, argv))(None)
+
+
+def _run(name: str, doc: str, defaults: dict[str, Any], compute: Callable[[argparse.Namespace], dict],
+         rows: Callable[[dict], list[tuple[str, str, str]]], figure: Callable[[dict], Any], argv: list[str] | None) -> None:
     from ntk_lab.cli import parser
 
     p = parser(f"python -m experiments.{name}", doc.split("\n\n")[0],
                f"writes OUT/{name}.json, OUT/{name}.md (the table) and OUT/{name}.png (the figure)")
     for key, value in defaults.items():
         p.add_argument(f"--{key}", type=type(value), default=value, help="output folder" if key == "out" else key.replace("_", " "))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -175,7 +176,7 @@ def figures(result: dict, out: Path) -> None:
 def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
     from ntk_lab.cli import parser
 
-    p = parser(prog, description, epilog)
+    p = parser(prog, description, epilog, error_type=InvalidArgument)
     p.add_argument("--d", type=int, default=8, help="covariate dimension")
     p.add_argument("--T", type=int, default=64, help="examples per prompt")
     p.add_argument("--prior", default="gaussian", help="gaussian or finite:M")
@@ -196,15 +197,15 @@ def validate(args: argparse.Namespace) -> None:
         raise InvalidArgument(f"--T must be at least 1, got {args.T}")
     if args.d < 1:
         raise InvalidArgument(f"--d must be at least 1, got {args.d}")
-    if not args.noise > 0:
+    if not 0 < args.noise < math.inf:
         raise InvalidArgument(f"--noise (the noise standard deviation) must be positive, got {args.noise}")
-    if not args.tau > 0:
+    if not 0 < args.tau < math.inf:
         raise InvalidArgument(f"--tau must be positive, got {args.tau}")
     if args.trials < 2:
         raise InvalidArgument(f"--trials must be at least 2 (for an interval), got {args.trials}")
-    if args.beta is not None and not args.beta > 0:
+    if args.beta is not None and not 0 < args.beta < math.inf:
         raise InvalidArgument(f"--beta must be positive, got {args.beta}")
-    if not args.ridge_lambda >= 0:
+    if not 0 <= args.ridge_lambda < math.inf:
         raise InvalidArgument(f"--ridge-lambda must be zero or positive, got {args.ridge_lambda}")
     if not 0 <= args.misspecified <= 1:
         raise InvalidArgument(f"--misspecified is a fraction in [0, 1], got {args.misspecified}")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from typing import Any, NoReturn
+
+from ntk_lab.errors import NtkLabError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -17,7 +20,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
-def parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors (unknown option, missing value, a value of the wrong type)
+    are raised as ``error_type``, so the command prints them as its one line, like every other error
+    (``None``: argparse's usage and error lines, for scripts without an error wrapper)."""
+
+    def __init__(self, *args: Any, error_type: type[Exception] | None = NtkLabError, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.error_type = error_type
+
+    def error(self, message: str) -> NoReturn:
+        if self.error_type is None:
+            super().error(message)
+        raise self.error_type(f"{message} (see {self.prog} --help)")
+
+
+def parser(prog: str, description: str, epilog: str | None = None,
+           error_type: type[Exception] | None = NtkLabError) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` for ``prog`` (``python -m package.module`` or ``python path.py``)."""
-    return argparse.ArgumentParser(prog=prog, description=textwrap.fill(description, 100), epilog=epilog,
-                                   formatter_class=HelpFormatter)
+    return Parser(prog=prog, description=textwrap.fill(description, 100), epilog=epilog,
+                  formatter_class=HelpFormatter, error_type=error_type)

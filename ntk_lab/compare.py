@@ -49,6 +49,8 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         raise NtkLabError(f"{option} must be comma-separated numbers, got '{text}'") from None
     if not values:
         raise NtkLabError(f"{option} is empty")
+    if not all(0 < v < float("inf") for v in values):
+        raise NtkLabError(f"{option} must be positive finite numbers, got '{text}'")
     return values
 
 
@@ -134,9 +136,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.kernels = _names(args.kernels, "--kernels", KIND_NAMES)
     args.optimizers = _names(args.optimizers, "--optimizers", OPTIMIZER_NAMES)
     args.lrs = {name: _floats(getattr(args, f"lr_{name}"), f"--lr-{name}") for name in OPTIMIZER_NAMES}
-    for option in ("k", "test_cap", "steps", "eval_every", "chunk", "kernel_block", "column_block", "batch_size"):
+    for option in ("k", "test_cap", "max_length", "steps", "eval_every", "chunk", "kernel_block", "column_block",
+                   "batch_size"):
         if getattr(args, option) < 1:
             raise NtkLabError(f"--{option.replace('_', '-')} must be at least 1")
+    if args.ft_batch_size < 0:
+        raise NtkLabError("--ft-batch-size must be 0 (full batch) or a positive minibatch size")
     return args
 
 

@@ -135,7 +135,7 @@ def _label_index(task: Task, value: str, where: str) -> int:
         return task.labels.index(value.strip())
     except ValueError:
         raise NtkLabError(
-            f"{where}: label '{value}' is not one of {', '.join(task.labels)} for task {task.name}"
+            f"{where}: label {value.strip()!r} is not one of {', '.join(task.labels)} for task {task.name}"
         ) from None
 
 
@@ -164,7 +164,7 @@ def read_glue_tsv(path: Path, task: Task) -> list[Example]:
         absent = [c for c in wanted if c not in header]
         if absent:
             raise NtkLabError(
-                f"{path}:1: header lacks column(s) {', '.join(map(str, absent))} (has {', '.join(header)})"
+                f"{path}:1: header lacks column(s) {', '.join(map(str, absent))} (has {', '.join(map(repr, header))})"
             )
         index = {c: header.index(c) for c in wanted}
         need = max(index.values()) + 1
