@@ -59,17 +59,20 @@ def zero_shot_auc(model: str, data_dir: str) -> float:
 
 
 def compute(args: Any) -> dict[str, Any]:
-    from ntk_lab.compare import main
+    from ntk_lab.protocol import CompareConfig, run
 
     out = Path(args.out)
     models = {"pretrained": args.model, "random": str(random_twin(args.model, out / "random-init"))}
     results = {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": args.seeds, "runs": {}}
     for name, model in models.items():
         folder = out / name
-        main(["--task", "sst2", "--model", model, "--data-dir", args.data_dir, "--k", str(args.k),
-              "--seeds", args.seeds, "--kernels", "sgd", "--optimizers", args.optimizers, "--steps", str(args.steps),
-              "--eval-every", str(args.eval_every), "--implementation", "structured", "--out", str(folder)])
-        saved = json.loads((folder / "results.json").read_text())
+        config = CompareConfig(task="sst2", model=model, data_dir=args.data_dir, k=args.k,
+                               seeds=tuple(int(s) for s in args.seeds.split(",")), kernels=("sgd",),
+                               optimizers=tuple(o for o in args.optimizers.split(",") if o), steps=args.steps,
+                               eval_every=args.eval_every, implementation="structured")
+        compared = run(config, folder)
+        compared.write(folder)
+        saved = compared.as_json()
         results["runs"][name] = {"summary": saved["summary"], "timing": saved["timing"],
                                  "zero_shot_auc": zero_shot_auc(model, args.data_dir),
                                  "per_seed": {m: [r["accuracy"] for r in saved["runs"] if r["method"] == m]

@@ -30,18 +30,20 @@ KEYS = ("input_ids", "attention_mask", "mask_pos")
 
 
 def compare_runs(model: str, data_dir: str, k: int, seeds: list[int], steps: int, eval_every: int, test_cap: int,
-                 out: str | Path, extra: list[str] = []) -> dict[str, Any]:
-    """``{"prompt": results.json, "no-prompt": results.json}`` of two compare runs (resumable: rerun reuses
-    them); ``extra``: more compare options (learning-rate grids, kernels, optimizers)."""
-    from ntk_lab.compare import main
+                 out: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"prompt": results.json, "no-prompt": results.json}`` of two comparisons (``ntk_lab.protocol``;
+    resumable: a rerun reuses them); ``extra``: more ``CompareConfig`` fields (learning-rate grids,
+    kernels, optimizers)."""
+    from ntk_lab.protocol import CompareConfig, run
 
     results = {}
-    for variant, flags in (("prompt", []), ("no-prompt", ["--no-prompt"])):
+    for variant in ("prompt", "no-prompt"):
+        config = CompareConfig(task="sst2", model=model, data_dir=data_dir, k=k, seeds=tuple(seeds), steps=steps,
+                               eval_every=eval_every, test_cap=test_cap, no_prompt=variant == "no-prompt", **(extra or {}))
         folder = Path(out) / variant
-        main(["--task", "sst2", "--model", model, "--data-dir", data_dir, "--k", str(k),
-              "--seeds", ",".join(map(str, seeds)), "--steps", str(steps), "--eval-every", str(eval_every),
-              "--test-cap", str(test_cap), "--out", str(folder), *extra, *flags])
-        results[variant] = json.loads((folder / "results.json").read_text())
+        compared = run(config, folder)
+        compared.write(folder)
+        results[variant] = compared.as_json()
     return results
 
 
@@ -80,7 +82,7 @@ def lazy_regime(model_name: str, data_dir: str, k: int, seed: int, lr: float, st
 
 def run(model: str = "tiny", data_dir: str = "sample", k: int = 16, seeds: list[int] = [13, 21], steps: int = 100,
         eval_every: int = 25, test_cap: int = 200, lazy_lr: float = 1e-3, lazy_steps: int = 300,
-        out: str | Path = "runs/prompt-vs-kernel", extra: list[str] = []) -> dict[str, Any]:
+        out: str | Path = "runs/prompt-vs-kernel", extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"compare": compare_runs(model, data_dir, k, seeds, steps, eval_every, test_cap, out, extra),
             "lazy": lazy_regime(model, data_dir, k, seeds[0], lazy_lr, lazy_steps, test_cap),
             "config": {"model": model, "data_dir": data_dir, "k": k, "seeds": seeds, "steps": steps,

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -71,38 +72,29 @@ def first_step(model_name: str, etas: list[float], examples: int = 8) -> dict[st
             "adam_vs_sign_step": max(sign_step_gap)}
 
 
-def kernels_on_task(model_name: str, data_dir: str, k: int, seeds: list[int], test_cap: int) -> dict[str, Any]:
-    """Test accuracy per seed of kernel regression with each kernel, and the kernels' mutual alignment."""
-    from ntk_lab import solvers
-    from ntk_lab.prompts import batched_outputs, encode
+def kernels_on_task(model_name: str, data_dir: str, k: int, seeds: list[int], test_cap: int,
+                    out: str | Path = "runs/sign-kernels") -> dict[str, Any]:
+    """Test accuracy per seed of kernel regression with each kernel (``ntk_lab.protocol``'s kernel
+    stage: ridge, A-SignGD's asymmetric LS-SVM), and the kernels' mutual alignment on train."""
+    from ntk_lab.protocol import CompareConfig, context, encode_seed, kernel_method, prepare
     from ntk_lab.subsets import kernel_alignment
-    from ntk_lab.tasks import kshot_split, load_task_data
 
-    task, model, f = _classifier(model_name, jnp.float32)
-    train, test = load_task_data(task, data_dir)
     kinds = ("sgd", "signgd", "asigngd")
+    setup = prepare(CompareConfig(task="sst2", model=model_name, data_dir=data_dir, k=k, seeds=tuple(seeds),
+                                  test_cap=test_cap, max_length=64, kernels=kinds, optimizers=()))
+    ctx = context(setup, out)
     accuracy: dict[str, list[float]] = {kind: [] for kind in kinds}
     alignment: dict[str, list[float]] = {"sgd~signgd": [], "sgd~asigngd": [], "signgd~asigngd": []}
-    for seed in seeds:
-        split = kshot_split(train, test, 2, k, seed, test_cap)
-        enc = encode(task, split.train + split.dev + split.test, model.tokenizer, 64, pad_multiple=16)
-        n, d = len(split.train), len(split.dev)
-        x_all = {key: enc[key] for key in ("input_ids", "attention_mask", "mask_pos")}
-        x_train = {key: v[:n] for key, v in x_all.items()}
-        scores = batched_outputs(f, model.params, enc, 32, desc=f"f0 seed {seed}")
-        f0 = (scores[:, 1] - scores[:, 0])[:, None]
-        labels = enc["labels"]
+    for split in setup.splits:
+        data = encode_seed(ctx, split)
         ks = {}
         for kind in kinds:
-            kern = np.asarray(entk_fn(f, kind=kind, implementation="streamed", binary=True)(model.params, x_train, x_all))
-            ks[kind] = kern
-            fit = solvers.select("asym-lssvm" if kind == "asigngd" else "ridge", kern[:, :, :n], labels[:n], f0[:n],
-                                 kern[:, :, n : n + d], labels[n : n + d], f0[n : n + d])
-            pred = solvers.predict_labels(fit.fit.decision(kern[:, :, n + d :], f0[n + d :]))
-            accuracy[kind].append(float(np.mean(pred == labels[n + d :])))
+            record, arrays = kernel_method(ctx, data, kind)
+            accuracy[kind].append(record["accuracy"])
+            ks[kind] = arrays["k_train"]
         for pair in alignment:
             a, b = pair.split("~")
-            alignment[pair].append(kernel_alignment(ks[a][:, :, :n], ks[b][:, :, :n]))
+            alignment[pair].append(kernel_alignment(ks[a], ks[b]))
     return {"seeds": seeds, "accuracy": accuracy, "alignment": alignment}
 
 

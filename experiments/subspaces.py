@@ -57,19 +57,22 @@ def counts(subset_names: tuple[str, ...] = COUNTED) -> dict[str, dict[str, int]]
 
 
 def sweep(model: str, data_dir: str, names: str, seeds: list[int], steps: int, test_cap: int, out: str | Path,
-          extra: list[str] = []) -> dict:
-    """The ``results.json`` of one ``compare --subsets`` run (SGD kernel, SGD fine-tuning; ``extra``: more options)."""
-    from ntk_lab.compare import main
+          extra: dict[str, Any] | None = None) -> dict:
+    """The ``results.json`` of one comparison over subsets (``ntk_lab.protocol``; SGD kernel, SGD
+    fine-tuning; ``extra``: more ``CompareConfig`` fields)."""
+    from ntk_lab.protocol import CompareConfig, run
 
-    main(["--task", "sst2", "--model", model, "--data-dir", data_dir, "--subsets", names, "--kernels", "sgd",
-          "--optimizers", "sgd", "--seeds", ",".join(map(str, seeds)), "--steps", str(steps),
-          "--eval-every", str(max(1, steps // 4)), "--test-cap", str(test_cap), "--out", str(out), *extra])
-    return json.loads((Path(out) / "results.json").read_text())
+    config = CompareConfig(task="sst2", model=model, data_dir=data_dir, subsets=tuple(names.split(",")),
+                           kernels=("sgd",), optimizers=("sgd",), seeds=tuple(seeds), steps=steps,
+                           eval_every=max(1, steps // 4), test_cap=test_cap, **(extra or {}))
+    compared = run(config, out)
+    compared.write(Path(out))
+    return compared.as_json()
 
 
 def run(model: str = "tiny", data_dir: str = "sample", names: str = "full,head,bitfit,lora:8,prompt:4,pasta",
         seeds: list[int] = [13], steps: int = 40, test_cap: int = 100, ranks: list[int] = [2, 8, 32, 128],
-        lora_seeds: int = 4, out: str | Path = "runs/subspaces", extra: list[str] = []) -> dict[str, Any]:
+        lora_seeds: int = 4, out: str | Path = "runs/subspaces", extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"counts": counts(), "lora": lora_rank.sweep(model, 6, ranks, lora_seeds),
             "sweep": sweep(model, data_dir, names, seeds, steps, test_cap, out, extra),
             "config": {"model": model, "subsets": names, "seeds": seeds, "steps": steps, "test_cap": test_cap,

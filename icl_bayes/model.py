@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ntk_lab.errors import NtkLabError
 
-class InvalidArgument(ValueError):
-    """A bad model argument, said in one line."""
+
+class InvalidArgument(NtkLabError, ValueError):
+    """A bad model argument, said in one line (``ntk_lab.errors.NtkLabError``)."""
 
 
 @dataclass(frozen=True)

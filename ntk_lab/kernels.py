@@ -43,6 +43,8 @@ Implementations (all give the same kernel):
   vocabulary-sized gradient (unless the table is small enough for that to cost less). The other parameters (biases, LayerNorm scales) get explicit Jacobians. SGD kernel
   only (the sign of a sum of outer products does not factor). For an MLP (U = 1) this is a product
   of two small Gram matrices per layer.
+- ``"auto"``: the fastest exact one for the model, kind and sizes, by the rule of
+  ``auto_implementation`` (drawn from ``benchmarks/results/entk.json``), chosen at each call.
 - ``"sketch"``: an unbiased random-projection (Johnson–Lindenstrauss) estimate, all kinds:
   ``K̂[i,a,j,b] = < S s1(∂f_a(x1_i)), S s2(∂f_b(x2_j)) >`` with one random ``S ∈ R^{p×P}`` for both
   sides (``s1, s2`` the kind's signs). ``S`` is regenerated block by block from ``sketch_key``
@@ -80,6 +82,9 @@ X = Any
 KINDS = ("sgd", "signgd", "asigngd")
 IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "structured")  # exact; "sketch" estimates (see above)
 SGD_ONLY = ("ntk_vp", "structured")  # the sign is not linear: these compute the sgd kernel only
+AUTO = "auto"  # the fastest exact implementation for the model, kind and sizes: see auto_implementation
+AUTO_STRUCTURED_PARAMS = 1_000_000  # sgd: from this many moving parameters on, structured
+AUTO_JACOBIAN_BYTES = 2**30  # sign kernels: jacobian while both sides' Jacobians fit in this many bytes
 SKETCHES = ("gaussian", "sparse")
 HIGHEST = jax.lax.Precision.HIGHEST
 YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"  # which ops XLA's CPU backend hands to YNNPACK
@@ -489,6 +494,23 @@ def sketch_error_std(u: np.ndarray, v: np.ndarray, dim: int, sketch: str = "gaus
     return np.sqrt(var / dim)
 
 
+def auto_implementation(kind: str, params: int, n1: int, n2: int, c: int) -> str:
+    """The exact implementation ``implementation="auto"`` runs for ``params`` moving parameters, ``n1``
+    x ``n2`` examples and ``c`` outputs.
+
+    - ``sgd``: ``jacobian`` below ``AUTO_STRUCTURED_PARAMS`` parameters (a small model: one Jacobian
+      program beats tracing the dense layers' factors), else ``structured``, which never forms a
+      parameter-sized gradient (``benchmarks/results/entk.json``: fastest from an 8.5M-parameter MLP
+      to BERT-base on CPU, and on an H200 for roberta-base).
+    - ``signgd``, ``asigngd`` (``structured`` and ``ntk_vp`` compute the sgd kernel only):
+      ``jacobian`` while both sides' float32 Jacobians, ``(n1 + n2)·c·P`` numbers, fit in
+      ``AUTO_JACOBIAN_BYTES``, else ``streamed``, whose memory does not grow with ``n1``.
+    """
+    if kind == "sgd":
+        return "jacobian" if params < AUTO_STRUCTURED_PARAMS else "structured"
+    return "jacobian" if (n1 + n2) * c * params * 4 <= AUTO_JACOBIAN_BYTES else "streamed"
+
+
 def entk_fn(
     f: Callable[[Params, X], jax.Array],
     *,
@@ -535,8 +557,12 @@ def entk_fn(
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if implementation not in (*IMPLEMENTATIONS, "sketch"):
-        raise ValueError(f"implementation must be one of {(*IMPLEMENTATIONS, 'sketch')}, got {implementation!r}")
+    if implementation not in (*IMPLEMENTATIONS, AUTO, "sketch"):
+        raise ValueError(f"implementation must be one of {(*IMPLEMENTATIONS, AUTO, 'sketch')}, got {implementation!r}")
+    if implementation == AUTO:
+        options = dict(kind=kind, param_filter=param_filter, binary=binary, chunk=chunk, sign_eps=sign_eps,
+                       column_chunk=column_chunk, devices=devices, compiler_options=compiler_options, split=split)
+        return _auto_kernel(f, options)
     if sketch not in SKETCHES:
         raise ValueError(f"sketch must be one of {SKETCHES}, got {sketch!r}")
     if sketch_dim < 1:
@@ -623,6 +649,29 @@ def entk_fn(
             [run(params, take_examples(x1, np.arange(s, min(s + chunk, n1))), x2) for s in range(0, n1, chunk)]
         )
 
+    return kernel
+
+
+def _auto_kernel(f: Callable[[Params, X], jax.Array], options: dict[str, Any]) -> Callable[[Params, X, X | None], jax.Array]:
+    """``entk_fn(f, implementation=auto_implementation(...), **options)``, chosen at each call from the
+    sizes of that call (one compiled kernel per choice); ``kernel.choose(params, x1, x2=None)`` says
+    which it runs."""
+    built: dict[str, Callable] = {}
+
+    def choose(params: Params, x1: X, x2: X | None = None) -> str:
+        fn = _binary(f) if options["binary"] else f
+        c = jax.eval_shape(fn, params, take_examples(x1, np.arange(1))).shape[-1]
+        n1 = num_examples(x1)
+        return auto_implementation(options["kind"], count_params(params, options["param_filter"]), n1,
+                                   n1 if x2 is None else num_examples(x2), c)
+
+    def kernel(params: Params, x1: X, x2: X | None = None) -> jax.Array:
+        name = choose(params, x1, x2)
+        if name not in built:
+            built[name] = entk_fn(f, implementation=name, **options)
+        return built[name](params, x1, x2)
+
+    kernel.choose = choose  # type: ignore[attr-defined]
     return kernel
 
 

@@ -253,6 +253,7 @@ SOLVERS: dict[str, Callable[..., KernelFit]] = {
     "lssvm": lssvm,
     "asym-lssvm": asym_lssvm,
 }
+SYMMETRIC_SOLVERS = ("ridge", "svm", "logistic", "lssvm")  # for symmetric kernels; asym-lssvm takes A-SignGD's
 
 
 @dataclass(frozen=True)

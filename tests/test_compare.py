@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from ntk_lab.compare import COUNTERPART, METHOD_ORDER, cli, f1_score
+from ntk_lab.compare import cli
+from ntk_lab.protocol import COUNTERPART, METHOD_ORDER, f1_score
 
 FAST = ["--model", "tiny", "--steps", "20", "--eval-every", "10", "--lr-sgd", "1e-2", "--lr-adam", "1e-3", "--test-cap", "64"]
 

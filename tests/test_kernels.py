@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from ntk_lab.kernels import (IMPLEMENTATIONS, KINDS, SGD_ONLY, YNN_FUSIONS, _compiles_with, _dot_kernel, _taps,
+from ntk_lab.kernels import (AUTO_JACOBIAN_BYTES, AUTO_STRUCTURED_PARAMS, IMPLEMENTATIONS, KINDS, SGD_ONLY, YNN_FUSIONS, _compiles_with, _dot_kernel, _taps,
                              _sketch_kernel, as_columns, contract, contract_columns, count_params,
                              cpu_compiler_options, entk_fn, on_one_example, path_names,
-                             restrict, sketch_error_std)
+                             auto_implementation, restrict, sketch_error_std)
 
 SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see kernels.adam_sign)
 
@@ -286,3 +286,22 @@ def test_bad_arguments() -> None:
         entk_fn(mlp, implementation="sketch", sketch="srht")
     with pytest.raises(ValueError, match="selects no parameters"):
         entk_fn(mlp, param_filter=lambda p: False)(mlp_init(jax.random.PRNGKey(0), [2, 2], jnp.float32), jnp.ones((1, 2)))
+
+
+def test_auto_follows_its_rule_and_gives_the_exact_kernel() -> None:
+    """The rule at its thresholds, what a call chooses, and the kernel it returns."""
+    assert auto_implementation("sgd", AUTO_STRUCTURED_PARAMS - 1, 16, 64, 2) == "jacobian"
+    assert auto_implementation("sgd", AUTO_STRUCTURED_PARAMS, 16, 64, 2) == "structured"
+    fits = AUTO_JACOBIAN_BYTES // (4 * 2 * (16 + 64))
+    assert auto_implementation("asigngd", fits, 16, 64, 2) == "jacobian"
+    assert auto_implementation("signgd", fits + 1, 16, 64, 2) == "streamed"
+    small = mlp_init(jax.random.PRNGKey(0), [5, 16, 2], jnp.float32)
+    big = mlp_init(jax.random.PRNGKey(0), [5, 1024, 1024, 2], jnp.float32)  # 1.06M parameters
+    x1, x2 = jax.random.normal(jax.random.PRNGKey(1), (3, 5)), jax.random.normal(jax.random.PRNGKey(2), (4, 5))
+    assert entk_fn(mlp, implementation="auto").choose(small, x1, x2) == "jacobian"
+    assert entk_fn(mlp, implementation="auto").choose(big, x1, x2) == "structured"
+    assert entk_fn(mlp, kind="asigngd", implementation="auto").choose(big, x1, x2) == "jacobian"
+    for kind in KINDS:
+        got = entk_fn(mlp, kind=kind, implementation="auto", binary=True)(big, x1, x2)
+        want = entk_fn(mlp, kind=kind, implementation="streamed", binary=True)(big, x1, x2)
+        assert got.shape == (3, 1, 4, 1) and rel_err(got, want) < 1e-5, kind

@@ -19,7 +19,9 @@ from ntk_lab.prompts import parse_template, render
 from ntk_lab.tasks import Example, get_task, read_glue_tsv, read_lmbff_csv, read_text
 
 CASES = 150
-SETTINGS = settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized: CI runs the same cases every time (a failure reproduces); no example database on disk
+SETTINGS = settings(max_examples=CASES, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 SST2, CR = get_task("sst2"), get_task("cr")
 
 
@@ -140,11 +142,11 @@ COMPARE_OPTIONS = ["--k", "--seeds", "--test-cap", "--max-length", "--subset", "
 @SETTINGS
 @given(options=st.lists(st.tuples(st.sampled_from(COMPARE_OPTIONS), cli_value), max_size=4))
 def test_compare_options_parse_or_say_one_line(options: list[tuple[str, str]]) -> None:
-    from ntk_lab.compare import _parse
+    from ntk_lab.compare import parse
 
     argv = ["--task", "sst2"] + [f"{o}={v}" for o, v in options]
     try:
-        args = _parse(argv)
+        args, _ = parse(argv)
     except NtkLabError as e:
         one_line(e)
         return

@@ -1,0 +1,602 @@
+"""The comparison as a library: kernel regression with the eNTK against prompt-based fine-tuning.
+
+``run(CompareConfig(task="sst2", model="tiny", data_dir="sample"), out) -> Results``. For every k-shot
+seed, on the same model, parameters and split:
+
+- ``zero-shot``: the pre-trained classifier ``argmax_c f(θ0, x)_c``.
+- ``kernel-KIND``: the eNTK ``K(X_train, ·)`` of KIND (sgd, signgd, asigngd) at θ0, a kernel solver
+  fitted on train with ``f0`` as offset, its regularization and offset scale chosen on dev
+  (``ntk_lab.solvers``). A-SignGD uses the asymmetric LS-SVM.
+- ``ft-OPT``: fine-tuning with OPT (sgd, adam, signgd), learning rate and steps chosen on dev
+  (``ntk_lab.finetune``), with its linearization fraction and kernel drift.
+- agreement: the share of test examples on which ``kernel-sgd`` and ``ft-sgd`` (``kernel-asigngd``
+  and ``ft-adam``, ``kernel-signgd`` and ``ft-signgd``) predict the same label.
+
+The stages are functions a study can call alone: ``prepare`` (task, data, k-shot splits, model and
+classifier, all validated before the model loads), ``encode_seed`` (a split's encodings and f0),
+``kernel_method`` and ``finetune_method`` (one method's record and test outputs), ``agreements``.
+``run`` composes them with resume and caching (``ntk_lab.state``, ``ntk_lab.kernel_store``): each
+finished (seed, method) is kept under ``OUT/state`` with the hashes of what produced it. ``Results``
+writes ``results.json``, ``results.csv`` and the figures and prints the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ntk_lab.errors import NtkLabError
+from ntk_lab.state import State, Timer, code_version, digest
+
+KIND_NAMES = ("sgd", "signgd", "asigngd")
+OPTIMIZER_NAMES = ("sgd", "adam", "signgd")
+COUNTERPART = {"kernel-sgd": "ft-sgd", "kernel-signgd": "ft-signgd", "kernel-asigngd": "ft-adam"}
+METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
+DIAGNOSTICS = ("f1", "agreement", "linearization", "kernel_drift")
+SUBSET_METRICS = ("kernel_distance_to_full", "kernel_alignment_to_full")
+KEYS = ("input_ids", "attention_mask", "mask_pos")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Everything a comparison depends on besides its output folder; checked when made (``NtkLabError``).
+
+    Defaults are the paper's protocol (Malladi et al. 2023, after LM-BFF): k = 16, five seeds, the SGD
+    and A-SignGD kernels against SGD and Adam fine-tuning over three learning rates of 1000 steps.
+    """
+
+    task: str
+    model: str = "roberta-base"
+    data_dir: str | None = None
+    k: int = 16
+    seeds: tuple[int, ...] = (13, 21, 42, 87, 100)
+    test_cap: int = 1000
+    max_length: int = 128
+    batch_size: int = 32
+    init_missing_head: bool = False
+    no_prompt: bool = False
+    subsets: tuple[str, ...] = ("full",)
+    kernels: tuple[str, ...] = ("sgd", "asigngd")
+    solver: str = "ridge"
+    binary: str = "auto"
+    implementation: str = "auto"
+    chunk: int = 8
+    kernel_block: int = 32
+    column_block: int = 128
+    optimizers: tuple[str, ...] = ("sgd", "adam")
+    loss: str = "ce"
+    steps: int = 1000
+    eval_every: int = 100
+    ft_batch_size: int = 0
+    lr_sgd: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+    lr_adam: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
+    lr_signgd: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
+
+    def __post_init__(self) -> None:
+        from ntk_lab.kernels import AUTO, IMPLEMENTATIONS
+        from ntk_lab.solvers import SYMMETRIC_SOLVERS
+        from ntk_lab.subsets import parse_subset
+
+        for name in ("seeds", "subsets", "kernels", "optimizers", "lr_sgd", "lr_adam", "lr_signgd"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.seeds:
+            raise NtkLabError("--seeds names no seed: pass comma-separated integers, e.g. 13,21,42")
+        if not self.subsets:
+            raise NtkLabError("--subsets names no subset")
+        for name in self.subsets:
+            parse_subset(name)
+        for option, values, allowed in (("--kernels", self.kernels, KIND_NAMES),
+                                        ("--optimizers", self.optimizers, OPTIMIZER_NAMES),
+                                        ("--solver", (self.solver,), SYMMETRIC_SOLVERS),
+                                        ("--binary", (self.binary,), ("auto", "on", "off")),
+                                        ("--implementation", (self.implementation,), (AUTO, *IMPLEMENTATIONS)),
+                                        ("--loss", (self.loss,), ("ce", "mse"))):
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                raise NtkLabError(f"{option}: unknown {unknown}; choose from {', '.join(allowed)}")
+        for name in OPTIMIZER_NAMES:
+            lrs = getattr(self, f"lr_{name}")
+            if not lrs or not all(0 < v < float("inf") for v in lrs):
+                raise NtkLabError(f"--lr-{name} must be positive finite numbers, got {','.join(map(str, lrs)) or 'none'}")
+        for option in ("k", "test_cap", "max_length", "steps", "eval_every", "chunk", "kernel_block", "column_block",
+                       "batch_size"):
+            if getattr(self, option) < 1:
+                raise NtkLabError(f"--{option.replace('_', '-')} must be at least 1")
+        if self.ft_batch_size < 0:
+            raise NtkLabError("--ft-batch-size must be 0 (full batch) or a positive minibatch size")
+
+    @property
+    def lrs(self) -> dict[str, tuple[float, ...]]:
+        """The learning rates to try per optimizer."""
+        return {name: getattr(self, f"lr_{name}") for name in OPTIMIZER_NAMES}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Setup:
+    """What every seed and subset shares: the task, its k-shot splits, the model and its classifier."""
+
+    config: CompareConfig
+    task: Any  # ntk_lab.tasks.Task
+    splits: list[Any]  # ntk_lab.tasks.Split, one per seed
+    model: Any  # ntk_lab.models.LoadedMaskedLM
+    f: Any  # the classifier of the model's parameters
+    binary: bool
+
+
+def prepare(config: CompareConfig) -> Setup:
+    """Load and check the task's data and make the k-shot splits, then load the model (the slow part
+    comes last, so bad data is one line before it)."""
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.prompts import HeadClassifier, PromptedClassifier
+    from ntk_lab.tasks import get_task, kshot_split, load_task_data
+
+    task = get_task(config.task)
+    train, test = load_task_data(task, config.data_dir)
+    binary = config.binary == "on" or (config.binary == "auto" and task.num_classes == 2)
+    if binary and task.num_classes != 2:
+        raise NtkLabError(f"--binary on needs a two-class task; {task.name} has {task.num_classes} classes")
+    splits = [kshot_split(train, test, task.num_classes, config.k, seed, config.test_cap) for seed in config.seeds]
+    model = load_masked_lm(config.model, init_missing_head=config.init_missing_head)
+    f = HeadClassifier(model, task.num_classes) if config.no_prompt else PromptedClassifier.for_task(model, task)
+    return Setup(config, task, splits, model, f, binary)
+
+
+def label(record: dict, sweep: bool) -> str:
+    """The row name of a record: its method, with its subset when several subsets run."""
+    return f"{record['method']} [{record['subset']}]" if sweep else record["method"]
+
+
+def summarize(runs: list[dict], metric: str = "accuracy", sweep: bool = False) -> dict[str, dict[str, float]]:
+    """Mean and (population) standard deviation of ``metric`` per method (and subset, in a sweep) over
+    seeds (NaN/None skipped)."""
+    out = {}
+    for method in dict.fromkeys(label(r, sweep) for r in runs):
+        values = [r[metric] for r in runs if label(r, sweep) == method and r.get(metric) is not None]
+        values = [v for v in values if np.isfinite(v)]
+        if values:
+            out[method] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    return out
+
+
+def f1_score(pred: np.ndarray, labels: np.ndarray) -> float:
+    """F1 of the positive class (label 1), as GLUE reports it for MRPC and QQP."""
+    tp = float(np.sum((pred == 1) & (labels == 1)))
+    fp, fn = float(np.sum((pred == 1) & (labels != 1))), float(np.sum((pred != 1) & (labels == 1)))
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+@dataclass
+class Context:
+    """What every seed shares: the task, the classifier and its parameters, the options."""
+
+    config: CompareConfig
+    task: Any
+    model: Any
+    base_f: Any  # the classifier of the model's parameters
+    subset: Any  # ntk_lab.subsets.Subset
+    binary: bool
+    timer: Timer
+    state: State
+    max_length: int
+    subset_text: str = "full"
+    params_fingerprint: dict[tuple, str] = field(default_factory=dict)
+    kernel_fns: dict[tuple, Any] = field(default_factory=dict)
+
+    @property
+    def full(self) -> bool:
+        return self.subset.name == "full"
+
+    @functools.cached_property
+    def f(self) -> Any:
+        """The classifier of the trainable parameters: ``base_f``, or its subset reparameterization."""
+        from ntk_lab.subsets import SubsetClassifier
+
+        return self.base_f if self.full else SubsetClassifier(self.base_f, self.subset)
+
+    @property
+    def param_filter(self) -> Any:
+        return None if self.full else self.f.param_filter
+
+    def entk(self, kind: str, implementation: str, base: bool = False) -> Any:
+        """One ``entk_fn`` per (kind, implementation, classifier), so its compiled code serves every seed;
+        ``base=True``: the full model's kernel."""
+        from ntk_lab.kernels import SGD_ONLY, entk_fn
+
+        if implementation in SGD_ONLY and kind != "sgd":
+            implementation = "streamed"
+        key = (kind, implementation, base or self.full)
+        if key not in self.kernel_fns:
+            self.kernel_fns[key] = entk_fn(
+                self.base_f if key[2] else self.f, kind=kind, implementation=implementation, binary=self.binary,
+                chunk=self.config.chunk, param_filter=None if key[2] else self.param_filter,
+            )
+        return self.kernel_fns[key]
+
+
+def _subset(encoded: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in encoded.items()}
+
+
+def _inputs(encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: encoded[k] for k in KEYS}
+
+
+def _binary_outputs(scores: np.ndarray, binary: bool) -> np.ndarray:
+    return (scores[:, 1] - scores[:, 0])[:, None] if binary else scores
+
+
+def _base_params(ctx: Context, seed: int) -> Any:
+    """θ0: the checkpoint's parameters (plus, without a prompt, a head drawn from the seed)."""
+    return ctx.base_f.init_params(seed) if ctx.config.no_prompt else ctx.model.params
+
+
+def _params0(ctx: Context, seed: int) -> Any:
+    """The trainable parameterization at θ0: θ0 itself, or ``{"frozen": θ0, "delta": δ0}`` for a subset."""
+    base = _base_params(ctx, seed)
+    return base if ctx.full else ctx.f.init_params(base)
+
+
+def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, seed: int, base: bool = False) -> np.ndarray:
+    """``K(X_train, x_all) [n, c, N, c]`` at θ0 (``x_all``: train, dev and test), through the on-disk
+    kernel cache, in tiles of ``--kernel-block`` rows and ``--column-block`` columns. ``base=True``:
+    the full model's kernel, at the base parameters ``params0``."""
+    from ntk_lab.cache import cache_dir
+    from ntk_lab.kernel_store import compute_kernel, fingerprint, kernel_key
+
+    config = ctx.config
+    kernel = ctx.entk(kind, config.implementation, base)
+    subset = "full" if base else ctx.subset_text
+    key = kernel_key(model=config.model, kind=kind, subset=subset + ("-noprompt" if config.no_prompt else ""),
+                     x1=x_train, x2=x_all, binary=ctx.binary, params=_params_fingerprint(ctx, seed, subset, params0))
+    return compute_kernel(kernel, params0, x_train, x_all, cache_dir("kernels", key), block=config.kernel_block,
+                          column_block=config.column_block, desc=f"kernel {kind} seed {seed}")
+
+
+def _params_fingerprint(ctx: Context, seed: int, subset: str, params: Any) -> str:
+    """``kernel_store.fingerprint`` of a seed's θ0 (of ``subset``), computed once per run."""
+    from ntk_lab.kernel_store import fingerprint
+
+    if (seed, subset) not in ctx.params_fingerprint:
+        ctx.params_fingerprint[seed, subset] = fingerprint(params)
+    return ctx.params_fingerprint[seed, subset]
+
+
+def provenance(ctx: Context, split: Any, params0: Any) -> dict[str, str]:
+    """What a seed's records depend on besides the options: its data, the tokenizer and label words, θ0
+    and our code (``ntk_lab.state``)."""
+    examples = [(e.fields, e.label) for e in split.train + split.dev + split.test]
+    tokenizer = ctx.model.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    label_ids = np.asarray(getattr(ctx.base_f, "label_ids", np.zeros(0, np.int64)))
+    return {"data": digest(examples), "tokenizer": digest([vocabulary, label_ids.tolist()]),
+            "model": _params_fingerprint(ctx, split.seed, ctx.subset_text, params0), "code": code_version()}
+
+
+@dataclass
+class SeedData:
+    """One k-shot split, encoded: the parts' rows, inputs and labels, θ0, f0 and the record provenance."""
+
+    seed: int
+    encoded: dict[str, np.ndarray]  # train, dev and test, in that order
+    parts: dict[str, slice]
+    x: dict[str, dict[str, np.ndarray]]  # part -> model inputs
+    y: dict[str, np.ndarray]  # part -> labels [n]
+    params0: Any
+    f0: np.ndarray  # [N, C]
+    f0b: dict[str, np.ndarray]  # part -> f0 as the solvers see it ([n, 1] in binary mode)
+    provenance: dict[str, str]
+    trainable: int
+    total: int
+
+
+def encode_seed(ctx: Context, split: Any) -> SeedData:
+    """Tokenize a split into prompts, and evaluate ``f0 = f(θ0, x)`` on all of it."""
+    from ntk_lab.kernels import count_params
+    from ntk_lab.prompts import batched_outputs, encode
+
+    config, seed = ctx.config, split.seed
+    n, d = len(split.train), len(split.dev)
+    with ctx.timer.stage("tokenize"):
+        encoded = encode(ctx.task, split.train + split.dev + split.test, ctx.model.tokenizer, ctx.max_length,
+                         prompt=not config.no_prompt, pad_multiple=16)
+    parts = {"train": slice(0, n), "dev": slice(n, n + d), "test": slice(n + d, None)}
+    y = {name: encoded["labels"][rows] for name, rows in parts.items()}
+    x = {name: _inputs(_subset(encoded, rows)) for name, rows in parts.items()}
+    params0 = _params0(ctx, seed)
+    with ctx.timer.stage("f0"):
+        f0 = batched_outputs(ctx.f, params0, encoded, config.batch_size, desc=f"f0 seed {seed}")
+    f0b = {name: _binary_outputs(f0[rows], ctx.binary) for name, rows in parts.items()}
+    return SeedData(seed, encoded, parts, x, y, params0, f0, f0b, provenance(ctx, split, params0),
+                    count_params(params0, ctx.param_filter), count_params(_base_params(ctx, seed)))
+
+
+def _scored(ctx: Context, data: SeedData, method: str, record: dict, pred: np.ndarray) -> dict:
+    """A method's record: its test accuracy (and F1 where the task reports it) and the trainable size."""
+    y = data.y["test"]
+    record = {"seed": data.seed, "method": method, "subset": ctx.subset_text, "accuracy": float(np.mean(pred == y)),
+              "trainable_params": data.trainable, "trainable_fraction": data.trainable / data.total, **record}
+    if ctx.task.f1:
+        record["f1"] = f1_score(pred, y)
+    return record
+
+
+def zero_shot(ctx: Context, data: SeedData) -> tuple[dict, dict[str, np.ndarray]]:
+    """The pre-trained classifier ``argmax_c f(θ0, x)_c`` on test."""
+    test = data.f0[data.parts["test"]]
+    return _scored(ctx, data, "zero-shot", {}, test.argmax(1)), {"test": test}
+
+
+def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """``kernel-KIND``: the eNTK at θ0 on train x (train, dev, test), a solver fitted on train with its
+    λ and f0 scale chosen on dev; the record and ``{"test": scores, "k_train": K(train, train)}``."""
+    from ntk_lab import solvers
+    from ntk_lab.subsets import kernel_alignment, kernel_distance
+
+    parts, seed = data.parts, data.seed
+    with ctx.timer.stage("kernels"):
+        k = _kernel(ctx, kind, data.params0, data.x["train"], _inputs(data.encoded), seed)
+    with ctx.timer.stage("solve"):
+        solver = "asym-lssvm" if kind == "asigngd" else ctx.config.solver
+        chosen = solvers.select(solver, k[:, :, parts["train"]], data.y["train"], data.f0b["train"],
+                                k[:, :, parts["dev"]], data.y["dev"], data.f0b["dev"])
+        scores = chosen.fit.decision(k[:, :, parts["test"]], data.f0b["test"])
+    similarity = {"kernel_distance_to_full": 0.0, "kernel_alignment_to_full": 1.0}
+    if not ctx.full:
+        with ctx.timer.stage("kernels"):
+            k_full = _kernel(ctx, kind, _base_params(ctx, seed), data.x["train"], data.x["train"], seed, base=True)
+        k_sub = k[:, :, parts["train"]]
+        similarity = {"kernel_distance_to_full": kernel_distance(k_sub, k_full),
+                      "kernel_alignment_to_full": kernel_alignment(k_sub, k_full)}
+    record = _scored(ctx, data, f"kernel-{kind}", {"solver": solver, "lambda": chosen.lam, "scale": chosen.scale,
+                                                   "dev_accuracy": chosen.dev_accuracy, **similarity},
+                     solvers.predict_labels(scores))
+    return record, {"test": scores, "k_train": k[:, :, parts["train"]]}
+
+
+def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """``ft-NAME``: fine-tuning from θ0, learning rate and step chosen on dev, with its linearization
+    fraction and the drift of its kernel from ``k0`` (``K(train, train)`` at θ0; computed if None)."""
+    from ntk_lab import finetune
+    from ntk_lab.kernel_store import compute_kernel
+    from ntk_lab.prompts import batched_outputs
+
+    config, parts, x, y, seed = ctx.config, data.parts, data.x, data.y, data.seed
+    method = f"ft-{name}"
+    with ctx.timer.stage("fine-tune"):
+        result = finetune.train(
+            ctx.f, data.params0, x["train"], y["train"], x["dev"], y["dev"], optimizer=name, lrs=config.lrs[name],
+            steps=config.steps, eval_every=config.eval_every, loss=config.loss,
+            batch_size=config.ft_batch_size or None, seed=seed, eval_batch_size=config.batch_size,
+            param_filter=ctx.param_filter, desc=f"{method} seed {seed}",
+        )
+        test_encoded = _subset(data.encoded, parts["test"])
+        f_ft = batched_outputs(ctx.f, result.params, test_encoded, config.batch_size, desc=f"{method} test")
+        f_lin = finetune.linearized_outputs(ctx.f, data.params0, result.params, x["test"], config.batch_size)
+    with ctx.timer.stage("kernels"):
+        kind = finetune.KERNEL_OF[name]
+        if k0 is None:
+            k0 = _kernel(ctx, kind, data.params0, x["train"], x["train"], seed)
+        with tempfile.TemporaryDirectory(dir=ctx.state.folder) as scratch:
+            k_t = compute_kernel(ctx.entk(kind, config.implementation), result.params, x["train"], x["train"],
+                                 scratch, block=config.kernel_block, column_block=config.column_block,
+                                 desc=f"{method} kernel at θ_T")
+        drift = finetune.kernel_drift(k0, k_t)
+    fraction = finetune.linearization_fraction(data.f0[parts["test"]], f_lin, f_ft, y["test"], config.loss)
+    best = next(r for r in result.runs if r.lr == result.lr)
+    record = _scored(ctx, data, method, {
+        "lr": result.lr, "step": result.step, "dev_accuracy": result.dev_accuracy,
+        "linearization": None if not np.isfinite(fraction) else fraction,
+        "linearized_accuracy": float(np.mean(f_lin.argmax(1) == y["test"])),
+        "kernel_drift": drift,
+        "curve": {"lr": best.lr, "steps": best.steps, "train_loss": best.train_loss, "dev_accuracy": best.dev_accuracy},
+    }, f_ft.argmax(1))
+    return record, {"test": f_ft}
+
+
+def agreements(records: list[dict], outputs: dict[str, dict[str, np.ndarray]]) -> None:
+    """Add to each kernel record the share of test examples where it and its fine-tuning counterpart
+    predict the same label (``COUNTERPART``)."""
+    from ntk_lab import solvers
+
+    for record in records:
+        partner = COUNTERPART.get(record["method"])
+        if partner in outputs:
+            kernel_pred = solvers.predict_labels(outputs[record["method"]]["test"])
+            record["agreement"] = float(np.mean(kernel_pred == outputs[partner]["test"].argmax(1)))
+
+
+def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
+    """Every method's record for one k-shot split, and the test outputs each produced; a (seed, method)
+    finished before with the same inputs is read from ``ctx.state``, a new one saved there."""
+    data = encode_seed(ctx, split)
+
+    def kept(method: str, compute: Any) -> tuple[dict, dict[str, np.ndarray]]:
+        cached = ctx.state.load(data.seed, method, data.provenance)
+        if cached is None:
+            cached = compute()
+            ctx.state.save(data.seed, method, *cached, data.provenance)
+            ctx.timer.save()
+        return cached
+
+    records, outputs = [], {}
+    for method, compute in [("zero-shot", lambda: zero_shot(ctx, data)),
+                            *((f"kernel-{kind}", functools.partial(kernel_method, ctx, data, kind))
+                              for kind in ctx.config.kernels)]:
+        record, outputs[method] = compute() if method == "zero-shot" else kept(method, compute)
+        records.append(record)
+    for name in ctx.config.optimizers:
+        k0 = outputs.get(f"kernel-{_kernel_of(name)}", {}).get("k_train")
+        record, outputs[f"ft-{name}"] = kept(f"ft-{name}", functools.partial(finetune_method, ctx, data, name, k0))
+        records.append(record)
+    agreements(records, outputs)
+    return records, outputs
+
+
+def _kernel_of(optimizer: str) -> str:
+    from ntk_lab.finetune import KERNEL_OF
+
+    return KERNEL_OF[optimizer]
+
+
+def table(results: dict, methods: list[str], seeds: list[int], sweep: bool = False) -> str:
+    """Methods down, seeds across, then mean ± std; the diagnostics below the accuracies."""
+    runs = results["runs"]
+    value = lambda m, s, key: next((r.get(key) for r in runs if label(r, sweep) == m and r["seed"] == s), None)
+    cell = lambda v: f"{v:7.3f}" if isinstance(v, (int, float)) and np.isfinite(v) else f"{'-':>7}"
+    width = max(28, *(len(m) + 26 for m in methods))
+    lines = [f"{'':<{width}}" + "".join(f"{s:>7}" for s in seeds) + "   mean ± std"]
+    extra = ("trainable_fraction", *SUBSET_METRICS) if any(r["subset"] != "full" for r in runs) else ()
+    for key in ("accuracy", *DIAGNOSTICS, *extra):
+        summary = summarize(runs, key, sweep)
+        for m in methods:
+            if m not in summary:
+                continue
+            if key == "trainable_fraction" and not m.startswith("zero-shot"):
+                continue  # one row per subset
+            name = m if key == "accuracy" else f"{m} {key}"
+            lines.append(f"{name:<{width}}" + "".join(cell(value(m, s, key)) for s in seeds)
+                         + f"   {summary[m]['mean']:.3f} ± {summary[m]['std']:.3f}")
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, runs: list[dict]) -> None:
+    columns = ["seed", "method", "subset", "accuracy", *DIAGNOSTICS, "linearized_accuracy", "trainable_params",
+               "trainable_fraction", *SUBSET_METRICS, "dev_accuracy", "lr", "step", "solver", "lambda", "scale"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(runs)
+
+
+def draw_figures(out: Path, results: dict, methods: list[str], outputs: dict[int, dict], title: str, chance: float) -> None:
+    """accuracy.png, and over every seed scatter.png and curves.png (``outputs``: seed -> method -> arrays)."""
+    from ntk_lab import figures
+
+    figures.accuracy_figure(results["runs"], methods, out / "accuracy.png", title, chance)
+    record = {(r["seed"], r["method"]): r for r in results["runs"]}
+    panels = [(k, ft, [figures.SeedOutputs(seed, got[k]["test"], record[seed, k]["scale"], got[ft]["test"],
+                                           record[seed, ft]["step"]) for seed, got in outputs.items()])
+              for k, ft in COUNTERPART.items() if k in methods and ft in methods]
+    if panels:
+        figures.scatter_figure(panels, out / "scatter.png", f"{title}, test")
+    kernel_of = {ft: k for k, ft in COUNTERPART.items()}
+    curves = [(m, kernel_of[m] if kernel_of[m] in methods else None,
+               [(seed, record[seed, m]["curve"], record[seed, m]["step"],
+                 record[seed, kernel_of[m]]["dev_accuracy"] if kernel_of[m] in methods else None) for seed in outputs])
+              for m in methods if m.startswith("ft-")]
+    if curves:
+        figures.curve_figure(curves, out / "curves.png", title)
+
+
+@dataclass
+class Results:
+    """Every (seed, method) record of a run, with its summaries, timing and the test outputs per seed."""
+
+    config: CompareConfig
+    task: Any
+    binary: bool
+    runs: list[dict]
+    seed_outputs: dict[int, dict[str, dict[str, np.ndarray]]]  # seed -> method -> arrays (first subset)
+    timer: Timer
+
+    @property
+    def sweep(self) -> bool:
+        return len(self.config.subsets) > 1
+
+    @property
+    def methods(self) -> list[str]:
+        return [m for m in METHOD_ORDER if any(r["method"] == m for r in self.runs)]
+
+    @property
+    def rows(self) -> list[str]:
+        return [f"{m} [{s}]" for s in self.config.subsets for m in self.methods] if self.sweep else self.methods
+
+    def as_dict(self) -> dict[str, Any]:
+        """``results.json``: ``{"task", "model", "k", "runs", "summary", "diagnostics", "timing",
+        "peak_rss_gib", "invocations", "config"}``."""
+        sweep = self.sweep
+        return {
+            "task": self.task.name, "model": self.config.model, "k": self.config.k, "runs": self.runs,
+            "summary": summarize(self.runs, sweep=sweep),
+            "diagnostics": {key: summarize(self.runs, key, sweep)
+                            for key in (*DIAGNOSTICS, *SUBSET_METRICS, "linearized_accuracy")},
+            "timing": {k: round(v, 3) for k, v in self.timer.seconds.items()},
+            "peak_rss_gib": {k: round(v, 3) for k, v in self.timer.peak_gib.items()},
+            "invocations": self.timer.invocations,
+            "config": {**self.config.as_dict(), "binary": self.binary},
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """``as_dict`` in plain JSON types, as ``results.json`` holds it."""
+        return json.loads(json.dumps(self.as_dict(), default=float))
+
+    def table(self) -> str:
+        return table(self.as_dict(), self.rows, list(self.config.seeds), self.sweep)
+
+    def write(self, out: Path) -> list[str]:
+        """results.json, results.csv and the figures into ``out``; returns the names written."""
+        results = self.as_dict()
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+        _write_csv(out / "results.csv", self.runs)
+        title = f"{self.task.name}, {Path(self.config.model).name}, k={self.config.k}"
+        first = [r for r in self.runs if r["subset"] == self.config.subsets[0]]
+        draw_figures(out, {**results, "runs": first}, self.methods, self.seed_outputs, title, 1 / self.task.num_classes)
+        made = ["results.json", "results.csv", "accuracy.png", "scatter.png", "curves.png"]
+        if self.sweep:
+            from ntk_lab import figures
+
+            figures.subset_figure(self.runs, list(self.config.subsets), out / "subsets.png", title)
+            made.append("subsets.png")
+        return made
+
+
+def context(setup: Setup, out: str | Path, subset: str = "full", timer: Timer | None = None) -> Context:
+    """The shared state of one subset's seeds, for a study that calls the stages itself
+    (``encode_seed``, ``kernel_method``, ``finetune_method``): records are kept under ``out/state``."""
+    from ntk_lab.cache import writable_folder
+    from ntk_lab.subsets import parse_subset
+
+    c = setup.config
+    options = {k: v for k, v in c.as_dict().items() if k not in ("seeds", "subsets")}
+    state = State(writable_folder(Path(out)), {**options, "subset": subset})
+    return Context(c, setup.task, setup.model, setup.f, parse_subset(subset, seed=0), setup.binary, timer or Timer(),
+                   state, min(c.max_length, setup.model.config.max_length), subset)
+
+
+def run(config: CompareConfig, out: str | Path, setup: Setup | None = None) -> Results:
+    """Every seed and subset of ``config``, resuming from what ``out/state`` holds; prints a line per
+    seed. ``setup``: a ``prepare(config)`` already made (its model is reused)."""
+    from ntk_lab.cache import writable_folder
+
+    out = writable_folder(Path(out))
+    setup = setup or prepare(config)
+    task = setup.task
+    c = config
+    print(f"{task.name}, {c.model}, k={c.k}, train n={len(setup.splits[0].train)}, test n={len(setup.splits[0].test)}, "
+          f"{'binary ' if setup.binary else ''}kernels {', '.join(c.kernels)}, fine-tuning {', '.join(c.optimizers)}"
+          f"{', no prompt' if c.no_prompt else ''}, subsets {', '.join(c.subsets)}", flush=True)
+    timer = Timer(out / "state" / f"timing-{digest(c.as_dict())[:12]}.json")
+    runs: list[dict] = []
+    seed_outputs: dict[int, dict] = {}
+    for subset_text in c.subsets:
+        ctx = context(setup, out, subset_text, timer)
+        for split in setup.splits:
+            records, outputs = run_seed(ctx, split)
+            runs += records
+            if subset_text == c.subsets[0]:
+                seed_outputs[split.seed] = outputs
+            print(f"{subset_text}, seed {split.seed}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in records),
+                  flush=True)
+    timer.save()
+    return Results(c, task, setup.binary, runs, seed_outputs, timer)
