@@ -41,7 +41,7 @@ def prepare(model: str, path: Path) -> None:
 
     from bench_lm import load_case, save_case
     from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.prompts import INPUT_KEYS, PromptedClassifier, encode
     from ntk_lab.tasks import TASKS, load_task_data
 
     n1, n2 = SIZES[model]
@@ -65,7 +65,7 @@ def prepare(model: str, path: Path) -> None:
     pad = 64 - batch["input_ids"].shape[1]  # sequence length 64, as in the issue
     batch["input_ids"] = np.pad(batch["input_ids"], ((0, 0), (0, pad)), constant_values=lm.tokenizer.pad_token_id)
     batch["attention_mask"] = np.pad(batch["attention_mask"], ((0, 0), (0, pad)))
-    x = {k: jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "mask_pos")}
+    x = {k: jnp.asarray(batch[k]) for k in INPUT_KEYS}
     classifier = PromptedClassifier.for_task(lm, task)
     save_case(path, vars(lm.config), lm.params, x, classifier.label_ids, n1)
     f, params, x1, x2 = load_case(path)

@@ -35,7 +35,7 @@ def inputs(n1: int, n2: int, length: int, tokenizer) -> tuple[dict, dict, str]:
     import jax.numpy as jnp
     import numpy as np
 
-    from ntk_lab.prompts import encode
+    from ntk_lab.prompts import INPUT_KEYS, encode
     from ntk_lab.tasks import TASKS, load_task_data
 
     task = TASKS["sst2"]
@@ -48,7 +48,7 @@ def inputs(n1: int, n2: int, length: int, tokenizer) -> tuple[dict, dict, str]:
         pad = length - batch["input_ids"].shape[1]
         batch["input_ids"] = np.pad(batch["input_ids"], ((0, 0), (0, pad)), constant_values=tokenizer.pad_token_id)
         batch["attention_mask"] = np.pad(batch["attention_mask"], ((0, 0), (0, pad)))
-        out.append({k: jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "mask_pos")})
+        out.append({k: jnp.asarray(batch[k]) for k in INPUT_KEYS})
     return out[0], out[1], source
 
 

@@ -43,14 +43,14 @@ def width_sweep(widths: list[int], inits: int, n: int = 6, d: int = 5, seed: int
 
 def _prompted(model_name: str, examples: int) -> tuple[Any, Any, dict, np.ndarray]:
     from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.prompts import PromptedClassifier, encode, inputs
     from ntk_lab.tasks import get_task, load_task_data
 
     model = load_masked_lm(model_name)
     task = get_task("sst2")
     train, _ = load_task_data(task, "sample")
     enc = encode(task, train[:examples], model.tokenizer, 64)
-    x = {k: enc[k] for k in ("input_ids", "attention_mask", "mask_pos")}
+    x = inputs(enc)
     return PromptedClassifier.for_task(model, task), model.params, x, enc["labels"]
 
 

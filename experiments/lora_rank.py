@@ -23,14 +23,14 @@ def sweep(model_name: str = "tiny", examples: int = 8, ranks: list[int] = [1, 2,
     """Mean and spread over ``seeds`` draws of A of ``‖K_LoRA - K_qv‖_F / ‖K_qv‖_F`` at each rank, and the slope."""
     from ntk_lab import kernels, subsets
     from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.prompts import PromptedClassifier, encode, inputs
     from ntk_lab.tasks import get_task, load_task_data
 
     model = load_masked_lm(model_name)
     task = get_task("sst2")
     train, _ = load_task_data(task, "sample")
     enc = encode(task, train[:examples], model.tokenizer, 64)
-    x = {k: enc[k] for k in ("input_ids", "attention_mask", "mask_pos")}
+    x = inputs(enc)
     f = PromptedClassifier.for_task(model, task)
     qv = lambda path: len(path) > 1 and path[-2] in ("query", "value") and path[-1] == "kernel"
     target = np.asarray(kernels.flatten_kernel(kernels.entk_fn(f, param_filter=qv)(model.params, x)))

@@ -14,7 +14,6 @@ pretrained model's zero-shot clearly above chance and its SGD kernel at 0.70 or 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,9 @@ def random_twin(model: str, folder: Path) -> Path:
 def zero_shot_auc(model: str, data_dir: str) -> float:
     """Area under the ROC curve of ``f_great - f_terrible`` on the test set: does the prompt rank
     positive above negative sentences, whatever threshold argmax implies (0.5: no)."""
-    import numpy as np
     from scipy.stats import rankdata
 
+    from ntk_lab.kernels import binary_margin
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import PromptedClassifier, encode
     from ntk_lab.tasks import TASKS, load_task_data
@@ -53,7 +52,7 @@ def zero_shot_auc(model: str, data_dir: str) -> float:
     test = load_task_data(task, data_dir)[1]
     encoded = encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length), pad_multiple=16)
     scores = PromptedClassifier.for_task(loaded, task).logits(loaded.params, encoded, 64)
-    d, y = scores[:, 1] - scores[:, 0], encoded["labels"] == 1
+    d, y = binary_margin(scores)[:, 0], encoded["labels"] == 1
     ranks = rankdata(d)
     return float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum()))
 

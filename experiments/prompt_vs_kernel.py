@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ import jax
 import numpy as np
 
 from experiments import report
-
-KEYS = ("input_ids", "attention_mask", "mask_pos")
 
 
 def compare_runs(model: str, data_dir: str, k: int, seeds: list[int], steps: int, eval_every: int, test_cap: int,
@@ -51,7 +48,7 @@ def lazy_regime(model_name: str, data_dir: str, k: int, seed: int, lr: float, st
     """Full-batch SGD on MSE with a small learning rate against kernel gradient descent at the same step."""
     from ntk_lab import finetune, kernels, linearized
     from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.prompts import PromptedClassifier, encode, inputs
     from ntk_lab.tasks import get_task, kshot_split, load_task_data
 
     task = get_task("sst2")
@@ -59,7 +56,7 @@ def lazy_regime(model_name: str, data_dir: str, k: int, seed: int, lr: float, st
     train, test = load_task_data(task, data_dir)
     split = kshot_split(train, test, 2, k, seed, test_cap)
     enc = [encode(task, part, model.tokenizer, 64) for part in (split.train, split.dev, split.test)]
-    (x_train, x_dev, x_test), (y_train, y_dev, y_test) = [{key: e[key] for key in KEYS} for e in enc], [e["labels"] for e in enc]
+    (x_train, x_dev, x_test), (y_train, y_dev, y_test) = [inputs(e) for e in enc], [e["labels"] for e in enc]
     f = PromptedClassifier.for_task(model, task)
     result = finetune.train(f, model.params, x_train, y_train, x_dev, y_dev, optimizer="sgd", lrs=(lr,), steps=steps,
                             eval_every=steps, loss="mse", keep="last")

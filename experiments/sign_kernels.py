@@ -42,14 +42,14 @@ def _classifier(model_name: str, dtype: Any) -> tuple[Any, Any, Any]:
 
 def first_step(model_name: str, etas: list[float], examples: int = 8) -> dict[str, Any]:
     """One optax Adam step (ε = 1e-30, far below the float-noise gradients) on the logistic loss of example 0 against the A-SignGD prediction (x64)."""
-    from ntk_lab.prompts import encode
+    from ntk_lab.prompts import encode, inputs
     from ntk_lab.tasks import load_task_data
 
     with jax.enable_x64(True):
         task, model, f = _classifier(model_name, jnp.float64)
         train, _ = load_task_data(task, "sample")
         enc = encode(task, train[:examples], model.tokenizer, 64)
-        x = {k: enc[k] for k in ("input_ids", "attention_mask", "mask_pos")}
+        x = inputs(enc)
         y = 2.0 * enc["labels"][0] - 1.0  # ±1
         fb = jax.jit(lambda p, batch: (lambda o: o[:, 1] - o[:, 0])(f(p, batch)))
         params = model.params

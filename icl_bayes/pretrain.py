@@ -116,10 +116,10 @@ def pretrain(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch_si
              settings: dict | None = None) -> float:
     """Train until ``trainer.step == steps``, checkpointing (with ``settings``) every ``every`` steps;
     returns steps/s."""
-    from tqdm.auto import tqdm
+    from ntk_lab.progress import progress
 
     start, first = time.perf_counter(), trainer.step
-    with tqdm(total=steps, initial=trainer.step, desc="pretrain", unit="step") as bar:
+    with progress(total=steps, initial=trainer.step, desc="pretrain", unit="step") as bar:
         while trainer.step < steps:
             loss = trainer.train_step(*batch(model, T, batch_size, seed, trainer.step, pool))
             bar.update(1)

@@ -64,7 +64,9 @@ def margin(scores: np.ndarray) -> np.ndarray:
     if scores.shape[1] == 1:
         return scores[:, 0]
     if scores.shape[1] == 2:
-        return scores[:, 1] - scores[:, 0]
+        from ntk_lab.kernels import binary_margin
+
+        return binary_margin(scores)[:, 0]
     return (scores - scores.mean(1, keepdims=True)).reshape(-1)
 
 

@@ -167,7 +167,7 @@ def train(
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
-    from tqdm.auto import tqdm
+    from ntk_lab.progress import progress
 
     theta0, frozen, treedef, chosen = split_params(params0, param_filter)
     step_fn, outputs = _compiled(f, treedef, chosen, optimizer, loss)
@@ -182,7 +182,7 @@ def train(
         order = np.arange(n)
         run = Run(lr)
         value = float(loss_value(apply(theta, x_train), y_train_j, loss))
-        for t in tqdm(range(steps + 1), desc=f"{desc} lr={lr:g}", unit="step", leave=False):
+        for t in progress(range(steps + 1), desc=f"{desc} lr={lr:g}", unit="step", leave=False):
             if t % eval_every == 0 or t == steps:
                 dev = accuracy(_evaluate(apply, theta, x_dev, eval_batch_size), y_dev)
                 run.steps.append(t)

@@ -194,11 +194,11 @@ def compute_kernel(
 
 def _fill(paths: dict[tuple[int, int], Path], compute: Callable[[int, int], None], desc: str) -> None:
     """Compute every tile not on disk, claiming each first; then wait for those other runs claimed."""
-    from tqdm.auto import tqdm
+    from ntk_lab.progress import progress
 
     pending = [tile for tile, path in paths.items() if not tile_exists(path)]
     waited = False
-    with tqdm(total=len(pending), desc=desc, unit="tile", disable=not pending, leave=False) as bar:
+    with progress(total=len(pending), desc=desc, unit="tile", disable=not pending, leave=False) as bar:
         while pending:
             claimed_elsewhere = []
             for tile in pending:

@@ -126,10 +126,14 @@ def count_params(params: Params, param_filter: Callable[[tuple[str, ...]], bool]
     return sum(int(np.prod(v.shape)) for p, v in leaves if param_filter(path_names(p)))
 
 
+def binary_margin(out: Any) -> Any:
+    """Binary mode's one output: ``f_1 - f_0``, ``[n, 2] -> [n, 1]`` (numpy or JAX)."""
+    return (out[:, 1] - out[:, 0])[:, None]
+
+
 def _binary(f: Callable[[Params, X], jax.Array]) -> Callable[[Params, X], jax.Array]:
     def fb(params: Params, x: X) -> jax.Array:
-        out = f(params, x)
-        return (out[:, 1] - out[:, 0])[:, None]
+        return binary_margin(f(params, x))
 
     return fb
 

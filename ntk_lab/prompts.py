@@ -26,6 +26,14 @@ from ntk_lab.tasks import Example, Task
 
 Batch = dict[str, jax.Array]
 
+INPUT_KEYS = ("input_ids", "attention_mask", "mask_pos")  # what ``encode`` gives the model; "labels" besides
+
+
+def inputs(encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's inputs of an ``encode`` result (without its labels)."""
+    return {k: encoded[k] for k in INPUT_KEYS}
+
+
 _PART = re.compile(r"\{(\w+)(?::(\w+))?\}|<mask>")
 _MODIFIERS = {
     None: lambda s: s,
@@ -177,16 +185,15 @@ def batched_outputs(
 
     The last batch is padded to ``batch_size`` so that one compiled shape serves the whole set.
     """
-    from tqdm.auto import tqdm
+    from ntk_lab.progress import progress
 
     apply = _jitted(f)
     n = len(encoded["labels"])
-    keys = ("input_ids", "attention_mask", "mask_pos")
     out = []
-    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
+    for start in progress(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
         stop = min(start + batch_size, n)
         rows = np.arange(start, start + batch_size).clip(max=n - 1)
-        out.append(np.asarray(apply(params, {k: encoded[k][rows] for k in keys}))[: stop - start])
+        out.append(np.asarray(apply(params, {k: encoded[k][rows] for k in INPUT_KEYS}))[: stop - start])
     return np.concatenate(out)
 
 

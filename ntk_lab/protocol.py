@@ -41,7 +41,6 @@ COUNTERPART = {"kernel-sgd": "ft-sgd", "kernel-signgd": "ft-signgd", "kernel-asi
 METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
 DIAGNOSTICS = ("f1", "agreement", "linearization", "kernel_drift")
 SUBSET_METRICS = ("kernel_distance_to_full", "kernel_alignment_to_full")
-KEYS = ("input_ids", "attention_mask", "mask_pos")
 
 
 @dataclass(frozen=True)
@@ -228,11 +227,15 @@ def _subset(encoded: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray
 
 
 def _inputs(encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: encoded[k] for k in KEYS}
+    from ntk_lab.prompts import inputs
+
+    return inputs(encoded)
 
 
 def _binary_outputs(scores: np.ndarray, binary: bool) -> np.ndarray:
-    return (scores[:, 1] - scores[:, 0])[:, None] if binary else scores
+    from ntk_lab.kernels import binary_margin
+
+    return binary_margin(scores) if binary else scores
 
 
 def _base_params(ctx: Context, seed: int) -> Any:
@@ -251,7 +254,7 @@ def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, s
     kernel cache, in tiles of ``--kernel-block`` rows and ``--column-block`` columns. ``base=True``:
     the full model's kernel, at the base parameters ``params0``."""
     from ntk_lab.cache import cache_dir
-    from ntk_lab.kernel_store import compute_kernel, fingerprint, kernel_key
+    from ntk_lab.kernel_store import compute_kernel, kernel_key
 
     config = ctx.config
     kernel = ctx.entk(kind, config.implementation, base)

@@ -8,19 +8,18 @@ import pytest
 
 from ntk_lab import finetune, kernels
 
-KEYS = ("input_ids", "attention_mask", "mask_pos")
 
 
 @pytest.fixture(scope="module")
 def setup(tiny):
-    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.prompts import PromptedClassifier, encode, inputs
     from ntk_lab.tasks import get_task, kshot_split, load_task_data
 
     task = get_task("sst2")
     train, test = load_task_data(task, "sample")
     split = kshot_split(train, test, 2, 16, 13)
     enc = [encode(task, part, tiny.tokenizer, 64) for part in (split.train, split.dev, split.test)]
-    xs = [{k: e[k] for k in KEYS} for e in enc]
+    xs = [inputs(e) for e in enc]
     return PromptedClassifier.for_task(tiny, task), tiny.params, xs, [e["labels"] for e in enc]
 
 

@@ -12,18 +12,17 @@ import pytest
 from ntk_lab import finetune, kernels, subsets
 from ntk_lab.errors import NtkLabError
 
-KEYS = ("input_ids", "attention_mask", "mask_pos")
 
 
 @pytest.fixture(scope="module")
 def setup(tiny):
-    from ntk_lab.prompts import PromptedClassifier, encode
+    from ntk_lab.prompts import PromptedClassifier, encode, inputs
     from ntk_lab.tasks import get_task, load_task_data
 
     task = get_task("sst2")
     train, _ = load_task_data(task, "sample")
     enc = encode(task, train[:12], tiny.tokenizer, 32)
-    return PromptedClassifier.for_task(tiny, task), tiny.params, {k: enc[k] for k in KEYS}, enc["labels"]
+    return PromptedClassifier.for_task(tiny, task), tiny.params, inputs(enc), enc["labels"]
 
 
 @pytest.mark.parametrize("subset", [subsets.parse_subset(n) for n in ("full", "head", "bitfit", "lora:4", "pasta")]
