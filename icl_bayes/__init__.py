@@ -1,3 +1,5 @@
 """icl_bayes: in-context learning as Bayesian model averaging, measured against its closed forms."""
 
-__version__ = "0.1.0"
+from ntk_lab import __version__  # one version for the distribution (ntk-lab)
+
+__all__ = ["__version__"]

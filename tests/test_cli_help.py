@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,3 +65,19 @@ def test_benchmark_help(script, capsys, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     text = _help(capsys, lambda: runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__"))
     assert text.startswith(f"usage: python benchmarks/{script} ")
+
+
+@pytest.mark.parametrize("script, module", [("ntk-compare", "ntk_lab.compare"), ("ntk-pretrain", "ntk_lab.pretrain"),
+                                            ("icl-simulate", "icl_bayes.simulate"), ("icl-pretrain", "icl_bayes.pretrain")])
+def test_console_scripts_are_installed_and_run(script, module) -> None:
+    path = Path(sys.executable).parent / script
+    assert path.exists(), f"{script} is not installed next to {sys.executable}: pip install -e ."
+    done = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: python -m {module} ")
+
+
+def test_the_code_passes_ruff() -> None:
+    """pyproject's ruff rules (pyflakes) over the packages, experiments, benchmarks and tests."""
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "ntk_lab", "icl_bayes", "experiments",
+                           "benchmarks", "tests"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
