@@ -38,7 +38,8 @@ def write_roberta_base_size(folder: Path) -> Path:
     import jax.numpy as jnp
     from transformers import RobertaConfig
 
-    from ntk_lab.models import build_tiny, load_masked_lm
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.tiny import build_tiny
     from ntk_lab.models.checkpoint import save_masked_lm
     from ntk_lab.models.encoder import EncoderConfig, MaskedLM
 

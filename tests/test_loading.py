@@ -9,13 +9,13 @@ from flax.traverse_util import flatten_dict
 from ntk_lab.errors import NtkLabError
 from ntk_lab.models import load_masked_lm
 from ntk_lab.models.checkpoint import hf_key, params_from_state_dict, read_state_dict, state_dict_from_params
-from ntk_lab.models.tiny import vocabulary_words, write_tiny
+from ntk_lab.tiny import vocabulary_words, write_tiny
 from ntk_lab.tasks import TASKS
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-bert"])
 def test_tiny_is_deterministic_from_its_seed(name: str, tmp_path) -> None:
-    from ntk_lab.models.tiny import TINY_MODELS
+    from ntk_lab.tiny import TINY_MODELS
 
     for sub, seed in (("a", 0), ("b", 0), ("c", 1)):
         write_tiny(tmp_path / sub, TINY_MODELS[name], seed)
@@ -86,7 +86,7 @@ def test_roberta_positions_skip_padding(tiny) -> None:
 def test_damaged_weights_and_missing_tokenizer_are_named(tmp_path) -> None:
     import shutil
 
-    from ntk_lab.models.tiny import build_tiny
+    from ntk_lab.tiny import build_tiny
 
     folder = tmp_path / "copy"
     shutil.copytree(build_tiny("tiny"), folder)

@@ -23,7 +23,7 @@ CASES = {
 
 def _torch_model(family: str, folder, **overrides):
     """A random tiny *ForMaskedLM saved with save_pretrained, plus the tiny tokenizer beside it."""
-    from ntk_lab.models import build_tiny
+    from ntk_lab.tiny import build_tiny
     from transformers import AutoTokenizer
 
     base = "roberta" if family.startswith("roberta") else "bert"

@@ -2,6 +2,5 @@
 
 from ntk_lab.models.checkpoint import LoadedMaskedLM, load_masked_lm, save_masked_lm
 from ntk_lab.models.encoder import EncoderConfig, MaskedLM
-from ntk_lab.models.tiny import TINY_MODELS, build_tiny
 
-__all__ = ["EncoderConfig", "LoadedMaskedLM", "MaskedLM", "TINY_MODELS", "build_tiny", "load_masked_lm", "save_masked_lm"]
+__all__ = ["EncoderConfig", "LoadedMaskedLM", "MaskedLM", "load_masked_lm", "save_masked_lm"]

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -200,13 +200,19 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").exists()) if SHIPPED.is_dir() else []
 
 
-def resolve_folder(name_or_path: str) -> Path:
-    """A local checkpoint folder, a shipped model, the offline tiny model, or a hub id downloaded into
-    the HF cache."""
-    from ntk_lab.models.tiny import TINY_MODELS, build_tiny
+OFFLINE: dict[str, Callable[[str], Path]] = {}  # name -> builder of its folder (ntk_lab.tiny registers its own)
 
-    if name_or_path in TINY_MODELS:
-        return build_tiny(name_or_path)
+
+def register_offline(name: str, build: Callable[[str], Path]) -> None:
+    """Let ``load_masked_lm(name)`` load the folder ``build(name)`` returns (a model built offline)."""
+    OFFLINE[name] = build
+
+
+def resolve_folder(name_or_path: str) -> Path:
+    """A local checkpoint folder, a shipped model, a model built offline (``register_offline``: the
+    tiny models), or a hub id downloaded into the HF cache."""
+    if name_or_path in OFFLINE:
+        return OFFLINE[name_or_path](name_or_path)
     if name_or_path in shipped_models():
         return SHIPPED / name_or_path
     path = Path(name_or_path).expanduser()
@@ -225,7 +231,7 @@ def resolve_folder(name_or_path: str) -> Path:
         raise NtkLabError(
             f"could not download '{name_or_path}' from the Hugging Face hub ({reason}); offline, pass a "
             "local folder with config.json, model.safetensors and the tokenizer files, or use a model that "
-            f"ships with ntk-lab ({', '.join(shipped_models() + ['tiny'])})"
+            f"ships with ntk-lab ({', '.join(shipped_models() + sorted(OFFLINE))})"
         ) from None
 
 

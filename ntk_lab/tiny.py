@@ -3,7 +3,9 @@
 ``--model tiny`` (RoBERTa family: byte-level BPE, ``<s> ... </s>``, padding-offset positions) and
 ``--model tiny-bert`` (BERT family: WordPiece, ``[CLS] ... [SEP]``) are written once into the cache
 as ordinary Hugging Face checkpoint folders and then loaded like any other checkpoint, so the tiny
-model exercises the real loading path.
+model exercises the real loading path. This module sits above ``ntk_lab.models`` and ``ntk_lab.tasks``
+(it needs both); importing it registers the two names with ``models.checkpoint.register_offline``, and
+``ntk_lab/__init__`` imports it, so ``load_masked_lm("tiny")`` works from any import.
 
 The vocabulary holds every task's label words and template words, the offline sample's words and
 about two hundred common English words, each one token (with and without RoBERTa's leading space), plus
@@ -21,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ntk_lab.cache import build_folder_atomically, cache_dir
+from ntk_lab.models.checkpoint import register_offline, save_masked_lm
 from ntk_lab.models.encoder import EncoderConfig, MaskedLM
 
 TINY_MODELS = {"tiny": "roberta", "tiny-bert": "bert"}
@@ -99,8 +102,6 @@ def _hf_config(family: str, vocab_size: int):
 
 def write_tiny(folder: Path, family: str, seed: int = 0) -> None:
     """Write a tiny checkpoint folder: tokenizer, config.json and random weights from ``seed``."""
-    from ntk_lab.models.checkpoint import save_masked_lm
-
     words = vocabulary_words()
     tokenizer = _roberta_tokenizer(words) if family == "roberta" else _bert_tokenizer(words)
     hf_config = _hf_config(family, len(tokenizer))
@@ -115,3 +116,7 @@ def build_tiny(name: str = "tiny", seed: int = 0) -> Path:
     family = TINY_MODELS[name]
     target = cache_dir("models") / f"{name}-v{VERSION}-s{seed}"
     return build_folder_atomically(target, lambda tmp: write_tiny(tmp, family, seed))
+
+
+for _name in TINY_MODELS:
+    register_offline(_name, build_tiny)

@@ -1,0 +1,53 @@
+"""The package's structure: no import cycle between its modules (counting imports inside functions),
+and ``ntk_lab.models`` imports nothing from the layers above it (tasks, prompts, the offline builders)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imports() -> dict[str, set[str]]:
+    """Module -> the project modules it imports anywhere in its file (package ``__init__`` files left out)."""
+    graph: dict[str, set[str]] = {}
+    for package in ("ntk_lab", "icl_bayes"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.name == "__init__.py":
+                continue
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found = set()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("ntk_lab", "icl_bayes"):
+                    found.add(node.module)
+                    found.update(f"{node.module}.{a.name}" for a in node.names)
+                elif isinstance(node, ast.Import):
+                    found.update(a.name for a in node.names if a.name.split(".")[0] in ("ntk_lab", "icl_bayes"))
+            graph[name] = found
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def test_no_import_cycle() -> None:
+    graph = imports()
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            assert state.get(dep) != 1, "import cycle: " + " -> ".join([*path[path.index(dep):], dep])
+            if dep not in state:
+                visit(dep, [*path, dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_models_import_nothing_from_the_layers_above() -> None:
+    graph = imports()
+    for module, deps in graph.items():
+        if module.startswith("ntk_lab.models."):
+            above = {d for d in deps if not d.startswith("ntk_lab.models.") and d not in ("ntk_lab.errors", "ntk_lab.cache")}
+            assert not above, f"{module} imports {sorted(above)}"
