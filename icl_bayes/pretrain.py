@@ -68,13 +68,13 @@ class Pretrainer:
 
     def save(self, path: Path, settings: dict | None = None) -> None:
         """Serialize the training state and the ``settings`` that produced it to ``path`` atomically."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(flax.serialization.msgpack_serialize(
+        from ntk_lab.cache import write_atomically
+
+        write_atomically(path, flax.serialization.msgpack_serialize(
             {"params": flax.serialization.to_state_dict(self.params),
              "opt_state": flax.serialization.to_state_dict(self.opt_state),
              "step": self.step, "losses": np.asarray(self.losses, np.float64),
              "settings": json.dumps(settings or {}, sort_keys=True)}))
-        tmp.replace(path)
 
     def load(self, path: Path, settings: dict | None = None) -> None:
         """Restore the state saved in ``path``; with ``settings``, first check they are the ones it was

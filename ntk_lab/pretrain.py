@@ -463,20 +463,10 @@ def initial_weights(config: PretrainConfig, trainer: Trainer) -> Params:
 
 
 def export(folder: Path, trainer: Trainer, tokenizer: Any, params: Params, dtype: str = "float32") -> Path:
-    """Write the Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer files)."""
-    from safetensors.numpy import save_file
+    """Write the Hugging Face checkpoint folder (``models.checkpoint.save_masked_lm``)."""
+    from ntk_lab.models.checkpoint import save_masked_lm
 
-    from ntk_lab.models.checkpoint import state_dict_from_params
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = state_dict_from_params(params, EncoderConfig.from_hf(trainer.hf))
-    state = {k: v.astype(dtype) for k, v in state.items()}
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(state, tmp, metadata={"format": "pt"})
-    os.replace(tmp, folder / "model.safetensors")
-    trainer.hf.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_masked_lm(folder, params, trainer.hf, tokenizer, dtype)
 
 
 def pretrain(

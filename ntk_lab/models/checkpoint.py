@@ -265,14 +265,17 @@ def load_masked_lm(
     return LoadedMaskedLM(name_or_path, config, hf_config, params, tokenizer, MaskedLM(config, dtype))
 
 
-def save_masked_lm(folder: str | Path, params: Params, hf_config: Any, tokenizer: Any) -> Path:
-    """Write a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer files)."""
-    from safetensors.numpy import save_file
+def save_masked_lm(folder: str | Path, params: Params, hf_config: Any, tokenizer: Any, dtype: str = "float32") -> Path:
+    """Write a Hugging Face checkpoint folder (config.json, model.safetensors in ``dtype``, tokenizer
+    files); the weights are written atomically (``cache.write_atomically``)."""
+    from safetensors.numpy import save
+
+    from ntk_lab.cache import write_atomically
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = EncoderConfig.from_hf(hf_config)
-    save_file(state_dict_from_params(params, config), folder / "model.safetensors", metadata={"format": "pt"})
+    state = {k: v.astype(dtype) for k, v in state_dict_from_params(params, EncoderConfig.from_hf(hf_config)).items()}
+    write_atomically(folder / "model.safetensors", save(state, metadata={"format": "pt"}))
     hf_config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
