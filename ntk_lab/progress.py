@@ -49,8 +49,8 @@ class LogProgress:
     def __iter__(self) -> Iterator:
         try:
             for item in self.iterable or ():
+                self.update()  # counted when handed out: a loop that breaks after its last item still ends at total
                 yield item
-                self.update()
         finally:
             self.close()
 
