@@ -1,5 +1,3 @@
 """icl_bayes: in-context learning as Bayesian model averaging, measured against its closed forms."""
 
-from ntk_lab import __version__  # one version for the distribution (ntk-lab)
-
-__all__ = ["__version__"]
+from ntk_lab import __version__ as __version__  # one version for the distribution (ntk-lab)
