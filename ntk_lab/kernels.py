@@ -186,11 +186,10 @@ def as_columns(j: list[jax.Array]) -> list[jax.Array]:
 def contract_columns(j: list[jax.Array], columns: list[jax.Array]) -> jax.Array:
     """``contract(j, j')`` -> ``[n, c, n', c]`` given ``columns = as_columns(j')`` (leaves ``[p, n'·c]``):
     each leaf one ``[n·c, p]·[p, n'·c]`` matmul, whose right operand XLA's CPU dot (Eigen) reads in
-    the order its GEMM packs it instead of transposing it panel by panel: 162-166 GFLOP/s against
-    ``contract``'s 60-101 on ``[32, P]`` operands (``benchmarks/gram.py``), 153-157 on the Jacobians
-    of 16 x 16 examples of the tiny masked LM and of the MLP 3 x 2048 (``benchmarks/entk.py``). Laying ``j'`` out so costs a transposed write of it (the tiny LM's 16
-    examples: 8.2 ms against 6.7), which pays in proportion to ``j``'s rows: the split ``jacobian``
-    kernel lays out the side with fewer examples."""
+    the order its GEMM packs it instead of transposing it panel by panel, which makes it faster than
+    ``contract`` (``benchmarks/gram.py``, ``benchmarks/entk.py``; numbers in docs/performance.md).
+    Laying ``j'`` out so costs a transposed write of it, which pays in proportion to ``j``'s rows: the
+    split ``jacobian`` kernel lays out the side with fewer examples."""
     (n, c), m = j[0].shape[:2], columns[0].shape[1]
     total = 0.0
     for a, b in zip(j, columns):
@@ -226,11 +225,10 @@ def _compiles_with(options: tuple[tuple[str, str], ...]) -> bool:
 def cpu_compiler_options(implementation: str) -> dict[str, str]:
     """The XLA options ``entk_fn`` compiles an implementation with on CPU devices.
 
-    XLA's CPU backend (JAX 0.10) hands dots and reductions to YNNPACK by default. Measured on the
-    2-core benchmark machine (``benchmarks/entk.py``): the Gram contraction ``[n·c, P]·[P, n·c]`` runs
-    at 15 GFLOP/s in YNNPACK and at 45 in XLA's own dot, and YNNPACK's reductions make the tiny LM's
-    per-example Jacobians 20-30% slower; the structured kernel's many small dots, on the other hand,
-    are 2.4x faster in YNNPACK (the MLP). So ``structured`` keeps YNNPACK for dots alone and the other
+    XLA's CPU backend (JAX 0.10) hands dots and reductions to YNNPACK by default. The rule, from
+    ``benchmarks/entk.py`` (numbers in docs/performance.md): YNNPACK is slower on the large Gram
+    contraction and its reductions slow per-example Jacobians, but it is faster on the structured
+    kernel's many small dots. So ``structured`` keeps YNNPACK for dots alone and the other
     implementations use it for nothing. Where this jaxlib lacks the option, nothing is set.
     """
     options = {YNN_FUSIONS: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT" if implementation == "structured" else ""}
@@ -553,11 +551,10 @@ def entk_fn(
 
     ``split`` (``jacobian`` only) compiles the kernel as two programs instead of one: both sides'
     Jacobians, the side with fewer examples laid out for ``contract_columns``, then their Gram (with
-    ``x2=None``: one Jacobian, then ``contract``). XLA CPU makes the one program slower than its parts
-    for a small model (the tiny masked LM, 16 x 16: 24.5 ms vs 14.4; 16 x 64: 62.1 vs 47.4,
-    ``benchmarks/staging.py``) but avoids writing large Jacobians out (the MLP 3 x 2048: 764 ms vs
-    1390); by default (``None``) it splits when ``n2 · P`` float32 (x2's Jacobian per output) is at
-    most ``SPLIT_BYTES``.
+    ``x2=None``: one Jacobian, then ``contract``). On XLA CPU the one program is slower than its parts
+    for a small model but avoids writing large Jacobians out for a large one (``benchmarks/staging.py``,
+    numbers in docs/performance.md); by default (``None``) it splits when ``n2 · P`` float32 (x2's
+    Jacobian per output) is at most ``SPLIT_BYTES``.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
