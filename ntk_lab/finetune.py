@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ntk_lab.kernels import num_examples, path_names, take_examples
+from ntk_lab.pytrees import batch_rows, merge_params, num_examples, split_params, take_examples
 from ntk_lab.linearized import linearize
 
 OPTIMIZERS = ("sgd", "adam", "signgd")
@@ -98,26 +98,8 @@ def _evaluate(apply: Callable, params: Any, x: Any, batch_size: int) -> np.ndarr
     n = num_examples(x)
     out = []
     for start in range(0, n, batch_size):
-        rows = np.arange(start, start + batch_size).clip(max=n - 1)
-        out.append(np.asarray(apply(params, take_examples(x, rows)))[: min(batch_size, n - start)])
+        out.append(np.asarray(apply(params, take_examples(x, batch_rows(n, start, batch_size))))[: min(batch_size, n - start)])
     return np.concatenate(out)
-
-
-def split_params(params: Any, param_filter: Callable[[tuple[str, ...]], bool] | None) -> tuple[list, list, Any, tuple]:
-    """``(moving leaves, frozen leaves, treedef, chosen)``: the leaves ``param_filter`` selects, and the rest."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    chosen = tuple(param_filter is None or bool(param_filter(path_names(p))) for p, _ in leaves)
-    if not any(chosen):
-        raise ValueError("param_filter selects no parameters")
-    theta = [leaf for (_, leaf), c in zip(leaves, chosen) if c]
-    frozen = [leaf for (_, leaf), c in zip(leaves, chosen) if not c]
-    return theta, frozen, treedef, chosen
-
-
-def merge_params(theta: list, frozen: list, treedef: Any, chosen: tuple) -> Any:
-    """The inverse of ``split_params``."""
-    moving, fixed = iter(theta), iter(frozen)
-    return jax.tree_util.tree_unflatten(treedef, [next(moving) if c else next(fixed) for c in chosen])
 
 
 @functools.lru_cache(maxsize=32)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ntk_lab.cache import write_atomically
 from ntk_lab.errors import NtkLabError
-from ntk_lab.kernels import num_examples, take_examples
+from ntk_lab.pytrees import num_examples, take_examples
 
 
 def fingerprint(tree: Any) -> str:

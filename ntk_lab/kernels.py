@@ -77,6 +77,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ntk_lab.pytrees import batch_rows, count_params, num_examples, path_names, restrict, take_examples
+
+__all__ = ["KINDS", "IMPLEMENTATIONS", "SGD_ONLY", "AUTO", "entk_fn", "auto_implementation", "binary_margin",
+           "flatten_kernel", "count_params", "num_examples", "path_names", "restrict", "take_examples"]
+
 Params = Any
 X = Any
 KINDS = ("sgd", "signgd", "asigngd")
@@ -88,42 +93,6 @@ AUTO_JACOBIAN_BYTES = 2**30  # sign kernels: jacobian while both sides' Jacobian
 SKETCHES = ("gaussian", "sparse")
 HIGHEST = jax.lax.Precision.HIGHEST
 YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"  # which ops XLA's CPU backend hands to YNNPACK
-
-
-def path_names(path: tuple) -> tuple[str, ...]:
-    """A pytree key path as plain strings: ``(DictKey('encoder'), SequenceKey(0))`` -> ``('encoder', '0')``."""
-    names = []
-    for key in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(key, attr):
-                names.append(str(getattr(key, attr)))
-                break
-    return tuple(names)
-
-
-def restrict(
-    f: Callable[[Params, X], jax.Array], params: Params, param_filter: Callable[[tuple[str, ...]], bool] | None
-) -> tuple[Callable[[list[jax.Array], X], jax.Array], list[jax.Array]]:
-    """``(g, θ)``: ``g(θ, x) = f(params with the selected leaves replaced by θ, x)``, θ the selected leaves."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    chosen = [param_filter is None or bool(param_filter(path_names(p))) for p, _ in leaves]
-    if not any(chosen):
-        raise ValueError("param_filter selects no parameters")
-
-    def g(theta: list[jax.Array], x: X) -> jax.Array:
-        it = iter(theta)
-        full = [next(it) if c else leaf for (_, leaf), c in zip(leaves, chosen)]
-        return f(jax.tree_util.tree_unflatten(treedef, full), x)
-
-    return g, [leaf for (_, leaf), c in zip(leaves, chosen) if c]
-
-
-def count_params(params: Params, param_filter: Callable[[tuple[str, ...]], bool] | None = None) -> int:
-    """How many scalars move under ``param_filter``."""
-    if param_filter is None:  # no paths to build
-        return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(params))
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    return sum(int(np.prod(v.shape)) for p, v in leaves if param_filter(path_names(p)))
 
 
 def binary_margin(out: Any) -> Any:
@@ -138,22 +107,12 @@ def _binary(f: Callable[[Params, X], jax.Array]) -> Callable[[Params, X], jax.Ar
     return fb
 
 
-def take_examples(x: X, rows: np.ndarray) -> X:
-    """The examples ``rows`` of every array in the pytree ``x``."""
-    return jax.tree_util.tree_map(lambda a: a[rows], x)
-
-
-def num_examples(x: X) -> int:
-    """The length of the leading (example) axis of the pytree ``x``."""
-    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
-
-
 def _chunks(x: X, size: int) -> X:
     """``x`` padded to a multiple of ``size`` examples (repeating the last) and split into blocks:
     leaves ``[blocks, size, ...]``, for ``lax.map`` over blocks. Callers drop the padded rows."""
     n = num_examples(x)
     blocks = -(-n // size)
-    padded = take_examples(x, np.arange(blocks * size).clip(max=n - 1))
+    padded = take_examples(x, batch_rows(n, 0, blocks * size))
     return jax.tree_util.tree_map(lambda a: a.reshape(blocks, size, *a.shape[1:]), padded)
 
 
@@ -623,7 +582,7 @@ def entk_fn(
         compiled = nested if traced else top_level
         n = num_examples(x1)
         padded = -(-n // mesh.size) * mesh.size
-        x1p = jax.device_put(x1 if padded == n else take_examples(x1, np.arange(padded).clip(max=n - 1)), rows)
+        x1p = jax.device_put(x1 if padded == n else take_examples(x1, batch_rows(n, 0, padded)), rows)
         if traced or any(getattr(v, "sharding", None) is None or v.sharding.device_set != mesh_devices
                          for v in jax.tree_util.tree_leaves(params)):
             params = jax.device_put(params, replicated)  # else jit takes them where they are

@@ -186,13 +186,14 @@ def batched_outputs(
     The last batch is padded to ``batch_size`` so that one compiled shape serves the whole set.
     """
     from ntk_lab.progress import progress
+    from ntk_lab.pytrees import batch_rows
 
     apply = _jitted(f)
     n = len(encoded["labels"])
     out = []
     for start in progress(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
         stop = min(start + batch_size, n)
-        rows = np.arange(start, start + batch_size).clip(max=n - 1)
+        rows = batch_rows(n, start, batch_size)
         out.append(np.asarray(apply(params, {k: encoded[k][rows] for k in INPUT_KEYS}))[: stop - start])
     return np.concatenate(out)
 

@@ -305,7 +305,7 @@ class SeedData:
 
 def encode_seed(ctx: Context, split: Any) -> SeedData:
     """Tokenize a split into prompts, and evaluate ``f0 = f(θ0, x)`` on all of it."""
-    from ntk_lab.kernels import count_params
+    from ntk_lab.pytrees import count_params
     from ntk_lab.prompts import batched_outputs, encode
 
     config, seed = ctx.config, split.seed

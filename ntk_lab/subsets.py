@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk_lab.errors import NtkLabError
-from ntk_lab.kernels import path_names
+from ntk_lab.pytrees import count_params, path_names
 
 SUBSET_KINDS = {
     "full": "every parameter",
@@ -157,8 +157,8 @@ class SubsetClassifier:
 
 
 def count(tree: Any) -> int:
-    """Scalars in a pytree."""
-    return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(tree))
+    """Scalars in a pytree (``pytrees.count_params``)."""
+    return count_params(tree)
 
 
 def kernel_distance(k_subset: np.ndarray, k_full: np.ndarray) -> float:
