@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,9 @@ def test_cli_end_to_end_resume_and_outputs(tmp_path, capsys) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "sst2" and results["k"] == 16 and results["model"] == "tiny"
     _check_results(results, {"zero-shot", "ft-sgd", "ft-adam", "kernel-sgd", "kernel-asigngd"}, [13, 21])
+    # README's row table says which rows the defaults give: these
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert "give the rows `zero-shot`, `ft-sgd`, `ft-adam`, `kernel-sgd`, `kernel-asigngd`, the two agreements" in readme
     assert results["summary"]["zero-shot"]["std"] == 0.0  # zero-shot does not depend on the split
     assert {"tokenize", "f0", "kernels", "solve", "fine-tune"} <= set(results["timing"])
     rows = list(csv.DictReader((out / "results.csv").open()))
