@@ -83,7 +83,8 @@ def test_state_is_keyed_by_the_data_and_keeps_the_whole_runs_time(tmp_path, caps
 
     data = tmp_path / "data"
     shutil.copytree(write_sample() / "SST-2", data / "SST-2")
-    argv = ["--task", "sst2", "--data-dir", str(data), "--seeds", "13", "--kernels", "sgd", "--optimizers", "sgd", *FAST]
+    argv = ["--task", "sst2", "--data-dir", str(data), "--seeds", "13", "--kernels", "sgd", "--optimizers", "sgd", *FAST,
+            "--steps", "10", "--eval-every", "5", "--test-cap", "32"]
     cli([*argv, "--out", str(tmp_path / "run")])
     first = json.loads((tmp_path / "run" / "results.json").read_text())
     assert first["invocations"] == 1
