@@ -422,6 +422,8 @@ def agreements(records: list[dict], outputs: dict[str, dict[str, np.ndarray]]) -
 def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
     """Every method's record for one k-shot split, and the test outputs each produced; a (seed, method)
     finished before with the same inputs is read from ``ctx.state``, a new one saved there."""
+    from ntk_lab.finetune import KERNEL_OF
+
     data = encode_seed(ctx, split)
 
     def kept(method: str, compute: Any) -> tuple[dict, dict[str, np.ndarray]]:
@@ -439,17 +441,11 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
         record, outputs[method] = compute() if method == "zero-shot" else kept(method, compute)
         records.append(record)
     for name in ctx.config.optimizers:
-        k0 = outputs.get(f"kernel-{_kernel_of(name)}", {}).get("k_train")
+        k0 = outputs.get(f"kernel-{KERNEL_OF[name]}", {}).get("k_train")
         record, outputs[f"ft-{name}"] = kept(f"ft-{name}", functools.partial(finetune_method, ctx, data, name, k0))
         records.append(record)
     agreements(records, outputs)
     return records, outputs
-
-
-def _kernel_of(optimizer: str) -> str:
-    from ntk_lab.finetune import KERNEL_OF
-
-    return KERNEL_OF[optimizer]
 
 
 def table(results: dict, methods: list[str], seeds: list[int], sweep: bool = False) -> str:
