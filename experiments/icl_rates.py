@@ -1,12 +1,13 @@
-"""The O(1/T) rates of in-context learning as BMA, and the pretraining error decomposition, measured.
+"""The rates of in-context learning as BMA, and the pretraining error decomposition, measured.
 
     python -m experiments.icl_rates [--d 4] [--T 400] [--trials 20000] [--steps 2000] [--out runs/icl-rates]
 
-1. Excess risk over the oracle: BMA's is ``σ² E xᵀ P_T x ≈ σ² d / T`` for T >> d, so excess x T levels
-   off and the log-log slope is -1; fitted on t >= 10d with a bootstrap 95% interval over prompts.
-2. Regret: Gaussian prior, the expected cumulative log-loss regret of BMA equals
-   ``½ E log det(I + (τ²/σ²) XᵀX)`` (checked against simulation with its interval); finite prior, the
-   regret is at most ``log(1/π(w*))`` on every prompt, so the average regret falls as 1/T.
+1. Per-step excess risk over the oracle: BMA's is ``σ² E xᵀ P_T x ≈ σ² d / T`` for T >> d, so excess x T
+   levels off and the log-log slope is -1; fitted on t >= 10d with a bootstrap 95% interval over prompts.
+2. Average regret ``R_T / T``, the quantity the paper's O(1/T) statement is about: finite prior,
+   ``R_T <= log(1/π(w*))`` on every prompt, so it falls exactly as 1/T; Gaussian prior, the expected
+   regret equals ``½ E log det(I + (τ²/σ²) XᵀX)`` (checked against simulation with its interval), which
+   grows as ``(d/2) log T``, so the average falls as ``d log T / T`` (slope about -0.84 at d = 4, T <= 400).
 3. The decomposition: because BMA is the posterior mean, ``E[y | prompt] = ŷ_BMA``, so for any
    predictor ``E(ŷ - y)² = E(ŷ_BMA - y)² + E(ŷ - ŷ_BMA)²`` (the cross term has mean zero). Measured for a
    pretrained transformer: ICL error = BMA error + pretraining error. (How the pretraining error falls
@@ -23,7 +24,7 @@ from experiments import report
 from experiments.icl_pretraining import trained
 from icl_bayes import bma
 from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL
-from icl_bayes.rates import Z95, fit_range, loglog_slope, mean_interval
+from icl_bayes.rates import Z95, average, fit_range, gaussian_regret_jensen, loglog_slope, mean_interval
 from icl_bayes.simulate import regret
 
 
@@ -55,17 +56,34 @@ def excess_rates(d: int, T: int, sigma: float, trials: int, seed: int, resamples
     return out
 
 
-def regrets(d: int, T: int, sigma: float, trials: int, seed: int, m: int = 16) -> dict[str, Any]:
-    """Gaussian: simulated regret and its 95% interval against the closed form; finite: the bound."""
+def regrets(d: int, T: int, sigma: float, trials: int, seed: int, m: int = 16, resamples: int = 200) -> dict[str, Any]:
+    """The average regret ``R_T / T`` that the paper bounds, and its log-log slope on the fit range.
+
+    Gaussian prior: the simulated regret with its 95% interval against the closed form
+    ``½ E log det(I + (τ²/σ²) XᵀX)`` and its Jensen upper bound ``½ log det(I + (τ²/σ²) TΣ)``; the slope
+    (bootstrap interval over prompts) is near ``-1 + 1/log T``. Finite prior: ``R_T <= log(1/π(w*))`` on
+    every prompt, and the slope is -1.
+    """
+    t = np.arange(1, T + 1)
+    fit = fit_range(T, d)
     gaussian = LinearICL(d, sigma, GaussianPrior(1.0))
     simulated, closed = regret(gaussian, gaussian.sample(trials, T, seed=seed + 1))
     mean, lo, hi = mean_interval(simulated)
+    upper = gaussian_regret_jensen(t, sigma, 1.0, None, d)
     finite = LinearICL(d, sigma, FinitePrior.draw(m, d, seed=seed))
     sim_f, bound = regret(finite, finite.sample(trials, T, seed=seed + 2))
-    return {"T": list(range(1, T + 1)), "gaussian": {"mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
-                                                     "closed_form": closed.mean(0)[1:].tolist()},
-            "finite": {"M": m, "average_regret": (sim_f.mean(0)[1:] / np.arange(1, T + 1)).tolist(),
-                       "average_bound": (bound.mean(0)[1:] / np.arange(1, T + 1)).tolist(),
+    average_f = average(sim_f.mean(0))
+    slope = lambda curve: loglog_slope(fit, average(curve)[fit - 1])
+    return {"T": t.tolist(), "fit_range": [int(fit[0]), int(fit[-1])],
+            "gaussian": {"mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
+                         "closed_form": closed.mean(0)[1:].tolist(), "upper": upper.tolist(),
+                         "average_slope": slope(mean),
+                         "average_slope_interval": _bootstrap_slope(simulated / np.maximum(np.arange(T + 1), 1), fit, resamples, seed),
+                         "closed_form_average_slope": slope(closed.mean(0)),
+                         "upper_average_slope": loglog_slope(fit, upper[fit - 1] / fit)},
+            "finite": {"M": m, "average_regret": average_f.tolist(),
+                       "average_bound": average(bound.mean(0)).tolist(),
+                       "average_slope": loglog_slope(fit, average_f[fit - 1]),
                        "bound_holds_on_every_prompt": bool(np.all(sim_f <= bound + 1e-9))}}
 
 
@@ -101,11 +119,17 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     bma_excess, closed = e["predictors"]["bma"]["excess"][-1], e["closed_form_bma_excess"][-1]
     out.append((f"BMA excess risk at T = {e['T'][-1]}", f"{bma_excess:.5f}", f"{closed:.5f} (σ² E xᵀP x)"))
     g = r["gaussian"]
-    out.append((f"Gaussian regret after T = {r['T'][-1]} [95% interval]", f"{g['mean'][-1]:.3f} [{g['lo'][-1]:.3f}, {g['hi'][-1]:.3f}]",
-                f"{g['closed_form'][-1]:.3f} (½ E log det(I + τ²/σ² XᵀX))"))
+    out.append((f"Gaussian prior: cumulative regret R_T at T = {r['T'][-1]} [95% interval]",
+                f"{g['mean'][-1]:.3f} [{g['lo'][-1]:.3f}, {g['hi'][-1]:.3f}]",
+                f"{g['closed_form'][-1]:.3f} (½ E log det(I + τ²/σ² XᵀX)) <= {g['upper'][-1]:.3f} (½ log det(I + τ²/σ² TΣ))"))
+    out.append((f"Gaussian prior: log-log slope of the average regret R_T/T on t in {r['fit_range']} (95% bootstrap)",
+                f"{g['average_slope']:.3f} [{g['average_slope_interval'][0]:.3f}, {g['average_slope_interval'][1]:.3f}]",
+                f"{g['closed_form_average_slope']:.3f} (closed form), {g['upper_average_slope']:.3f} ((d/2) log T / T form): not -1"))
     f = r["finite"]
     out.append((f"finite prior (M = {f['M']}): average regret at T = {r['T'][-1]}", f"{f['average_regret'][-1]:.4f}",
                 f"<= {f['average_bound'][-1]:.4f} (log(1/π)/T); on every prompt: {f['bound_holds_on_every_prompt']}"))
+    out.append((f"finite prior: log-log slope of the average regret on t in {r['fit_range']}", f"{f['average_slope']:.3f}",
+                "-1 (R_T <= log M: exactly 1/T)"))
     out.append(("ICL error of the transformer", f"{dec['icl_error']:.4f}",
                 f"{dec['bma_error'] + dec['pretraining_error']:.4f} (BMA error {dec['bma_error']:.4f} + pretraining error "
                 f"{dec['pretraining_error']:.4f})"))
@@ -124,15 +148,18 @@ def figure(result: dict[str, Any]) -> Any:
         axes[0].plot(t, np.asarray(p["excess"]) * t, label=f"{name} (slope {p['slope']:.2f})")
     axes[0].plot(t, np.asarray(e["closed_form_bma_excess"]) * t, "k--", label="BMA closed form")
     axes[0].axhline(result["config"]["noise"] ** 2 * result["config"]["d"], color="gray", lw=0.8, label="σ² d")
-    axes[0].set(xscale="log", yscale="log", xlabel="T", ylabel="excess risk × T", title="O(1/T): excess × T levels off")
+    axes[0].set(xscale="log", yscale="log", xlabel="T", ylabel="excess risk × T", title="per-step excess risk: × T levels off (slope -1)")
     axes[0].legend(fontsize=7)
     r = result["regret"]
-    axes[1].plot(r["T"], r["gaussian"]["mean"], label="Gaussian: simulated")
-    axes[1].fill_between(r["T"], r["gaussian"]["lo"], r["gaussian"]["hi"], alpha=0.3)
-    axes[1].plot(r["T"], r["gaussian"]["closed_form"], "k--", label="½ E log det(I + τ²/σ² XᵀX)")
-    axes[1].plot(r["T"], np.asarray(r["finite"]["average_regret"]) * np.asarray(r["T"]), label="finite: simulated")
-    axes[1].plot(r["T"], np.asarray(r["finite"]["average_bound"]) * np.asarray(r["T"]), ":", label="finite: log(1/π(w*))")
-    axes[1].set(xlabel="T", ylabel="cumulative log-loss regret", title="regret of BMA")
+    t, g, f = np.asarray(r["T"]), r["gaussian"], r["finite"]
+    axes[1].plot(t, np.asarray(g["mean"]) / t, label=f"Gaussian: simulated (slope {g['average_slope']:.2f})")
+    axes[1].fill_between(t, np.asarray(g["lo"]) / t, np.asarray(g["hi"]) / t, alpha=0.3)
+    axes[1].plot(t, np.asarray(g["closed_form"]) / t, "k--", label="½ E log det(I + τ²/σ² XᵀX) / T")
+    axes[1].plot(t, np.asarray(g["upper"]) / t, "k:", label="½ log det(I + τ²/σ² TΣ) / T ~ (d/2) log T / T")
+    axes[1].plot(t, f["average_regret"], label=f"finite: simulated (slope {f['average_slope']:.2f})")
+    axes[1].plot(t, f["average_bound"], ":", label="finite: log(1/π(w*)) / T")
+    axes[1].set(xscale="log", yscale="log", xlabel="T", ylabel="average log-loss regret R_T / T",
+                title="average regret: 1/T (finite), d log T / T (Gaussian)")
     axes[1].legend(fontsize=7)
     dec = result["decomposition"]
     axes[2].bar([0, 1], [dec["icl_error"], dec["bma_error"]], color=["C1", "C0"])

@@ -4,12 +4,17 @@
 
 Writes ``DIR/curves.json``:
 ``{"config", "T": [1..T], "predictors": {NAME: {"mse", "lo", "hi", "excess"}}, "closed_form":
-{"bma_mse", "regret"}, "regret": {"mean", "lo", "hi", "bound"}, "slopes": {NAME: value},
+{"bma_mse", "regret", "regret_upper", "average_regret_slope", "average_regret_upper_slope"},
+"regret": {"mean", "lo", "hi", "average_slope", "bound"}, "excess_slopes": {NAME: value},
 "slope_fit_range": [first T, last T]}`` where
 ``mse`` is the mean squared error against the noisy query label after T examples (the oracle's is σ²)
-with its 95% interval, ``excess`` the mean of ``(prediction - <w, x>)²`` (the excess risk over the
-oracle) and ``slopes`` its log-log slope over long prompts (t >= 10d, or the upper half of T). Figures: ``mse.png``,
-``excess.png`` (log-log, with excess x T), ``regret.png``.
+with its 95% interval, ``excess`` the mean of ``(prediction - <w, x>)²`` (the per-step excess risk over
+the oracle) and ``excess_slopes`` its log-log slope over long prompts (t >= 10d, or the upper half of T).
+``regret`` is BMA's cumulative log-loss regret ``R_T`` against the oracle and ``average_slope`` the
+log-log slope of ``R_T / T``, the quantity the paper bounds (see ``icl_bayes.rates``): -1 under a finite
+prior (``bound``: ``log(1/π(w*))``), about ``-1 + 1/log T`` under a Gaussian prior, whose closed form is
+``regret`` = ``½ E log det(I + τ²/σ² XᵀX)`` below ``regret_upper`` = ``½ log det(I + τ²/σ² TΣ)``.
+Figures: ``mse.png``, ``excess.png`` (log-log, with excess x T), ``regret.png`` (R_T / T, log-log).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 
 from icl_bayes import attention, bma
 from icl_bayes.model import FinitePrior, GaussianPrior, InvalidArgument, LinearICL, Prompts
-from icl_bayes.rates import fit_range, loglog_slope, mean_interval
+from icl_bayes.rates import average, fit_range, gaussian_regret_jensen, loglog_slope, mean_interval
 
 
 def parse_prior(text: str, d: int, tau: float, seed: int) -> GaussianPrior | FinitePrior:
@@ -97,23 +102,27 @@ def curves(model: LinearICL, prompts: Prompts, preds: dict[str, np.ndarray], con
     T = prompts.T
     t = np.arange(1, T + 1)
     fit = fit_range(T, model.d)
-    out: dict = {"config": config, "T": t.tolist(), "predictors": {}, "slopes": {}}
+    out: dict = {"config": config, "T": t.tolist(), "predictors": {}, "excess_slopes": {}}
     for name, pred in preds.items():
         mse, lo, hi = mean_interval((pred - prompts.y) ** 2)
         excess = np.mean((pred - prompts.clean) ** 2, axis=0)
         out["predictors"][name] = {"mse": mse[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
                                    "excess": excess[1:].tolist()}
         if name != "oracle":
-            out["slopes"][name] = loglog_slope(fit, excess[fit])
+            out["excess_slopes"][name] = loglog_slope(fit, excess[fit])
     simulated, closed = regret(model, prompts)
     mean, lo, hi = mean_interval(simulated)
-    out["regret"] = {"mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist()}
+    out["regret"] = {"mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
+                     "average_slope": loglog_slope(fit, average(mean)[fit - 1])}
     if isinstance(model.prior, GaussianPrior):
         _, leverage = bma.ridge_online(prompts.x, prompts.y, model.sigma**2 / model.prior.tau**2)
+        upper = gaussian_regret_jensen(t, model.sigma, model.prior.tau, model.cov, model.d)
         out["closed_form"] = {"bma_mse": (model.sigma**2 * (1 + leverage.mean(0)))[1:].tolist(),
-                              "regret": closed.mean(0)[1:].tolist()}
+                              "regret": closed.mean(0)[1:].tolist(), "regret_upper": upper.tolist(),
+                              "average_regret_slope": loglog_slope(fit, average(closed.mean(0))[fit - 1]),
+                              "average_regret_upper_slope": loglog_slope(fit, upper[fit - 1] / fit)}
     else:
-        out["closed_form"] = {"bma_mse": None, "regret": None}
+        out["closed_form"] = {"bma_mse": None, "regret": None, "average_regret_slope": -1.0}
         out["regret"]["bound"] = closed.mean(0)[1:].tolist()
         out["regret"]["bound_holds_on_every_prompt"] = bool(np.all(simulated <= closed + 1e-9))
     out["slope_fit_range"] = [int(fit[0]), int(fit[-1])]
@@ -147,7 +156,7 @@ def figures(result: dict, out: Path) -> None:
         if name in ("oracle", "averaging", "nearest_neighbour"):
             continue
         excess = np.asarray(c["excess"])
-        ax.loglog(t, excess, label=f"{name} (slope {result['slopes'].get(name, float('nan')):.2f})")
+        ax.loglog(t, excess, label=f"{name} (slope {result['excess_slopes'].get(name, float('nan')):.2f})")
         bx.plot(t, excess * t, label=name)
     ax.loglog(t, result["config"]["d"] * sigma2 / t, "k:", label="d σ² / T")
     ax.set(xlabel="T", ylabel="excess risk over the oracle")
@@ -164,9 +173,12 @@ def figures(result: dict, out: Path) -> None:
     ax.fill_between(t, np.asarray(r["lo"]) / t, np.asarray(r["hi"]) / t, alpha=0.2)
     if result["closed_form"]["regret"] is not None:
         ax.plot(t, np.asarray(result["closed_form"]["regret"]) / t, "k--", label="½ E log det(I + τ²/σ² XᵀX) / T")
+        ax.plot(t, np.asarray(result["closed_form"]["regret_upper"]) / t, "k:",
+                label="½ log det(I + τ²/σ² TΣ) / T ~ (d/2) log T / T")
     if "bound" in r:
-        ax.plot(t, np.asarray(r["bound"]) / t, "k--", label="log(1/π(w*)) / T (bound)")
-    ax.set(xlabel="T", ylabel="average log-loss regret", xscale="log", yscale="log")
+        ax.plot(t, np.asarray(r["bound"]) / t, "k--", label="log(1/π(w*)) / T (bound: exactly 1/T)")
+    ax.set(xlabel="T", ylabel="average log-loss regret R_T / T", xscale="log", yscale="log",
+           title=f"average regret: log-log slope {r['average_slope']:.2f}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "regret.png", dpi=120)
@@ -224,11 +236,11 @@ def print_summary(result: dict) -> None:
     """The error at a few prompt lengths, the slopes, and the regret against its closed form."""
     t = result["T"]
     show = sorted({1, min(result["config"]["d"], t[-1]), t[len(t) // 2], t[-1]})
-    print(f"{'predictor':<20}" + "".join(f"{'mse@' + str(s):>11}" for s in show) + f"{'slope':>8}")
+    print(f"{'predictor':<20}" + "".join(f"{'mse@' + str(s):>11}" for s in show) + f"{'excess slope':>14}")
     for name, c in result["predictors"].items():
-        slope = result["slopes"].get(name)
+        slope = result['excess_slopes'].get(name)
         print(f"{name:<20}" + "".join(f"{c['mse'][s - 1]:>11.4f}" for s in show)
-              + (f"{slope:>8.2f}" if slope is not None else f"{'':>8}"))
+              + (f"{slope:>14.2f}" if slope is not None else f"{'':>14}"))
     if result["closed_form"]["bma_mse"] is not None:
         print(f"{'bma closed form':<20}" + "".join(f"{result['closed_form']['bma_mse'][s - 1]:>11.4f}" for s in show))
         print(f"regret after T={t[-1]}: simulated {result['regret']['mean'][-1]:.3f} "
@@ -237,6 +249,11 @@ def print_summary(result: dict) -> None:
     else:
         print(f"regret after T={t[-1]}: simulated {result['regret']['mean'][-1]:.3f}, bound log(1/π(w*)) = "
               f"{result['regret']['bound'][-1]:.3f}, holds on every prompt: {result['regret']['bound_holds_on_every_prompt']}")
+    first, last = result["slope_fit_range"]
+    print(f"average regret R_T/T, log-log slope on T in [{first}, {last}]: simulated {result['regret']['average_slope']:.3f}, "
+          f"closed form {result['closed_form']['average_regret_slope']:.3f}"
+          + (" (finite prior: R_T <= log(1/π(w*)), so exactly 1/T)" if result["closed_form"]["regret"] is None
+             else " (Gaussian prior: R_T ~ (d/2) log T, so d log T / T, not 1/T)"))
 
 
 EPILOG = """outputs, in --out:
@@ -244,7 +261,7 @@ EPILOG = """outputs, in --out:
                 risk; BMA's closed-form risk and regret; the simulated regret; log-log slopes
   mse.png       error against prompt length
   excess.png    excess risk over the oracle (log-log, and times T)
-  regret.png    cumulative log-loss regret against its closed form or bound
+  regret.png    average log-loss regret R_T / T against its closed form or bound
 """
 
 

@@ -10,7 +10,7 @@ from scipy.stats import norm
 
 from icl_bayes import attention, bma
 from icl_bayes.model import FinitePrior, GaussianPrior, InvalidArgument, LinearICL
-from icl_bayes.rates import fit_range, loglog_slope, mean_interval
+from icl_bayes.rates import average, fit_range, gaussian_regret_jensen, loglog_slope, mean_interval
 
 
 def _bonferroni_z(k: int, level: float = 0.95) -> float:
@@ -123,6 +123,50 @@ def test_finite_regret_bound_holds_on_every_prompt(seed):
     bound = -np.log(prior.weights[index])
     assert (regret <= bound[:, None] + 1e-9).all()
     assert regret[:, -1].mean() > 0.2 * bound.mean()  # the bound is not vacuous here
+
+
+def test_gaussian_average_regret_falls_as_d_log_T_over_T_not_one_over_T():
+    """The paper's O(1/T) statement is about the average regret; under a Gaussian prior it is d log T / T."""
+    d, sigma, T = 4, 0.5, 400
+    model = LinearICL(d, sigma, GaussianPrior(1.0))
+    prompts = model.sample(1000, T, seed=12)
+    mean, var = bma.gaussian_bma(prompts.x, prompts.y, sigma, 1.0)
+    _, leverage = bma.ridge_online(prompts.x, prompts.y, sigma**2)
+    simulated = bma.cumulative_regret(bma.gaussian_log_density(prompts.y, mean, var),
+                                      bma.gaussian_log_density(prompts.y, bma.oracle(prompts.x, prompts.w), sigma**2))
+    closed = bma.gaussian_regret_closed_form(leverage)
+    t = np.arange(1, T + 1)
+    upper = gaussian_regret_jensen(t, sigma, 1.0, None, d)
+    # Jensen: E log det(I + c XᵀX) <= log det(I + c E XᵀX), within 3 standard errors of the prompts' mean
+    m, _, hi = mean_interval(closed[:, 1:], z=3.0)
+    assert (m <= upper + (hi - m)).all()
+    assert (upper[[0, 9, 99]] - m[[0, 9, 99]] > 0.02).all()  # and the gap is real at small t
+    fit = fit_range(T, d)
+    slopes = {name: loglog_slope(fit, average(curve.mean(0))[fit - 1]) for name, curve in (("simulated", simulated), ("closed", closed))}
+    slopes["upper"] = loglog_slope(fit, upper[fit - 1] / fit)
+    assert all(-0.88 < v < -0.80 for v in slopes.values()), slopes  # the issue's -0.84, clearly not -1
+    assert abs(slopes["simulated"] - slopes["closed"]) < 0.01 and abs(slopes["closed"] - slopes["upper"]) < 0.01, slopes
+    # the closed form's local slope c t / ((1 + c t) log(1 + c t)) - 1 (c = τ²/σ²), against finite differences
+    c, tt = 1 / sigma**2, np.array([50.0, 400.0, 1e5])
+    local = c * tt / ((1 + c * tt) * np.log1p(c * tt)) - 1
+    log_avg = lambda x: np.log(gaussian_regret_jensen(x, sigma, 1.0, None, d) / x)
+    np.testing.assert_allclose((log_avg(tt * 1.001) - log_avg(tt / 1.001)) / (2 * np.log(1.001)), local, atol=1e-6)
+    # (d/2) log T + ½ log det((τ²/σ²) Σ) asymptotically
+    assert gaussian_regret_jensen(np.array([1e8]), sigma, 1.0, None, d)[0] == pytest.approx(d / 2 * np.log(1e8 * c), abs=1e-6)
+    cov = np.diag([1.0, 4.0])
+    assert gaussian_regret_jensen(np.array([3.0]), 1.0, 1.0, cov, 2)[0] == pytest.approx(0.5 * np.log(4 * 13))
+
+
+def test_finite_average_regret_falls_exactly_as_one_over_T():
+    d, sigma, T = 4, 0.5, 400
+    prior = FinitePrior.draw(16, d, seed=0)
+    model = LinearICL(d, sigma, prior)
+    prompts = model.sample(1000, T, seed=13)
+    _, log_p = bma.finite_bma(prompts.x, prompts.y, prior, sigma)
+    regret = bma.cumulative_regret(log_p, bma.gaussian_log_density(prompts.y, bma.oracle(prompts.x, prompts.w), sigma**2))
+    assert (regret <= np.log(16) + 1e-9).all()
+    fit = fit_range(T, d)
+    assert loglog_slope(fit, average(regret.mean(0))[fit - 1]) == pytest.approx(-1.0, abs=0.01)
 
 
 def test_prompt_attention_approaches_the_oracle():

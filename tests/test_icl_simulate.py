@@ -28,7 +28,11 @@ def test_gaussian_curves(tmp_path, capsys):
     for name in ("least_squares", "ridge", "nearest_neighbour", "averaging", "attention"):
         assert np.mean(c["predictors"][name]["mse"]) > np.mean(bma_mse) - 0.01
     assert c["regret"]["lo"][-1] <= c["closed_form"]["regret"][-1] <= c["regret"]["hi"][-1]
-    assert c["slope_fit_range"] == [30, 60] and all(isinstance(v, float) for v in c["slopes"].values())
+    assert c["slope_fit_range"] == [30, 60] and all(isinstance(v, float) for v in c["excess_slopes"].values())
+    # the average regret's slope, simulated and closed form, is above -1 (d log T / T), under the Jensen form
+    assert -0.95 < c["regret"]["average_slope"] < -0.6
+    assert abs(c["regret"]["average_slope"] - c["closed_form"]["average_regret_slope"]) < 0.03
+    assert (np.asarray(c["closed_form"]["regret"]) <= np.asarray(c["closed_form"]["regret_upper"]) + 0.05).all()
     for name in ("mse.png", "excess.png", "regret.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert "closed form" in capsys.readouterr().out
@@ -40,6 +44,7 @@ def test_finite_curves_and_concept_attention(tmp_path):
     np.testing.assert_allclose(c["predictors"]["concept_attention"]["mse"], c["predictors"]["bma"]["mse"], rtol=1e-6)
     assert c["regret"]["bound_holds_on_every_prompt"] is True
     assert c["regret"]["bound"][0] == pytest.approx(np.log(6))
+    assert c["closed_form"]["average_regret_slope"] == -1.0
     assert c["closed_form"]["bma_mse"] is None
 
 
