@@ -5,7 +5,8 @@
 1. The kernel view (Malladi et al. 2023): ``python -m ntk_lab.compare`` on one task and model, once with
    the prompt (label-word logits at the mask) and once without (``--no-prompt``: a new linear head on
    the first token), the paper's key contrast. Accuracy of zero-shot, fine-tuning and the kernels,
-   agreement, linearization and kernel drift, per seed and mean ± std.
+   agreement, linearization and kernel drift, per seed and mean ± std; each kernel's spectrum,
+   effective rank and kernel-target alignment, prompt against no prompt.
 2. The theorem behind it, in the regime where it is exact: for a small learning rate, full-batch SGD
    on the MSE loss moves the outputs as gradient descent on the linearized model,
 
@@ -98,6 +99,10 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         for metric, ideal in (("agreement", "1"), ("linearization", "1"), ("kernel_drift", "0")):
             for method, s in res["diagnostics"].get(metric, {}).items():
                 out.append((f"{variant}: {method} {metric}", _mean_std(s), f"{ideal} for kernel behaviour"))
+        for metric, meaning in (("target_alignment", "higher: more of K along the labels (1 if K ∝ yyᵀ)"),
+                                ("effective_rank", "lower: fewer directions carry the kernel")):
+            for method, s in res["diagnostics"].get(metric, {}).items():
+                out.append((f"{variant}: {method} {metric}", _mean_std(s), meaning))
     lazy = result["lazy"]
     out += [(f"lazy SGD (η = {lazy['lr']:g}, {lazy['steps']} steps): agreement with kernel GD",
              f"{lazy['agreement_with_kernel_gd']:.3f}", ">= 0.95"),
@@ -110,13 +115,20 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
 def figure(result: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
-    from ntk_lab.figures import accuracy_axes
+    from ntk_lab.figures import accuracy_axes, spectrum_axes
 
     variants = list(result["compare"])
-    fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4), sharey=True)
-    for ax, variant in zip(np.atleast_1d(axes), variants):
+    runs = {variant: result["compare"][variant]["runs"] for variant in variants}
+    kernels = list(dict.fromkeys(r["method"] for rs in runs.values() for r in rs if "spectrum" in r))
+    columns = max(len(variants), len(kernels))
+    fig, axes = plt.subplots(2, columns, figsize=(6 * columns, 8), squeeze=False)
+    for ax, variant in zip(axes[0], variants):
         res = result["compare"][variant]
         accuracy_axes(ax, res["runs"], list(res["summary"]), f"{variant}: {res['model']}, k = {res['k']}")
+    for ax, method in zip(axes[1], kernels):
+        spectrum_axes(ax, method, runs)
+    for ax in [*axes[0][len(variants):], *axes[1][len(kernels):]]:
+        ax.set_visible(False)
     fig.tight_layout()
     return fig
 

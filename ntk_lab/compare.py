@@ -17,6 +17,7 @@ EPILOG = """outputs, in --out:
   accuracy.png    test accuracy per method, seeds as dots, chance as a line
   scatter.png     kernel against fine-tuned outputs on test, one panel per optimizer
   curves.png      fine-tuning's dev accuracy and train loss per step, the kernel's dev accuracy
+  spectrum.png    each kernel's train spectrum, with its effective rank and kernel-target alignment
   subsets.png     with --subsets: accuracy and kernel similarity per subset
   state/          finished (seed, method) records with the hashes of their inputs
 

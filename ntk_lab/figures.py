@@ -197,3 +197,32 @@ def subset_figure(runs: list[dict], subsets: list[str], path: Path, title: str) 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return fig
+
+
+def spectrum_axes(ax: Any, method: str, variants: dict[str, list[dict]]) -> None:
+    """The normalized spectrum ``σ_i / σ_1`` of ``method``'s train kernel (``ntk_lab.spectra``), every seed
+    a line, one color per variant (a label -> run records), with the mean effective rank and
+    kernel-target alignment in the legend."""
+    for index, (variant, runs) in enumerate(variants.items()):
+        chosen = [r for r in runs if r["method"] == method and "spectrum" in r]
+        for j, r in enumerate(chosen):
+            values = np.asarray(r["spectrum"], np.float64)
+            ax.semilogy(np.arange(1, len(values) + 1), values / values[0], color=f"C{index}", lw=1, alpha=0.7,
+                        label=(f"{variant}: eff. rank {np.mean([c['effective_rank'] for c in chosen]):.1f}, "
+                               f"alignment {np.mean([c['target_alignment'] for c in chosen]):.3f}") if j == 0 else None)
+    ax.set(xlabel="index i", ylabel="σ_i / σ_1", title=f"{method}: train-kernel spectrum")
+    ax.legend(fontsize=7)
+
+
+def spectrum_figure(variants: dict[str, list[dict]], path: Path, title: str) -> Any:
+    """``spectrum_axes`` for every kernel method in ``variants`` (a label -> run records), one panel each."""
+    plt = _pyplot()
+    methods = list(dict.fromkeys(r["method"] for runs in variants.values() for r in runs if "spectrum" in r))
+    fig, axes = plt.subplots(1, max(len(methods), 1), figsize=(4.5 * max(len(methods), 1), 3.8), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        spectrum_axes(ax, method, variants)
+    fig.suptitle(f"{title}: every seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig

@@ -11,6 +11,7 @@ seed, on the same model, parameters and split:
   (``ntk_lab.finetune``), with its linearization fraction and kernel drift.
 - agreement: the share of test examples on which ``kernel-sgd`` and ``ft-sgd`` (``kernel-asigngd``
   and ``ft-adam``, ``kernel-signgd`` and ``ft-signgd``) predict the same label.
+- each kernel's train spectrum, effective rank and kernel-target alignment (``ntk_lab.spectra``).
 
 The stages are functions a study can call alone: ``prepare`` (task, data, k-shot splits, model and
 classifier, all validated before the model loads), ``encode_seed`` (a split's encodings and f0),
@@ -39,7 +40,7 @@ KIND_NAMES = ("sgd", "signgd", "asigngd")
 OPTIMIZER_NAMES = ("sgd", "adam", "signgd")
 COUNTERPART = {"kernel-sgd": "ft-sgd", "kernel-signgd": "ft-signgd", "kernel-asigngd": "ft-adam"}
 METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
-DIAGNOSTICS = ("f1", "agreement", "linearization", "kernel_drift")
+DIAGNOSTICS = ("f1", "agreement", "linearization", "kernel_drift", "effective_rank", "target_alignment")
 SUBSET_METRICS = ("kernel_distance_to_full", "kernel_alignment_to_full")
 
 
@@ -343,7 +344,7 @@ def zero_shot(ctx: Context, data: SeedData) -> tuple[dict, dict[str, np.ndarray]
 def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
     """``kernel-KIND``: the eNTK at θ0 on train x (train, dev, test), a solver fitted on train with its
     λ and f0 scale chosen on dev; the record and ``{"test": scores, "k_train": K(train, train)}``."""
-    from ntk_lab import solvers
+    from ntk_lab import solvers, spectra
     from ntk_lab.subsets import kernel_alignment, kernel_distance
 
     parts, seed = data.parts, data.seed
@@ -362,7 +363,8 @@ def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[s
         similarity = {"kernel_distance_to_full": kernel_distance(k_sub, k_full),
                       "kernel_alignment_to_full": kernel_alignment(k_sub, k_full)}
     record = _scored(ctx, data, f"kernel-{kind}", {"solver": solver, "lambda": chosen.lam, "scale": chosen.scale,
-                                                   "dev_accuracy": chosen.dev_accuracy, **similarity},
+                                                   "dev_accuracy": chosen.dev_accuracy, **similarity,
+                                                   **spectra.diagnostics(k[:, :, parts["train"]], data.y["train"])},
                      solvers.predict_labels(scores))
     return record, {"test": scores, "k_train": k[:, :, parts["train"]]}
 
@@ -545,6 +547,8 @@ class Results:
 
     def write(self, out: Path) -> list[str]:
         """results.json, results.csv and the figures into ``out``; returns the names written."""
+        from ntk_lab import figures
+
         results = self.as_dict()
         (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
         _write_csv(out / "results.csv", self.runs)
@@ -552,9 +556,10 @@ class Results:
         first = [r for r in self.runs if r["subset"] == self.config.subsets[0]]
         draw_figures(out, {**results, "runs": first}, self.methods, self.seed_outputs, title, 1 / self.task.num_classes)
         made = ["results.json", "results.csv", "accuracy.png", "scatter.png", "curves.png"]
+        if any("spectrum" in r for r in first):
+            figures.spectrum_figure({"no prompt" if self.config.no_prompt else "prompt": first}, out / "spectrum.png", title)
+            made.append("spectrum.png")
         if self.sweep:
-            from ntk_lab import figures
-
             figures.subset_figure(self.runs, list(self.config.subsets), out / "subsets.png", title)
             made.append("subsets.png")
         return made

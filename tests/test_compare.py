@@ -24,6 +24,10 @@ def _check_results(results: dict, methods: set[str], seeds: list[int]) -> None:
         if r["method"].startswith("ft-"):
             assert r["kernel_drift"] >= 0 and r["step"] <= 20
             assert r["linearization"] is None or np.isfinite(r["linearization"])
+        if r["method"].startswith("kernel-"):
+            spectrum = np.asarray(r["spectrum"])
+            assert len(spectrum) == 32 and (np.diff(spectrum) <= 1e-9 * spectrum[0]).all()  # 2 x 16 train, binary
+            assert 1 <= r["effective_rank"] <= 32 and -1 <= r["target_alignment"] <= 1
         partner = COUNTERPART.get(r["method"])
         if partner in methods:
             assert 0 <= r["agreement"] <= 1
@@ -45,7 +49,7 @@ def test_cli_end_to_end_resume_and_outputs(tmp_path, capsys) -> None:
     assert {"tokenize", "f0", "kernels", "solve", "fine-tune"} <= set(results["timing"])
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == len(results["runs"]) and rows[0]["method"] == "zero-shot"
-    for name in ("accuracy.png", "scatter.png", "curves.png"):
+    for name in ("accuracy.png", "scatter.png", "curves.png", "spectrum.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "kernel-asigngd agreement" in printed and "ft-sgd kernel_drift" in printed

@@ -24,6 +24,17 @@ def test_readmes_library_example_runs_and_its_stages_agree_with_run(tmp_path, mo
     assert record["accuracy"] == from_run["accuracy"] and record["lambda"] == from_run["lambda"]
     assert {r["method"] for r in results.as_json()["runs"]} == {"zero-shot", "kernel-sgd"}
     assert "kernel-sgd" in results.table() and results.config.optimizers == ()
+    # the kernel diagnostics describe the train kernel the record was fitted with
+    import numpy as np
+
+    from ntk_lab.solvers import targets
+
+    k, y = np.asarray(scope["arrays"]["k_train"], np.float64), targets(scope["data"].y["train"], 1)
+    flat = k.reshape(len(y), len(y))
+    assert record["target_alignment"] == pytest.approx(float(y[:, 0] @ flat @ y[:, 0] / (np.linalg.norm(flat) * len(y))))
+    np.testing.assert_allclose(record["spectrum"], np.linalg.eigvalsh(flat)[::-1], rtol=1e-6, atol=1e-6 * record["spectrum"][0])
+    assert 1 <= record["effective_rank"] <= len(y) and record["effective_rank"] == from_run["effective_rank"]
+    assert "kernel-sgd target_alignment" in results.table()
 
 
 @pytest.mark.parametrize("change, message", [
