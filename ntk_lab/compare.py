@@ -60,7 +60,9 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
     p.add_argument("--k", type=int, default=16, help="examples per label in the train (and dev) split")
     p.add_argument("--seeds", default="13,21,42,87,100", help="comma-separated k-shot seeds")
     p.add_argument("--test-cap", type=int, default=1000, help="test examples at most (a fixed subset)")
-    p.add_argument("--max-length", type=int, default=128, help="prompt length in tokens (the sentence is truncated)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="prompt length in tokens, the sentence truncated (unset: LM-BFF's, 256 for mnli, snli, rte and "
+                        "agnews, 128 otherwise)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for evaluating f")
     p.add_argument("--init-missing-head", action="store_true", help="initialise MLM-head weights the checkpoint lacks")
     p.add_argument("--no-prompt", action="store_true", help="linear head on the first token instead of label-word logits")

@@ -58,7 +58,7 @@ class CompareConfig:
     k: int = 16
     seeds: tuple[int, ...] = (13, 21, 42, 87, 100)
     test_cap: int = 1000
-    max_length: int = 128
+    max_length: int | None = None  # None: the task's (LM-BFF's: 256 for mnli, snli, rte, agnews, else 128)
     batch_size: int = 32
     init_missing_head: bool = False
     no_prompt: bool = False
@@ -107,7 +107,7 @@ class CompareConfig:
                 raise NtkLabError(f"--lr-{name} must be positive finite numbers, got {','.join(map(str, lrs)) or 'none'}")
         for option in ("k", "test_cap", "max_length", "steps", "eval_every", "chunk", "kernel_block", "column_block",
                        "batch_size"):
-            if getattr(self, option) < 1:
+            if getattr(self, option) is not None and getattr(self, option) < 1:
                 raise NtkLabError(f"--{option.replace('_', '-')} must be at least 1")
         if self.ft_batch_size < 0:
             raise NtkLabError("--ft-batch-size must be 0 (full batch) or a positive minibatch size")
@@ -565,6 +565,12 @@ class Results:
         return made
 
 
+def prompt_length(config: CompareConfig, task: Any, model_limit: int) -> int:
+    """Tokens per prompt: ``--max-length``, else the task's LM-BFF length (256 for mnli, snli, rte and
+    agnews, 128 otherwise), never past the model's positions ``model_limit``."""
+    return min(config.max_length or task.max_length, model_limit)
+
+
 def context(setup: Setup, out: str | Path, subset: str = "full", timer: Timer | None = None) -> Context:
     """The shared state of one subset's seeds, for a study that calls the stages itself
     (``encode_seed``, ``kernel_method``, ``finetune_method``): records are kept under ``out/state``."""
@@ -575,7 +581,7 @@ def context(setup: Setup, out: str | Path, subset: str = "full", timer: Timer | 
     options = {k: v for k, v in c.as_dict().items() if k not in ("seeds", "subsets")}
     state = State(writable_folder(Path(out)), {**options, "subset": subset})
     return Context(c, setup.task, setup.model, setup.f, parse_subset(subset, seed=0), setup.binary, timer or Timer(),
-                   state, min(c.max_length, setup.model.config.max_length), subset)
+                   state, prompt_length(c, setup.task, setup.model.config.max_length), subset)
 
 
 def run(config: CompareConfig, out: str | Path, setup: Setup | None = None) -> Results:

@@ -48,6 +48,7 @@ class Task:
     test_file: str = "dev.tsv"
     hf_dataset: tuple[str, str] | None = None
     f1: bool = False
+    max_length: int = 128  # LM-BFF's --max_seq_length: 256 for the long-input tasks
 
     @property
     def num_classes(self) -> int:
@@ -59,10 +60,11 @@ _NLI_TEMPLATE = "{P:rstrip_punct}? <mask>, {H:lower_first}"
 _PAIR_TEMPLATE = "{S1} <mask>, {S2:lower_first}"
 
 
-def _lmbff(name: str, folder: str, template: str, words: tuple[str, ...]) -> Task:
+def _lmbff(name: str, folder: str, template: str, words: tuple[str, ...], first_label: int = 0,
+           max_length: int = 128) -> Task:
     return Task(
-        name, template, tuple(str(i) for i in range(len(words))), words, "lmbff", folder,
-        columns={"S": 1}, label_column=0, train_file="train.csv", test_file="test.csv",
+        name, template, tuple(str(first_label + i) for i in range(len(words))), words, "lmbff", folder,
+        columns={"S": 1}, label_column=0, train_file="train.csv", test_file="test.csv", max_length=max_length,
     )
 
 
@@ -81,17 +83,18 @@ TASKS: dict[str, Task] = {
         ("Description", "Entity", "Expression", "Human", "Location", "Number"),
     ),
     "agnews": _lmbff(
-        "agnews", "agnews", "{S} This article is about <mask> news.", ("world", "sports", "business", "tech")
+        "agnews", "agnews", "{S} This article is about <mask> news.", ("world", "sports", "business", "tech"),
+        first_label=1, max_length=256,  # AG News numbers its labels 1-4
     ),
     "mnli": Task(
         "mnli", _NLI_TEMPLATE, ("contradiction", "entailment", "neutral"), ("No", "Yes", "Maybe"), "glue",
         "MNLI", columns={"P": "sentence1", "H": "sentence2"}, label_column="gold_label",
-        test_file="dev_matched.tsv", hf_dataset=("glue", "mnli"),
+        test_file="dev_matched.tsv", hf_dataset=("glue", "mnli"), max_length=256,
     ),
     "snli": Task(
         "snli", _NLI_TEMPLATE, ("contradiction", "entailment", "neutral"), ("No", "Yes", "Maybe"), "glue",
         "SNLI", columns={"P": "sentence1", "H": "sentence2"}, label_column="gold_label",
-        hf_dataset=("stanfordnlp/snli", "plain_text"),
+        hf_dataset=("stanfordnlp/snli", "plain_text"), max_length=256,
     ),
     "qnli": Task(
         "qnli", _NLI_TEMPLATE, ("not_entailment", "entailment"), ("No", "Yes"), "glue", "QNLI",
@@ -99,7 +102,7 @@ TASKS: dict[str, Task] = {
     ),
     "rte": Task(
         "rte", _NLI_TEMPLATE, ("not_entailment", "entailment"), ("No", "Yes"), "glue", "RTE",
-        columns={"P": "sentence1", "H": "sentence2"}, hf_dataset=("glue", "rte"),
+        columns={"P": "sentence1", "H": "sentence2"}, hf_dataset=("glue", "rte"), max_length=256,
     ),
     "mrpc": Task(
         "mrpc", _PAIR_TEMPLATE, ("0", "1"), ("No", "Yes"), "glue", "MRPC",
@@ -279,8 +282,8 @@ def kshot_split(
 ) -> Split:
     """Sample ``k`` train and ``k`` dev examples per label from ``train`` (disjoint), by ``seed``.
 
-    The test set is capped at ``test_cap`` examples, chosen by a fixed permutation (the same for every
-    seed) and kept in file order.
+    The test set is capped at ``test_cap`` examples as LM-BFF's ``k-shot-1k-test`` data are
+    (``cap_test_set``), the same for every seed.
     """
     if k < 1:
         raise NtkLabError(f"k must be at least 1, got {k}")
@@ -296,7 +299,15 @@ def kshot_split(
         chosen = rng.permutation(pool)[: 2 * k]
         train_idx += chosen[:k].tolist()
         dev_idx += chosen[k:].tolist()
-    if len(test) > test_cap:
-        keep = np.sort(np.random.default_rng(0).permutation(len(test))[:test_cap])
-        test = [test[i] for i in keep]
-    return Split([train[i] for i in train_idx], [train[i] for i in dev_idx], list(test), seed, k)
+    return Split([train[i] for i in train_idx], [train[i] for i in dev_idx], cap_test_set(test, test_cap), seed, k)
+
+
+def cap_test_set(test: list[Example], cap: int = 1000) -> list[Example]:
+    """The test examples LM-BFF's ``generate_k_shot_data.py --mode k-shot-1k-test`` keeps: all of them when
+    there are at most ``cap``, else the first ``cap`` of the permutation NumPy's legacy ``RandomState(42)``
+    draws, in that order. (LM-BFF calls ``np.random.seed(42); np.random.shuffle(lines)`` on GLUE TSV rows
+    and ``DataFrame.sample(n=1000, random_state=42)`` on CSV rows; both draw this permutation.)
+    """
+    if len(test) <= cap:
+        return list(test)
+    return [test[i] for i in np.random.RandomState(42).permutation(len(test))[:cap]]

@@ -7,7 +7,7 @@ import pytest
 
 from ntk_lab.errors import NtkLabError
 from ntk_lab.prompts import PromptedClassifier, encode, label_word_ids, parse_template, render
-from ntk_lab.tasks import TASKS, Example, get_task, kshot_split, load_task_data, read_glue_tsv, read_lmbff_csv
+from ntk_lab.tasks import TASKS, Example, cap_test_set, get_task, kshot_split, load_task_data, read_glue_tsv, read_lmbff_csv
 
 FIELDS = {"S": "a fine film .", "S1": "He left.", "S2": "She stayed.", "P": "It rains.", "H": "The sky is grey."}
 RENDERED = {
@@ -124,6 +124,37 @@ def test_kshot_split_is_balanced_disjoint_and_deterministic() -> None:
     assert len(split.test) == 1000 and [e.fields for e in split.test] == [e.fields for e in other.test]
     with pytest.raises(NtkLabError, match="label 1 has 2 training examples; a 16-shot split needs 32"):
         kshot_split(_examples([0] * 40 + [1] * 2), test, 2, k=16, seed=13)
+
+
+def test_test_set_is_capped_as_lmbff_draws_it() -> None:
+    """LM-BFF's k-shot-1k-test: GLUE rows by np.random.seed(42); np.random.shuffle(lines); lines[:1000],
+    CSV rows by DataFrame.sample(n=1000, random_state=42), i.e. RandomState(42).choice(n, 1000, replace=False)."""
+    test = _examples([i % 2 for i in range(1500)])
+    kept = [int(e.fields["S"][1:]) for e in cap_test_set(test)]
+    lines = list(range(1500))
+    np.random.seed(42)
+    np.random.shuffle(lines)
+    assert kept == lines[:1000]
+    assert kept == np.random.RandomState(42).choice(1500, 1000, replace=False).tolist()
+    assert cap_test_set(test[:1000]) == test[:1000]  # at most the cap: all of it, in file order
+    assert [int(e.fields["S"][1:]) for e in cap_test_set(test, 64)] == lines[:64]
+
+
+def test_lmbff_max_lengths_and_agnews_labels(tmp_path) -> None:
+    from ntk_lab.protocol import CompareConfig, prompt_length
+
+    assert {n for n, t in TASKS.items() if t.max_length == 256} == {"mnli", "snli", "rte", "agnews"}
+    assert {t.max_length for n, t in TASKS.items() if n not in ("mnli", "snli", "rte", "agnews")} == {128}
+    assert prompt_length(CompareConfig(task="rte"), TASKS["rte"], 512) == 256
+    assert prompt_length(CompareConfig(task="sst2"), TASKS["sst2"], 512) == 128
+    assert prompt_length(CompareConfig(task="rte", max_length=64), TASKS["rte"], 512) == 64
+    assert prompt_length(CompareConfig(task="agnews"), TASKS["agnews"], 130) == 130  # the model's positions
+    path = tmp_path / "train.csv"
+    path.write_text("1,world news\n4,new chips\n")
+    assert [e.label for e in read_lmbff_csv(path, TASKS["agnews"])] == [0, 3]  # words world ... tech
+    path.write_text("0,world news\n")
+    with pytest.raises(NtkLabError, match=r"train.csv:1: label '0' is not one of 1, 2, 3, 4"):
+        read_lmbff_csv(path, TASKS["agnews"])
 
 
 def test_glue_reader_and_its_errors(tmp_path) -> None:
