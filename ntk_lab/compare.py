@@ -85,7 +85,9 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
     p.add_argument("--loss", default="ce", choices=("ce", "mse"), help="fine-tuning loss: cross-entropy or squared error")
     p.add_argument("--steps", type=int, default=1000, help="fine-tuning steps per learning rate")
     p.add_argument("--eval-every", type=int, default=100, help="steps between dev evaluations")
-    p.add_argument("--ft-batch-size", type=int, default=0, help="fine-tuning minibatch (0: full batch)")
+    p.add_argument("--ft-batch-size", type=int, default=None,
+                   help="fine-tuning examples per step, 0: full batch (unset: each optimizer in its kernel's regime, "
+                        "full batch for sgd, 1 for adam and signgd)")
     for name in OPTIMIZER_NAMES:
         p.add_argument(f"--lr-{name}", default=",".join(f"{v:g}" for v in getattr(CompareConfig, f"lr_{name}")), help=f"{name} learning rates to try (the best on dev is kept)")
     p.add_argument("--out", default="runs/compare", help="output folder")

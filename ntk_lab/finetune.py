@@ -18,6 +18,8 @@ Diagnostics (Malladi et al. 2023):
   test-loss improvement over the pre-trained model that the linearized model recovers (1 when
   fine-tuning is exactly kernel behaviour).
 - kernel drift: ``||K(θ_T) - K(θ0)||_F / ||K(θ0)||_F`` on the train set.
+- order agreement: the share of test examples two minibatch runs that differ only in their example
+  order label alike, the ceiling a kernel-vs-fine-tuning agreement is read against.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ OPTIMIZERS = ("sgd", "adam", "signgd")
 LOSSES = ("ce", "mse")
 #: the kernel whose dynamics each optimizer follows in the lazy regime
 KERNEL_OF = {"sgd": "sgd", "signgd": "signgd", "adam": "asigngd"}
+#: the examples per step each kernel's derivation covers (None: the full batch). The SGD kernel describes
+#: gradient descent on the mean loss, ``Δf(x) = -η/n Σ_i ℓ'_i K(x_i, x)``. The A-SignGD kernel describes
+#: sign steps on one example at a time: ``Δf(x) = -η sign(ℓ'_i) <sign ∇f(x_i), ∇f(x)>`` (binary output),
+#: and Adam's first step is such a sign step. A full-batch sign step ``-η sign(∇L)`` moves f(x) by
+#: ``-η <sign ∇L, ∇f(x)>`` instead, which no kernel of single examples gives.
+REGIME_BATCH_SIZE = {"sgd": None, "adam": 1, "signgd": 1}
 
 
 _FACTORIES = {"sgd": optax.sgd, "adam": optax.adam, "signgd": optax.sign_sgd}
@@ -134,7 +142,7 @@ def train(
     loss: str = "ce",
     batch_size: int | None = None,
     param_filter: Callable[[tuple[str, ...]], bool] | None = None,
-    seed: int = 0,
+    seed: int | tuple[int, ...] = 0,
     eval_batch_size: int = 64,
     keep: str = "best",
     desc: str = "fine-tune",
@@ -143,7 +151,8 @@ def train(
 
     ``x_train`` / ``x_dev`` are batches (pytrees with a leading example axis), ``y`` their labels
     ``[n]``. ``batch_size=None`` is full-batch gradient descent; otherwise each epoch visits a
-    permutation of the train set drawn from ``seed``. Step 0 (the pre-trained model) is a checkpoint
+    permutation of the train set drawn from ``seed`` (an int, or a tuple naming its own stream of
+    ``numpy.random.default_rng``). Step 0 (the pre-trained model) is a checkpoint
     too. A learning rate whose loss becomes NaN or Inf stops there and keeps its best checkpoint.
     ``keep="last"`` keeps each run's last parameters instead of its best dev checkpoint.
     """

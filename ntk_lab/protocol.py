@@ -8,9 +8,14 @@ seed, on the same model, parameters and split:
   fitted on train with ``f0`` as offset, its regularization and offset scale chosen on dev
   (``ntk_lab.solvers``). A-SignGD uses the asymmetric LS-SVM.
 - ``ft-OPT``: fine-tuning with OPT (sgd, adam, signgd), learning rate and steps chosen on dev
-  (``ntk_lab.finetune``), with its linearization fraction and kernel drift.
+  (``ntk_lab.finetune``), with its linearization fraction and kernel drift, in the regime its kernel's
+  derivation covers unless ``ft_batch_size`` says otherwise: SGD on the full batch, Adam and SignGD one
+  example per step (``finetune.REGIME_BATCH_SIZE``).
 - agreement: the share of test examples on which ``kernel-sgd`` and ``ft-sgd`` (``kernel-asigngd``
-  and ``ft-adam``, ``kernel-signgd`` and ``ft-signgd``) predict the same label.
+  and ``ft-adam``, ``kernel-signgd`` and ``ft-signgd``) predict the same label, with the run it refers
+  to (``agreement_with``), every fine-tuning the kernel's theory covers (``agreements``: both sign
+  kernels against ``ft-signgd`` and ``ft-adam``), and its ceiling (``agreement_ceiling``): the agreement
+  of that minibatch fine-tuning with itself in another example order.
 - each kernel's train spectrum, effective rank and kernel-target alignment (``ntk_lab.spectra``).
 
 The stages are functions a study can call alone: ``prepare`` (task, data, k-shot splits, model and
@@ -39,8 +44,14 @@ from ntk_lab.state import State, Timer, code_version, digest
 KIND_NAMES = ("sgd", "signgd", "asigngd")
 OPTIMIZER_NAMES = ("sgd", "adam", "signgd")
 COUNTERPART = {"kernel-sgd": "ft-sgd", "kernel-signgd": "ft-signgd", "kernel-asigngd": "ft-adam"}
+#: every fine-tuning each kernel's theory describes, its counterpart first: SignGD fine-tuning is a sign
+#: descent like Adam's, so both sign kernels are compared with it
+THEORY = {"kernel-sgd": ("ft-sgd",), "kernel-signgd": ("ft-signgd", "ft-adam"),
+          "kernel-asigngd": ("ft-adam", "ft-signgd")}
+ORDER_STREAM = 1  # the random stream (seed, ORDER_STREAM) of the second example order, for the ceiling
 METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
-DIAGNOSTICS = ("f1", "agreement", "linearization", "kernel_drift", "effective_rank", "target_alignment")
+DIAGNOSTICS = ("f1", "agreement", "agreement_ceiling", "linearization", "kernel_drift", "effective_rank",
+               "target_alignment")
 SUBSET_METRICS = ("kernel_distance_to_full", "kernel_alignment_to_full")
 
 
@@ -74,7 +85,7 @@ class CompareConfig:
     loss: str = "ce"
     steps: int = 1000
     eval_every: int = 100
-    ft_batch_size: int = 0
+    ft_batch_size: int | None = None  # None: each optimizer's kernel regime (finetune.REGIME_BATCH_SIZE); 0: full
     lr_sgd: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     lr_adam: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
     lr_signgd: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
@@ -109,8 +120,16 @@ class CompareConfig:
                        "batch_size"):
             if getattr(self, option) is not None and getattr(self, option) < 1:
                 raise NtkLabError(f"--{option.replace('_', '-')} must be at least 1")
-        if self.ft_batch_size < 0:
+        if self.ft_batch_size is not None and self.ft_batch_size < 0:
             raise NtkLabError("--ft-batch-size must be 0 (full batch) or a positive minibatch size")
+
+    def batch_size_of(self, optimizer: str, n: int) -> int:
+        """Examples per fine-tuning step for ``optimizer`` on ``n`` train examples: ``--ft-batch-size``
+        (0: all n), else the regime its kernel's derivation covers (``finetune.REGIME_BATCH_SIZE``)."""
+        from ntk_lab.finetune import REGIME_BATCH_SIZE
+
+        size = REGIME_BATCH_SIZE[optimizer] if self.ft_batch_size is None else self.ft_batch_size
+        return n if not size else min(size, n)
 
     @property
     def lrs(self) -> dict[str, tuple[float, ...]]:
@@ -378,16 +397,26 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
 
     config, parts, x, y, seed = ctx.config, data.parts, data.x, data.y, data.seed
     method = f"ft-{name}"
+    n = len(y["train"])
+    batch_size = config.batch_size_of(name, n)
+    options = dict(optimizer=name, loss=config.loss, batch_size=batch_size if batch_size < n else None,
+                   eval_batch_size=config.batch_size, param_filter=ctx.param_filter)
     with ctx.timer.stage("fine-tune"):
-        result = finetune.train(
-            ctx.f, data.params0, x["train"], y["train"], x["dev"], y["dev"], optimizer=name, lrs=config.lrs[name],
-            steps=config.steps, eval_every=config.eval_every, loss=config.loss,
-            batch_size=config.ft_batch_size or None, seed=seed, eval_batch_size=config.batch_size,
-            param_filter=ctx.param_filter, desc=f"{method} seed {seed}",
-        )
+        result = finetune.train(ctx.f, data.params0, x["train"], y["train"], x["dev"], y["dev"], lrs=config.lrs[name],
+                                steps=config.steps, eval_every=config.eval_every, seed=seed,
+                                desc=f"{method} seed {seed}", **options)
         test_encoded = _subset(data.encoded, parts["test"])
         f_ft = batched_outputs(ctx.f, result.params, test_encoded, config.batch_size, desc=f"{method} test")
         f_lin = finetune.linearized_outputs(ctx.f, data.params0, result.params, x["test"], config.batch_size)
+        order_agreement = None
+        if batch_size < n and result.step == 0:
+            order_agreement = 1.0  # neither run moved from θ0
+        elif batch_size < n:  # the ceiling: the same run (learning rate, steps) in another example order
+            other = finetune.train(ctx.f, data.params0, x["train"], y["train"], x["dev"], y["dev"], lrs=(result.lr,),
+                                   steps=result.step, eval_every=result.step, keep="last", seed=(seed, ORDER_STREAM),
+                                   desc=f"{method} seed {seed}, another order", **options)
+            f_other = batched_outputs(ctx.f, other.params, test_encoded, config.batch_size, desc=f"{method} test")
+            order_agreement = float(np.mean(f_other.argmax(1) == f_ft.argmax(1)))
     with ctx.timer.stage("kernels"):
         kind = finetune.KERNEL_OF[name]
         if k0 is None:
@@ -400,7 +429,8 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
     fraction = finetune.linearization_fraction(data.f0[parts["test"]], f_lin, f_ft, y["test"], config.loss)
     best = next(r for r in result.runs if r.lr == result.lr)
     record = _scored(ctx, data, method, {
-        "lr": result.lr, "step": result.step, "dev_accuracy": result.dev_accuracy,
+        "lr": result.lr, "step": result.step, "dev_accuracy": result.dev_accuracy, "batch_size": batch_size,
+        "order_agreement": order_agreement,
         "linearization": None if not np.isfinite(fraction) else fraction,
         "linearized_accuracy": float(np.mean(f_lin.argmax(1) == y["test"])),
         "kernel_drift": drift,
@@ -410,15 +440,27 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
 
 
 def agreements(records: list[dict], outputs: dict[str, dict[str, np.ndarray]]) -> None:
-    """Add to each kernel record the share of test examples where it and its fine-tuning counterpart
-    predict the same label (``COUNTERPART``)."""
+    """Add to each kernel record the share of test examples where it and each fine-tuning its theory
+    covers predict the same label (``agreements``, ``THEORY``), the first of them as ``agreement``
+    (``COUNTERPART``) with the run it refers to (``agreement_with``: method and batch size) and its
+    ceiling (``agreement_ceiling``: that fine-tuning against itself in another example order)."""
     from ntk_lab import solvers
 
+    by_method = {r["method"]: r for r in records}
     for record in records:
-        partner = COUNTERPART.get(record["method"])
-        if partner in outputs:
-            kernel_pred = solvers.predict_labels(outputs[record["method"]]["test"])
-            record["agreement"] = float(np.mean(kernel_pred == outputs[partner]["test"].argmax(1)))
+        if not record["method"].startswith("kernel-"):
+            continue
+        kernel_pred = solvers.predict_labels(outputs[record["method"]]["test"])
+        shares = {ft: float(np.mean(kernel_pred == outputs[ft]["test"].argmax(1)))
+                  for ft in THEORY[record["method"]] if ft in outputs}
+        if shares:
+            record["agreements"] = shares
+        partner = COUNTERPART[record["method"]]
+        if partner in shares:
+            ft = by_method[partner]
+            record["agreement"] = shares[partner]
+            record["agreement_with"] = f"{partner}, batch size {ft.get('batch_size')}"
+            record["agreement_ceiling"] = ft.get("order_agreement")
 
 
 def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
@@ -473,7 +515,8 @@ def table(results: dict, methods: list[str], seeds: list[int], sweep: bool = Fal
 
 def _write_csv(path: Path, runs: list[dict]) -> None:
     columns = ["seed", "method", "subset", "accuracy", *DIAGNOSTICS, "linearized_accuracy", "trainable_params",
-               "trainable_fraction", *SUBSET_METRICS, "dev_accuracy", "lr", "step", "solver", "lambda", "scale"]
+               "trainable_fraction", *SUBSET_METRICS, "dev_accuracy", "lr", "step", "batch_size", "order_agreement",
+               "agreement_with", "solver", "lambda", "scale"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, columns, extrasaction="ignore")
         writer.writeheader()

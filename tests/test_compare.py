@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ntk_lab.compare import cli
-from ntk_lab.protocol import COUNTERPART, METHOD_ORDER, f1_score
+from ntk_lab.protocol import COUNTERPART, METHOD_ORDER, THEORY, f1_score
 
 FAST = ["--model", "tiny", "--steps", "20", "--eval-every", "10", "--lr-sgd", "1e-2", "--lr-adam", "1e-3", "--test-cap", "64"]
 
@@ -19,11 +19,23 @@ FAST = ["--model", "tiny", "--steps", "20", "--eval-every", "10", "--lr-sgd", "1
 def _check_results(results: dict, methods: set[str], seeds: list[int]) -> None:
     assert {r["method"] for r in results["runs"]} == methods
     assert sorted({r["seed"] for r in results["runs"]}) == sorted(seeds)
+    record = {(r["seed"], r["method"]): r for r in results["runs"]}
     for r in results["runs"]:
         assert r["method"] in METHOD_ORDER and 0 <= r["accuracy"] <= 1
         if r["method"].startswith("ft-"):
             assert r["kernel_drift"] >= 0 and r["step"] <= 20
             assert r["linearization"] is None or np.isfinite(r["linearization"])
+            # each optimizer in its kernel's regime: SGD full batch (2 x 16), Adam and SignGD one example a step
+            assert r["batch_size"] == (32 if r["method"] == "ft-sgd" else 1)
+            assert (r["order_agreement"] is None) == (r["method"] == "ft-sgd")
+            assert r["order_agreement"] is None or 0 <= r["order_agreement"] <= 1
+        if r["method"] in COUNTERPART and COUNTERPART[r["method"]] in methods:
+            ft = record[r["seed"], COUNTERPART[r["method"]]]
+            assert r["agreement_with"] == f"{ft['method']}, batch size {ft['batch_size']}"
+            assert r["agreement_ceiling"] == ft["order_agreement"]
+            assert r["agreements"][ft["method"]] == r["agreement"]
+        if r["method"] in THEORY:
+            assert set(r.get("agreements", {})) == {m for m in THEORY[r["method"]] if m in methods}
         if r["method"].startswith("kernel-"):
             spectrum = np.asarray(r["spectrum"])
             assert len(spectrum) == 32 and (np.diff(spectrum) <= 1e-9 * spectrum[0]).all()  # 2 x 16 train, binary

@@ -152,7 +152,7 @@ def test_compare_options_parse_or_say_one_line(options: list[tuple[str, str]]) -
         return
     assert args.k >= 1 and args.seeds and all(isinstance(s, int) for s in args.seeds)
     assert all(0 < lr < float("inf") for lrs in args.lrs.values() for lr in lrs)
-    assert args.steps >= 1 and args.eval_every >= 1 and args.ft_batch_size >= 0 and (args.max_length is None or args.max_length >= 1)
+    assert args.steps >= 1 and args.eval_every >= 1 and (args.ft_batch_size is None or args.ft_batch_size >= 0) and (args.max_length is None or args.max_length >= 1)
 
 
 SIMULATE_OPTIONS = ["--d", "--T", "--prior", "--noise", "--tau", "--trials", "--beta", "--ridge-lambda",
