@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ntk_lab.errors import NtkLabError, cli_main
-from ntk_lab.protocol import KIND_NAMES, OPTIMIZER_NAMES, CompareConfig
+from ntk_lab.protocol import ASYM_SOLVERS, KIND_NAMES, OPTIMIZER_NAMES, CompareConfig
 
 EPILOG = """outputs, in --out:
   results.json    every (seed, method) record, mean ± std per method, diagnostics, timing, config
@@ -71,7 +71,11 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
     p.add_argument("--subsets", default=None, help="comma-separated subsets to sweep (one table and subsets.png)")
     p.add_argument("--kernels", default="sgd,asigngd", help=f"kernels to solve: {', '.join(KIND_NAMES)}")
     p.add_argument("--solver", default="ridge", choices=SYMMETRIC_SOLVERS,
-                   help="solver for the symmetric kernels (asigngd always uses the asymmetric LS-SVM)")
+                   help="solver for the symmetric kernels (asigngd: --asym-solver)")
+    p.add_argument("--asym-solver", default="derivation", choices=ASYM_SOLVERS,
+                   help="A-SignGD's solver: 'derivation', the AsK-LS source predictor with biases that Adam's "
+                        "sign steps follow; 'official', LM-Kernel-FT's bias-free λ·ω + (1-λ)·ν with λ tuned on dev "
+                        "(computes the transposed kernel too)")
     p.add_argument("--binary", default="auto", choices=("auto", "on", "off"),
                    help="kernels of f_1 - f_0 (auto: for two-class tasks)")
     p.add_argument("--implementation", default=AUTO, choices=(AUTO, *IMPLEMENTATIONS),

@@ -6,7 +6,8 @@ seed, on the same model, parameters and split:
 - ``zero-shot``: the pre-trained classifier ``argmax_c f(θ0, x)_c``.
 - ``kernel-KIND``: the eNTK ``K(X_train, ·)`` of KIND (sgd, signgd, asigngd) at θ0, a kernel solver
   fitted on train with ``f0`` as offset, its regularization and offset scale chosen on dev
-  (``ntk_lab.solvers``). A-SignGD uses the asymmetric LS-SVM.
+  (``ntk_lab.solvers``). A-SignGD uses the asymmetric LS-SVM: its derivation's source predictor, or
+  with ``asym_solver="official"`` LM-Kernel-FT's mix of the kernel and its transpose.
 - ``ft-OPT``: fine-tuning with OPT (sgd, adam, signgd), learning rate and steps chosen on dev
   (``ntk_lab.finetune``), with its linearization fraction and kernel drift, in the regime its kernel's
   derivation covers unless ``ft_batch_size`` says otherwise: SGD on the full batch, Adam and SignGD one
@@ -48,6 +49,7 @@ COUNTERPART = {"kernel-sgd": "ft-sgd", "kernel-signgd": "ft-signgd", "kernel-asi
 #: descent like Adam's, so both sign kernels are compared with it
 THEORY = {"kernel-sgd": ("ft-sgd",), "kernel-signgd": ("ft-signgd", "ft-adam"),
           "kernel-asigngd": ("ft-adam", "ft-signgd")}
+ASYM_SOLVERS = ("derivation", "official")  # solvers.asym_lssvm, solvers.asym_official
 ORDER_STREAM = 1  # the random stream (seed, ORDER_STREAM) of the second example order, for the ceiling
 METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
 DIAGNOSTICS = ("f1", "agreement", "agreement_ceiling", "linearization", "kernel_drift", "effective_rank",
@@ -76,6 +78,7 @@ class CompareConfig:
     subsets: tuple[str, ...] = ("full",)
     kernels: tuple[str, ...] = ("sgd", "asigngd")
     solver: str = "ridge"
+    asym_solver: str = "derivation"  # A-SignGD: our AsK-LS source predictor, or LM-Kernel-FT's ("official")
     binary: str = "auto"
     implementation: str = "auto"
     chunk: int = 8
@@ -106,6 +109,7 @@ class CompareConfig:
         for option, values, allowed in (("--kernels", self.kernels, KIND_NAMES),
                                         ("--optimizers", self.optimizers, OPTIMIZER_NAMES),
                                         ("--solver", (self.solver,), SYMMETRIC_SOLVERS),
+                                        ("--asym-solver", (self.asym_solver,), ASYM_SOLVERS),
                                         ("--binary", (self.binary,), ("auto", "on", "off")),
                                         ("--implementation", (self.implementation,), (AUTO, *IMPLEMENTATIONS)),
                                         ("--loss", (self.loss,), ("ce", "mse"))):
@@ -369,11 +373,24 @@ def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[s
     parts, seed = data.parts, data.seed
     with ctx.timer.stage("kernels"):
         k = _kernel(ctx, kind, data.params0, data.x["train"], _inputs(data.encoded), seed)
+    official = kind == "asigngd" and ctx.config.asym_solver == "official"
+    if official:  # LM-Kernel-FT's solver also needs K(x, X_train), the sign on the side of x
+        with ctx.timer.stage("kernels"):
+            flipped = np.transpose(_kernel(ctx, kind, data.params0, _inputs(data.encoded), data.x["train"], seed),
+                                   (2, 3, 0, 1))
     with ctx.timer.stage("solve"):
-        solver = "asym-lssvm" if kind == "asigngd" else ctx.config.solver
-        chosen = solvers.select(solver, k[:, :, parts["train"]], data.y["train"], data.f0b["train"],
-                                k[:, :, parts["dev"]], data.y["dev"], data.f0b["dev"])
-        scores = chosen.fit.decision(k[:, :, parts["test"]], data.f0b["test"])
+        if official:
+            solver = "asym-official"
+            part = lambda name: (k[:, :, parts[name]], flipped[:, :, parts[name]], data.y[name], data.f0b[name])
+            k_train, kf_train, y_train, f0_train = part("train")
+            chosen = solvers.select_official(k_train, kf_train, y_train, f0_train, *part("dev"))
+            k_test, kf_test, _, f0_test = part("test")
+            scores = chosen.fit.decision(k_test, kf_test, f0_test)
+        else:
+            solver = "asym-lssvm" if kind == "asigngd" else ctx.config.solver
+            chosen = solvers.select(solver, k[:, :, parts["train"]], data.y["train"], data.f0b["train"],
+                                    k[:, :, parts["dev"]], data.y["dev"], data.f0b["dev"])
+            scores = chosen.fit.decision(k[:, :, parts["test"]], data.f0b["test"])
     similarity = {"kernel_distance_to_full": 0.0, "kernel_alignment_to_full": 1.0}
     if not ctx.full:
         with ctx.timer.stage("kernels"):
@@ -381,7 +398,8 @@ def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[s
         k_sub = k[:, :, parts["train"]]
         similarity = {"kernel_distance_to_full": kernel_distance(k_sub, k_full),
                       "kernel_alignment_to_full": kernel_alignment(k_sub, k_full)}
-    record = _scored(ctx, data, f"kernel-{kind}", {"solver": solver, "lambda": chosen.lam, "scale": chosen.scale,
+    mix = {"mix": chosen.fit.mix} if official else {}
+    record = _scored(ctx, data, f"kernel-{kind}", {"solver": solver, "lambda": chosen.lam, "scale": chosen.scale, **mix,
                                                    "dev_accuracy": chosen.dev_accuracy, **similarity,
                                                    **spectra.diagnostics(k[:, :, parts["train"]], data.y["train"])},
                      solvers.predict_labels(scores))

@@ -260,7 +260,7 @@ SYMMETRIC_SOLVERS = ("ridge", "svm", "logistic", "lssvm")  # for symmetric kerne
 class Selection:
     """The dev-selected fit and its hyperparameters."""
 
-    fit: KernelFit
+    fit: KernelFit | MixedFit
     lam: float
     scale: float
     dev_accuracy: float
@@ -288,5 +288,75 @@ def select(
         accuracy = float(np.mean(predict_labels(fit.decision(k_dev, f0_dev)) == y_dev))
         if best is None or accuracy > best.dev_accuracy:
             best = Selection(fit, lam, scale, accuracy)
+    assert best is not None
+    return best
+
+
+@dataclass(frozen=True)
+class MixedFit:
+    """LM-Kernel-FT's A-SignGD predictor: ``F(x) = o(x) + mix · ω(x) + (1 - mix) · ν(x)`` with
+    ``ω(x)_b = Σ_i alpha[i,b] K(x_i, x)[b,b]`` (the kernel, sign on the train side) and
+    ``ν(x)_b = Σ_i beta[i,b] K(x, x_i)[b,b]`` (its transpose, sign on the side of x)."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    mix: float
+    scale: float
+
+    def decision(self, k: np.ndarray, k_flipped: np.ndarray, f0: np.ndarray) -> np.ndarray:
+        """``F [m, c]`` from ``k = K(X_train, x)`` and ``k_flipped[i, :, j, :] = K(x_j, x_i)``, both
+        ``[n, c, m, c]``, and ``f0 [m, c]``."""
+        omega = np.einsum("ia,iaja->ja", self.alpha, np.asarray(k, np.float64))
+        nu = np.einsum("ia,iaja->ja", self.beta, np.asarray(k_flipped, np.float64))
+        return offset(f0, self.scale) + self.mix * omega + (1 - self.mix) * nu
+
+
+def asym_official(k: np.ndarray, labels: np.ndarray, f0: np.ndarray, lam: float, scale: float, mix: float) -> MixedFit:
+    """LM-Kernel-FT's asymmetric least-squares solver for the A-SignGD kernel (Malladi et al. 2023's
+    code), one-vs-rest on ``K[:, a, :, a]`` when ``c > 1`` (their code is binary only).
+
+    With the offset folded into the targets, ``Y_i = y_i - o_i`` (``y_i = ±1``, ``o = f0/s``), and
+    ``H_ij = Y_i K(x_i, x_j) Y_j``, ``γ = 1/λ'``, it solves without biases (least squares)
+
+        [ I/γ   H   ] [ a ]   [ 1 ]
+        [ Hᵀ    I/γ ] [ b ] = [ 1 ],
+
+    and predicts ``F(x) = o(x) + mix · Σ_i a_i Y_i K(x_i, x) + (1 - mix) · Σ_i b_i Y_i K(x, x_i)``. This is
+    the bias-free AsK-LS system of ``asym_lssvm`` (whose β is ``a`` here and α is ``b``): its first
+    predictor is ``asym_lssvm``'s source predictor, its second the target predictor, which needs the
+    kernel with the sign on the evaluated example, and ``mix`` is tuned on dev. For a symmetric kernel
+    ``a = b`` and the two predictors coincide.
+    """
+    n, c = k.shape[:2]
+    y = _pm_targets(labels, c) - offset(f0, scale)
+    ridge_term = lam * sigma_max(k)
+    alpha, beta = np.zeros((n, c)), np.zeros((n, c))
+    for a in range(c):
+        ya = y[:, a]
+        h = ya[:, None] * ya[None] * np.asarray(k[:, a, :, a], np.float64)
+        system = np.block([[ridge_term * np.eye(n), h], [h.T, ridge_term * np.eye(n)]])
+        solution = scipy.linalg.lstsq(system, np.ones(2 * n))[0]
+        alpha[:, a], beta[:, a] = solution[:n] * ya, solution[n:] * ya
+    return MixedFit(alpha, beta, mix, scale)
+
+
+MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def select_official(
+    k_train: np.ndarray, kf_train: np.ndarray, y_train: np.ndarray, f0_train: np.ndarray,
+    k_dev: np.ndarray, kf_dev: np.ndarray, y_dev: np.ndarray, f0_dev: np.ndarray,
+    lambdas: tuple[float, ...] = LAMBDAS, scales: tuple[float, ...] = SCALES, mixes: tuple[float, ...] = MIXES,
+) -> Selection:
+    """``asym_official`` for every ``(λ, s, mix)``, the best dev accuracy kept (first on ties). ``k_*`` are
+    ``K(X_train, ·)`` and ``kf_*`` the flipped kernels (``MixedFit.decision``)."""
+    best: Selection | None = None
+    for lam, scale in itertools.product(lambdas, scales):
+        solved = asym_official(k_train, y_train, f0_train, lam, scale, 1.0)
+        for mix in mixes:
+            fit = MixedFit(solved.alpha, solved.beta, mix, scale)
+            accuracy = float(np.mean(predict_labels(fit.decision(k_dev, kf_dev, f0_dev)) == y_dev))
+            if best is None or accuracy > best.dev_accuracy:
+                best = Selection(fit, lam, scale, accuracy)
     assert best is not None
     return best

@@ -52,3 +52,35 @@ def test_config_is_checked_when_made(change, message) -> None:
     assert config.seeds == (1, 2) and config.lrs["sgd"] == (1e-4, 1e-3, 1e-2)
     with pytest.raises(AttributeError):
         config.k = 3  # frozen
+
+
+def test_official_asym_solver_uses_the_transposed_kernel(tmp_path) -> None:
+    """kernel-asigngd with LM-Kernel-FT's solver: the protocol's record equals select_official on kernels
+    computed here directly, K(X_train, x) and K(x, X_train) with the sign on x's side."""
+    import numpy as np
+
+    from ntk_lab import solvers
+    from ntk_lab.kernels import entk_fn
+    from ntk_lab.protocol import context, encode_seed, kernel_method, prepare
+
+    config = CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13,), kernels=("asigngd",),
+                           optimizers=(), test_cap=32, asym_solver="official")
+    setup = prepare(config)
+    ctx = context(setup, tmp_path)
+    data = encode_seed(ctx, setup.splits[0])
+    record, arrays = kernel_method(ctx, data, "asigngd")
+    assert record["solver"] == "asym-official" and record["mix"] in solvers.MIXES
+    kernel = entk_fn(setup.f, kind="asigngd", binary=True)
+    parts = data.parts
+    x_all = {k: np.concatenate([data.x[p][k] for p in ("train", "dev", "test")]) for k in data.x["train"]}
+    k = np.asarray(kernel(data.params0, data.x["train"], x_all), np.float64)
+    flipped = np.transpose(np.asarray(kernel(data.params0, x_all, data.x["train"]), np.float64), (2, 3, 0, 1))
+    assert not np.allclose(k[:, :, parts["train"]], flipped[:, :, parts["train"]], rtol=1e-3)  # asymmetric
+    part = lambda name: (k[:, :, parts[name]], flipped[:, :, parts[name]], data.y[name], data.f0b[name])
+    chosen = solvers.select_official(*part("train"), *part("dev"))
+    assert (chosen.lam, chosen.scale, chosen.fit.mix) == (record["lambda"], record["scale"], record["mix"])
+    k_test, kf_test, y_test, f0_test = part("test")
+    scores = chosen.fit.decision(k_test, kf_test, f0_test)
+    # float32 kernels of two implementations, through the solver: equal to 1e-2 of the scores' range
+    np.testing.assert_allclose(arrays["test"], scores, atol=1e-2 * np.abs(scores).max())
+    assert abs(record["accuracy"] - np.mean(solvers.predict_labels(scores) == y_test)) <= 1 / 32

@@ -137,6 +137,54 @@ def test_asym_lssvm_satisfies_both_constraint_sets():
     np.testing.assert_allclose(b2, b2.mean(), atol=1e-8)
 
 
+def test_official_asym_solver_is_the_stationary_point_of_its_primal():
+    """LM-Kernel-FT's bias-free system, from the primal min ωᵀν + γ/2‖e‖² + γ/2‖r‖² s.t.
+    Y_i <ω, ψ_i> = 1 - e_i, Y_i <ν, φ_i> = 1 - r_i, with explicit features K(x, x') = <φ(x), ψ(x')>:
+    ω = Σ a_i Y_i φ_i, ν = Σ b_i Y_i ψ_i, e = b/γ, r = a/γ, and the two predictors <ω, ψ(x)>, <ν, φ(x)>."""
+    rng = np.random.default_rng(8)
+    n, m, p = 12, 5, 30
+    phi, psi = rng.normal(size=(n, p)), rng.normal(size=(n, p))  # sign side φ, gradient side ψ
+    phi_test, psi_test = rng.normal(size=(m, p)), rng.normal(size=(m, p))
+    kmat = phi @ psi.T
+    labels = rng.integers(0, 2, size=n)
+    f0, f0_test = rng.normal(size=(n, 1)), rng.normal(size=(m, 1))
+    lam, scale = 0.05, 10.0
+    fit = solvers.asym_official(kmat[:, None, :, None], labels, f0, lam, scale, mix=1.0)
+    gamma = 1 / (lam * solvers.sigma_max(kmat[:, None, :, None]))
+    y = solvers.targets(labels, 1)[:, 0] - f0[:, 0] / scale  # Y: the targets less the offset
+    a, b = fit.alpha[:, 0] / y, fit.beta[:, 0] / y
+    omega, nu = (a * y) @ phi, (b * y) @ psi
+    np.testing.assert_allclose(1 - y * (psi @ omega), b / gamma, atol=1e-9)  # e = b/γ
+    np.testing.assert_allclose(1 - y * (phi @ nu), a / gamma, atol=1e-9)  # r = a/γ
+    k_test = (phi @ psi_test.T)[:, None, :, None]  # K(x_i, x)
+    k_flipped = (psi @ phi_test.T)[:, None, :, None]  # K(x, x_i) = <φ(x), ψ(x_i)>
+    o_test = f0_test[:, 0] / scale
+    for mix in (0.0, 0.3, 1.0):
+        mixed = solvers.MixedFit(fit.alpha, fit.beta, mix, scale).decision(k_test, k_flipped, f0_test)[:, 0]
+        np.testing.assert_allclose(mixed, o_test + mix * (psi_test @ omega) + (1 - mix) * (phi_test @ nu), atol=1e-9)
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_official_asym_solver_on_a_symmetric_kernel_ignores_the_mix(c):
+    _, _, k, k_test, labels, f0, f0_test = _problem(n=16, c=c, p=40, seed=9)
+    fit = solvers.asym_official(k, labels, f0, 0.1, 100.0, mix=0.0)
+    np.testing.assert_allclose(fit.alpha, fit.beta, rtol=1e-8, atol=1e-10)
+    a = solvers.MixedFit(fit.alpha, fit.beta, 0.0, 100.0).decision(k_test, k_test, f0_test)
+    b = solvers.MixedFit(fit.alpha, fit.beta, 1.0, 100.0).decision(k_test, k_test, f0_test)
+    np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_select_official_keeps_the_best_dev_accuracy():
+    _, _, k, k_test, labels, f0, f0_test = _problem(n=16, c=1, p=40, seed=10)
+    y_dev = np.random.default_rng(10).integers(0, 2, size=len(f0_test))
+    chosen = solvers.select_official(k, k, labels, f0, k_test, k_test, y_dev, f0_test)
+    for lam in solvers.LAMBDAS:
+        for scale in solvers.SCALES:
+            fit = solvers.asym_official(k, labels, f0, lam, scale, mix=0.5)
+            accuracy = np.mean(solvers.predict_labels(fit.decision(k_test, k_test, f0_test)) == y_dev)
+            assert accuracy <= chosen.dev_accuracy + 1e-12
+
+
 def test_select_picks_the_best_dev_accuracy():
     _, _, k, _, labels, f0, _ = _problem(n=20, c=1, p=60, seed=8)
     chosen = solvers.select("ridge", k, labels, f0, k[:, :, :10], labels[:10], f0[:10])
