@@ -4,7 +4,7 @@
 
 1. The kernel view (Malladi et al. 2023): ``python -m ntk_lab.compare`` on one task and model, once with
    the prompt (label-word logits at the mask) and once without (``--no-prompt``: a new linear head on
-   the first token), the paper's key contrast. Accuracy of zero-shot, fine-tuning and the kernels,
+   the first token, started from the logistic-regression probe on train), the paper's key contrast. Accuracy of zero-shot, fine-tuning and the kernels,
    agreement, linearization and kernel drift, per seed and mean ± std; each kernel's spectrum,
    effective rank and kernel-target alignment, prompt against no prompt.
 2. The theorem behind it, in the regime where it is exact: for a small learning rate, full-batch SGD

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ntk_lab.errors import NtkLabError, cli_main
-from ntk_lab.protocol import ASYM_SOLVERS, KIND_NAMES, OPTIMIZER_NAMES, CompareConfig
+from ntk_lab.protocol import ASYM_SOLVERS, HEADS, KIND_NAMES, OPTIMIZER_NAMES, CompareConfig
 
 EPILOG = """outputs, in --out:
   results.json    every (seed, method) record, mean ± std per method, diagnostics, timing, config
@@ -66,6 +66,9 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
     p.add_argument("--batch-size", type=int, default=32, help="batch size for evaluating f")
     p.add_argument("--init-missing-head", action="store_true", help="initialise MLM-head weights the checkpoint lacks")
     p.add_argument("--no-prompt", action="store_true", help="linear head on the first token instead of label-word logits")
+    p.add_argument("--head", default="probe", choices=HEADS,
+                   help="with --no-prompt, the head's start: 'probe', the logistic regression fitted on the train "
+                        "split's features (LM-Kernel-FT's standard fine-tuning); 'random', N(0, 0.02²)")
     p.add_argument("--subset", default="full", help="trainable subspace: " + "; ".join(
         f"{name}: {what}" for name, what in SUBSET_KINDS.items()))
     p.add_argument("--subsets", default=None, help="comma-separated subsets to sweep (one table and subsets.png)")

@@ -251,10 +251,17 @@ class HeadClassifier:
     def __call__(self, params: Any, batch: Batch) -> jax.Array:
         return self.with_adapters(params, None, batch)
 
+    def with_head(self, lm_params: Any, kernel: np.ndarray, bias: np.ndarray) -> dict[str, Any]:
+        """``{"lm": lm_params, "head": {"kernel": [h, C], "bias": [C]}}`` (e.g. a ``probe.Probe``'s), float32."""
+        return {"lm": lm_params, "head": {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}}
+
+    def features(self, lm_params: Any, batch: Batch, adapters: dict[str, jax.Array] | None = None) -> jax.Array:
+        """The first token's final hidden state ``[b, h]``: what the head reads."""
+        hidden = _encode(self.model, lm_params, adapters, batch)  # [b, l, h]
+        return jnp.take_along_axis(hidden, batch["mask_pos"][:, None, None], axis=1)[:, 0]
+
     def with_adapters(self, params: Any, adapters: dict[str, jax.Array] | None, batch: Batch) -> jax.Array:
-        hidden = _encode(self.model, params["lm"], adapters, batch)  # [b, l, h]
-        first = jnp.take_along_axis(hidden, batch["mask_pos"][:, None, None], axis=1)[:, 0]  # [b, h]
-        return first @ params["head"]["kernel"] + params["head"]["bias"]
+        return self.features(params["lm"], batch, adapters) @ params["head"]["kernel"] + params["head"]["bias"]
 
 
 def _encode(model: LoadedMaskedLM, params: Any, adapters: dict[str, jax.Array] | None, batch: Batch) -> jax.Array:

@@ -49,6 +49,7 @@ COUNTERPART = {"kernel-sgd": "ft-sgd", "kernel-signgd": "ft-signgd", "kernel-asi
 #: descent like Adam's, so both sign kernels are compared with it
 THEORY = {"kernel-sgd": ("ft-sgd",), "kernel-signgd": ("ft-signgd", "ft-adam"),
           "kernel-asigngd": ("ft-adam", "ft-signgd")}
+HEADS = ("probe", "random")  # the no-prompt head's initialisation (ntk_lab.probe, or N(0, 0.02²))
 ASYM_SOLVERS = ("derivation", "official")  # solvers.asym_lssvm, solvers.asym_official
 ORDER_STREAM = 1  # the random stream (seed, ORDER_STREAM) of the second example order, for the ceiling
 METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
@@ -75,6 +76,7 @@ class CompareConfig:
     batch_size: int = 32
     init_missing_head: bool = False
     no_prompt: bool = False
+    head: str = "probe"  # without a prompt, the new head's start: the logistic probe on train, or "random"
     subsets: tuple[str, ...] = ("full",)
     kernels: tuple[str, ...] = ("sgd", "asigngd")
     solver: str = "ridge"
@@ -110,6 +112,7 @@ class CompareConfig:
                                         ("--optimizers", self.optimizers, OPTIMIZER_NAMES),
                                         ("--solver", (self.solver,), SYMMETRIC_SOLVERS),
                                         ("--asym-solver", (self.asym_solver,), ASYM_SOLVERS),
+                                        ("--head", (self.head,), HEADS),
                                         ("--binary", (self.binary,), ("auto", "on", "off")),
                                         ("--implementation", (self.implementation,), (AUTO, *IMPLEMENTATIONS)),
                                         ("--loss", (self.loss,), ("ce", "mse"))):
@@ -262,15 +265,22 @@ def _binary_outputs(scores: np.ndarray, binary: bool) -> np.ndarray:
     return binary_margin(scores) if binary else scores
 
 
-def _base_params(ctx: Context, seed: int) -> Any:
-    """θ0: the checkpoint's parameters (plus, without a prompt, a head drawn from the seed)."""
-    return ctx.base_f.init_params(seed) if ctx.config.no_prompt else ctx.model.params
+def base_params(ctx: Context, seed: int, train: dict[str, np.ndarray]) -> Any:
+    """θ0: the checkpoint's parameters; without a prompt, with the new head on the first token fitted as
+    a logistic-regression probe on the ``train`` encodings' features (``ntk_lab.probe``, as LM-Kernel-FT
+    starts standard fine-tuning), or with ``head="random"`` drawn from ``N(0, 0.02²)`` by the seed."""
+    from ntk_lab import probe
+    from ntk_lab.prompts import batched_outputs
 
-
-def _params0(ctx: Context, seed: int) -> Any:
-    """The trainable parameterization at θ0: θ0 itself, or ``{"frozen": θ0, "delta": δ0}`` for a subset."""
-    base = _base_params(ctx, seed)
-    return base if ctx.full else ctx.f.init_params(base)
+    if not ctx.config.no_prompt:
+        return ctx.model.params
+    if ctx.config.head == "random":
+        return ctx.base_f.init_params(seed)
+    with ctx.timer.stage("f0"):
+        features = batched_outputs(ctx.base_f.features, ctx.model.params, train, ctx.config.batch_size,
+                                   desc=f"probe features seed {seed}")
+        fitted = probe.fit_cv(features, train["labels"], ctx.task.num_classes)
+    return ctx.base_f.with_head(ctx.model.params, fitted.kernel, fitted.bias)
 
 
 def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, seed: int, base: bool = False) -> np.ndarray:
@@ -325,6 +335,7 @@ class SeedData:
     provenance: dict[str, str]
     trainable: int
     total: int
+    base_params: Any  # θ0 of the whole model (params0 is its trainable parameterization)
 
 
 def encode_seed(ctx: Context, split: Any) -> SeedData:
@@ -340,12 +351,13 @@ def encode_seed(ctx: Context, split: Any) -> SeedData:
     parts = {"train": slice(0, n), "dev": slice(n, n + d), "test": slice(n + d, None)}
     y = {name: encoded["labels"][rows] for name, rows in parts.items()}
     x = {name: _inputs(_subset(encoded, rows)) for name, rows in parts.items()}
-    params0 = _params0(ctx, seed)
+    base = base_params(ctx, seed, _subset(encoded, parts["train"]))
+    params0 = base if ctx.full else ctx.f.init_params(base)  # a subset trains {"frozen": θ0, "delta": δ0}
     with ctx.timer.stage("f0"):
         f0 = batched_outputs(ctx.f, params0, encoded, config.batch_size, desc=f"f0 seed {seed}")
     f0b = {name: _binary_outputs(f0[rows], ctx.binary) for name, rows in parts.items()}
     return SeedData(seed, encoded, parts, x, y, params0, f0, f0b, provenance(ctx, split, params0),
-                    count_params(params0, ctx.param_filter), count_params(_base_params(ctx, seed)))
+                    count_params(params0, ctx.param_filter), count_params(base), base)
 
 
 def _scored(ctx: Context, data: SeedData, method: str, record: dict, pred: np.ndarray) -> dict:
@@ -394,7 +406,7 @@ def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[s
     similarity = {"kernel_distance_to_full": 0.0, "kernel_alignment_to_full": 1.0}
     if not ctx.full:
         with ctx.timer.stage("kernels"):
-            k_full = _kernel(ctx, kind, _base_params(ctx, seed), data.x["train"], data.x["train"], seed, base=True)
+            k_full = _kernel(ctx, kind, data.base_params, data.x["train"], data.x["train"], seed, base=True)
         k_sub = k[:, :, parts["train"]]
         similarity = {"kernel_distance_to_full": kernel_distance(k_sub, k_full),
                       "kernel_alignment_to_full": kernel_alignment(k_sub, k_full)}

@@ -1,13 +1,30 @@
-"""Shared fixtures: an isolated cache per test session, and the real SST-2 where it exists."""
+"""Shared fixtures: an isolated cache per test session, and the real SST-2 where it exists.
+
+Every process of a session (both xdist workers, the notebooks' kernels, the CLI subprocesses) shares
+one JAX compilation cache, so a program compiled once (the tiny model's kernels, fine-tuning steps) is
+not compiled again in the next process. It is keyed by the program and JAX's version, starts empty
+with each session (timings stay those of a fresh clone) and is removed when the session ends.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 SHARED_SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SST-2"
+_SESSION = os.getppid() if "PYTEST_XDIST_WORKER" in os.environ else os.getpid()
+JAX_CACHE = Path(tempfile.gettempdir()) / f"ntk_lab_tests_jax_cache_{_SESSION}"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        shutil.rmtree(JAX_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
