@@ -9,7 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ntk_lab.errors import NtkLabError, cli_main
-from ntk_lab.protocol import ASYM_SOLVERS, HEADS, KIND_NAMES, OPTIMIZER_NAMES, CompareConfig
+from ntk_lab.protocol import (
+    ASYM_SOLVERS,
+    HEADS,
+    KIND_NAMES,
+    OPTIMIZER_NAMES,
+    CompareConfig,
+)
 
 EPILOG = """outputs, in --out:
   results.json    every (seed, method) record, mean ± std per method, diagnostics, timing, config
@@ -92,6 +98,9 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
     p.add_argument("--loss", default="ce", choices=("ce", "mse"), help="fine-tuning loss: cross-entropy or squared error")
     p.add_argument("--steps", type=int, default=1000, help="fine-tuning steps per learning rate")
     p.add_argument("--eval-every", type=int, default=100, help="steps between dev evaluations")
+    p.add_argument("--track", type=int, default=8,
+                   help="dev examples on which fine-tuning's kernel behaviour (Definition 3.2: per-step linearization "
+                        "error, feature change) is measured at every logged step; 0: off")
     p.add_argument("--ft-batch-size", type=int, default=None,
                    help="fine-tuning examples per step, 0: full batch (unset: each optimizer in its kernel's regime, "
                         "full batch for sgd, 1 for adam and signgd)")
@@ -111,11 +120,10 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ntk_lab.cache import writable_folder
     from ntk_lab.protocol import run
 
     config, out = parse(argv)
-    results = run(config, writable_folder(out))
+    results = run(config, out)
     made = results.write(out)
     print(results.table())
     print(f"wrote {out / made[0]}, {', '.join(made[1:])}")

@@ -141,11 +141,25 @@ def curve_figure(curves: list[tuple[str, str | None, list[tuple[int, dict, int, 
     """Per optimizer (a column), per seed (a colour): dev accuracy (top) and train loss (bottom)
     against step at the selected learning rate, the selected step circled, and the counterpart kernel
     predictor's dev accuracy as a dashed line. ``curves``: ``(ft_name, kernel_name, [(seed, curve,
-    selected step, kernel dev accuracy)])``. Seeds whose selected step is 0 are named in the title."""
+    selected step, kernel dev accuracy)])``. Seeds whose selected step is 0 are named in the title. When the
+    curves carry Definition 3.2's measurements, a third row shows the per-step linearization error
+    (solid) and the feature change (dashed) against step."""
     plt = _pyplot()
-    fig, axes = plt.subplots(2, len(curves), figsize=(4.8 * len(curves), 6), squeeze=False, sharex="col")
+    tracked = any(curve.get("feature_change") for _, _, seeds in curves for _, curve, _, _ in seeds)
+    rows = 3 if tracked else 2
+    fig, axes = plt.subplots(rows, len(curves), figsize=(4.8 * len(curves), 3 * rows), squeeze=False, sharex="col")
     for column, (ft_name, kernel_name, seeds) in enumerate(curves):
         ax, loss_ax = axes[0, column], axes[1, column]
+        if tracked:
+            behaviour_ax = axes[2, column]
+            for i, (_, curve, _, _) in enumerate(seeds):
+                if curve.get("feature_change"):
+                    behaviour_ax.plot(curve["steps"], curve["step_linearization"], "-", color=f"C{i}", lw=1)
+                    behaviour_ax.plot(curve["steps"], curve["feature_change"], "--", color=f"C{i}", lw=1)
+            behaviour_ax.plot([], [], "k-", lw=1, label="step linearization error ‖Δf - JΔθ‖/‖Δf‖")
+            behaviour_ax.plot([], [], "k--", lw=1, label="feature change ‖J_t - J_0‖/‖J_0‖")
+            behaviour_ax.set(yscale="log", xlabel="step", ylabel="relative error (Def. 3.2)")
+            behaviour_ax.legend(fontsize=6)
         for i, (seed, curve, step, kernel_dev) in enumerate(seeds):
             ax.plot(curve["steps"], curve["dev_accuracy"], "-", color=f"C{i}", lw=1, label=f"seed {seed}, lr {curve['lr']:g}")
             if step in curve["steps"]:

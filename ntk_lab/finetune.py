@@ -20,22 +20,33 @@ Diagnostics (Malladi et al. 2023):
 - kernel drift: ``||K(θ_T) - K(θ0)||_F / ||K(θ0)||_F`` on the train set.
 - order agreement: the share of test examples two minibatch runs that differ only in their example
   order label alike, the ceiling a kernel-vs-fine-tuning agreement is read against.
+- kernel behaviour as Definition 3.2 defines it, at every logged step t on ``track`` dev examples:
+  the step's linearization error ``‖Δf - J(θ_{t-1}) Δθ‖ / ‖Δf‖`` with ``Δf = f(θ_t) - f(θ_{t-1})`` and
+  ``Δθ = θ_t - θ_{t-1}`` (the step is first order in Δθ), and the feature change
+  ``‖J(θ_t) - J(θ_0)‖_F / ‖J(θ_0)‖_F`` (the features, ∇f, stay fixed). The end-to-end
+  ``linearization_fraction`` is a ratio of loss gains: unstable when fine-tuning gains little.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ntk_lab.pytrees import batch_rows, merge_params, num_examples, split_params, take_examples
 from ntk_lab.linearized import linearize
+from ntk_lab.pytrees import (
+    batch_rows,
+    merge_params,
+    num_examples,
+    split_params,
+    take_examples,
+)
 
 OPTIMIZERS = ("sgd", "adam", "signgd")
 LOSSES = ("ce", "mse")
@@ -85,6 +96,8 @@ class Run:
     steps: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     dev_accuracy: list[float] = field(default_factory=list)
+    step_linearization: list[float] = field(default_factory=list)  # per logged step (nan at step 0)
+    feature_change: list[float] = field(default_factory=list)  # per logged step
     best_step: int = 0
     best_dev: float = -np.inf
     best_theta: Any = None
@@ -127,6 +140,43 @@ def _compiled(f: Callable, treedef: Any, chosen: tuple, optimizer: str, loss: st
     return jax.jit(step), jax.jit(outputs)
 
 
+@functools.lru_cache(maxsize=32)
+def _behaviour(f: Callable, treedef: Any, chosen: tuple) -> tuple[Callable, Callable]:
+    """Jitted ``step_error(θ_prev, θ, frozen, x) -> (‖Δf - J Δθ‖², ‖Δf‖²)`` and
+    ``jacobian_change(θ, θ0, frozen, x1) -> (‖J(θ) - J(θ0)‖²_F, ‖J(θ0)‖²_F)`` on one example ``x1``."""
+
+    def outputs(theta, frozen, x):
+        return f(merge_params(theta, frozen, treedef, chosen), x)
+
+    def step_error(previous, theta, frozen, x):
+        delta = jax.tree_util.tree_map(jnp.subtract, theta, previous)
+        before, along = jax.jvp(lambda t: outputs(t, frozen, x), (previous,), (delta,))
+        moved = outputs(theta, frozen, x) - before
+        return jnp.sum((moved - along) ** 2), jnp.sum(moved**2)
+
+    def jacobian_change(theta, theta0, frozen, x1):
+        jac = lambda t: jax.jacrev(lambda u: outputs(u, frozen, x1)[0])(t)
+        now, start = jac(theta), jac(theta0)
+        square = lambda tree: sum(jnp.sum(leaf.astype(jnp.float32) ** 2) for leaf in jax.tree_util.tree_leaves(tree))
+        return square(jax.tree_util.tree_map(jnp.subtract, now, start)), square(start)
+
+    return jax.jit(step_error), jax.jit(jacobian_change)
+
+
+def kernel_behaviour(f: Callable, treedef: Any, chosen: tuple, frozen: Any, theta0: Any, previous: Any, theta: Any,
+                     x: Any) -> tuple[float, float]:
+    """Definition 3.2's two conditions at one step on the examples ``x``: the step's relative
+    linearization error (nan when the step did not move f) and the relative feature change."""
+    step_error, jacobian_change = _behaviour(f, treedef, chosen)
+    residual, moved = (float(v) for v in step_error(previous, theta, frozen, x))
+    change, norm = 0.0, 0.0
+    for i in range(num_examples(x)):
+        a, b = jacobian_change(theta, theta0, frozen, take_examples(x, np.array([i])))
+        change, norm = change + float(a), norm + float(b)
+    error = float(np.sqrt(residual / moved)) if moved > 0 else float("nan")
+    return error, float(np.sqrt(change / norm)) if norm > 0 else float("nan")
+
+
 def train(
     f: Callable[[Any, Any], jax.Array],
     params0: Any,
@@ -145,6 +195,7 @@ def train(
     seed: int | tuple[int, ...] = 0,
     eval_batch_size: int = 64,
     keep: str = "best",
+    track: int = 0,
     desc: str = "fine-tune",
 ) -> FinetuneResult:
     """Fine-tune ``f`` from ``params0`` for each learning rate; keep the best dev checkpoint.
@@ -154,7 +205,9 @@ def train(
     permutation of the train set drawn from ``seed`` (an int, or a tuple naming its own stream of
     ``numpy.random.default_rng``). Step 0 (the pre-trained model) is a checkpoint
     too. A learning rate whose loss becomes NaN or Inf stops there and keeps its best checkpoint.
-    ``keep="last"`` keeps each run's last parameters instead of its best dev checkpoint.
+    ``keep="last"`` keeps each run's last parameters instead of its best dev checkpoint. ``track > 0``
+    measures Definition 3.2's kernel behaviour (``kernel_behaviour``) at every logged step on the
+    first ``track`` dev examples (``Run.step_linearization``, ``Run.feature_change``).
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
@@ -165,10 +218,12 @@ def train(
     apply = lambda theta, xb: outputs(theta, frozen, xb)
     n = num_examples(x_train)
     y_train_j = jnp.asarray(y_train)
+    x_track = take_examples(x_dev, np.arange(min(track, num_examples(x_dev)))) if track > 0 else None
     runs = []
     for lr in lrs:
         opt = make_optimizer(optimizer, lr)
         theta, state = theta0, opt.init(theta0)
+        previous = theta0
         rng = np.random.default_rng(seed)
         order = np.arange(n)
         run = Run(lr)
@@ -179,6 +234,11 @@ def train(
                 run.steps.append(t)
                 run.train_loss.append(value)
                 run.dev_accuracy.append(dev)
+                if x_track is not None:
+                    error, change = (kernel_behaviour(f, treedef, chosen, frozen, theta0, previous, theta, x_track)
+                                     if t > 0 else (float("nan"), 0.0))
+                    run.step_linearization.append(error)
+                    run.feature_change.append(change)
                 if dev > run.best_dev or keep == "last":
                     run.best_step, run.best_dev, run.best_theta = t, dev, theta
             if t == steps or not np.isfinite(value):
@@ -191,6 +251,7 @@ def train(
                     order = rng.permutation(n)
                 rows = order[position : position + batch_size]
                 x, y = take_examples(x_train, rows), y_train_j[rows]
+            previous = theta
             theta, state, value = step_fn(theta, frozen, state, x, y)
             value = float(value)
         runs.append(run)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -33,6 +33,7 @@ import numpy as np
 from ntk_lab.cache import write_atomically
 from ntk_lab.errors import NtkLabError
 from ntk_lab.pytrees import num_examples, take_examples
+from ntk_lab.state import digest
 
 
 def fingerprint(tree: Any) -> str:
@@ -48,9 +49,8 @@ def fingerprint(tree: Any) -> str:
 def kernel_key(*, model: str, kind: str, subset: str, x1: Any, x2: Any, **extra: Any) -> str:
     """The folder name for one kernel: readable parts plus a hash of everything that determines it."""
     parts = {"model": model, "kind": kind, "subset": subset, "x1": fingerprint(x1), "x2": fingerprint(x2), **extra}
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     safe = lambda s: "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in str(s))
-    return f"{safe(Path(model).name)}-{safe(kind)}-{safe(subset)}-{digest}"
+    return f"{safe(Path(model).name)}-{safe(kind)}-{safe(subset)}-{digest(parts)}"
 
 
 STALE_CLAIM_SECONDS = 3600.0

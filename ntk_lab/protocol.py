@@ -11,7 +11,9 @@ seed, on the same model, parameters and split:
 - ``ft-OPT``: fine-tuning with OPT (sgd, adam, signgd), learning rate and steps chosen on dev
   (``ntk_lab.finetune``), with its linearization fraction and kernel drift, in the regime its kernel's
   derivation covers unless ``ft_batch_size`` says otherwise: SGD on the full batch, Adam and SignGD one
-  example per step (``finetune.REGIME_BATCH_SIZE``).
+  example per step (``finetune.REGIME_BATCH_SIZE``). Kernel behaviour as Definition 3.2 states it is
+  measured along the way (``track`` dev examples): the largest per-step linearization error up to the
+  selected step, and the feature change ``‖J(θ_T) - J(θ_0)‖_F / ‖J(θ_0)‖_F`` there.
 - agreement: the share of test examples on which ``kernel-sgd`` and ``ft-sgd`` (``kernel-asigngd``
   and ``ft-adam``, ``kernel-signgd`` and ``ft-signgd``) predict the same label, with the run it refers
   to (``agreement_with``), every fine-tuning the kernel's theory covers (``agreements``: both sign
@@ -53,8 +55,8 @@ HEADS = ("probe", "random")  # the no-prompt head's initialisation (ntk_lab.prob
 ASYM_SOLVERS = ("derivation", "official")  # solvers.asym_lssvm, solvers.asym_official
 ORDER_STREAM = 1  # the random stream (seed, ORDER_STREAM) of the second example order, for the ceiling
 METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
-DIAGNOSTICS = ("f1", "agreement", "agreement_ceiling", "linearization", "kernel_drift", "effective_rank",
-               "target_alignment")
+DIAGNOSTICS = ("f1", "agreement", "agreement_ceiling", "linearization", "linearized_accuracy", "step_linearization",
+               "feature_change", "kernel_drift", "effective_rank", "target_alignment")
 SUBSET_METRICS = ("kernel_distance_to_full", "kernel_alignment_to_full")
 
 
@@ -90,6 +92,7 @@ class CompareConfig:
     loss: str = "ce"
     steps: int = 1000
     eval_every: int = 100
+    track: int = 8  # dev examples on which Definition 3.2's kernel behaviour is measured per logged step
     ft_batch_size: int | None = None  # None: each optimizer's kernel regime (finetune.REGIME_BATCH_SIZE); 0: full
     lr_sgd: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     lr_adam: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
@@ -127,6 +130,8 @@ class CompareConfig:
                        "batch_size"):
             if getattr(self, option) is not None and getattr(self, option) < 1:
                 raise NtkLabError(f"--{option.replace('_', '-')} must be at least 1")
+        if self.track < 0:
+            raise NtkLabError("--track must be 0 (off) or a number of dev examples")
         if self.ft_batch_size is not None and self.ft_batch_size < 0:
             raise NtkLabError("--ft-batch-size must be 0 (full batch) or a positive minibatch size")
 
@@ -229,6 +234,15 @@ class Context:
 
         return self.base_f if self.full else SubsetClassifier(self.base_f, self.subset)
 
+    @functools.cached_property
+    def tokenizer_digest(self) -> str:
+        """A hash of the tokenizer's vocabulary and merges and of the label words' ids, made once per run."""
+        tokenizer = self.model.tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        vocabulary = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+        label_ids = np.asarray(getattr(self.base_f, "label_ids", np.zeros(0, np.int64)))
+        return digest([vocabulary, label_ids.tolist()])
+
     @property
     def param_filter(self) -> Any:
         return None if self.full else self.f.param_filter
@@ -312,11 +326,7 @@ def provenance(ctx: Context, split: Any, params0: Any) -> dict[str, str]:
     """What a seed's records depend on besides the options: its data, the tokenizer and label words, θ0
     and our code (``ntk_lab.state``)."""
     examples = [(e.fields, e.label) for e in split.train + split.dev + split.test]
-    tokenizer = ctx.model.tokenizer
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocabulary = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    label_ids = np.asarray(getattr(ctx.base_f, "label_ids", np.zeros(0, np.int64)))
-    return {"data": digest(examples), "tokenizer": digest([vocabulary, label_ids.tolist()]),
+    return {"data": digest(examples), "tokenizer": ctx.tokenizer_digest,
             "model": _params_fingerprint(ctx, split.seed, ctx.subset_text, params0), "code": code_version()}
 
 
@@ -340,8 +350,8 @@ class SeedData:
 
 def encode_seed(ctx: Context, split: Any) -> SeedData:
     """Tokenize a split into prompts, and evaluate ``f0 = f(θ0, x)`` on all of it."""
-    from ntk_lab.pytrees import count_params
     from ntk_lab.prompts import batched_outputs, encode
+    from ntk_lab.pytrees import count_params
 
     config, seed = ctx.config, split.seed
     n, d = len(split.train), len(split.dev)
@@ -433,7 +443,7 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
                    eval_batch_size=config.batch_size, param_filter=ctx.param_filter)
     with ctx.timer.stage("fine-tune"):
         result = finetune.train(ctx.f, data.params0, x["train"], y["train"], x["dev"], y["dev"], lrs=config.lrs[name],
-                                steps=config.steps, eval_every=config.eval_every, seed=seed,
+                                steps=config.steps, eval_every=config.eval_every, seed=seed, track=config.track,
                                 desc=f"{method} seed {seed}", **options)
         test_encoded = _subset(data.encoded, parts["test"])
         f_ft = batched_outputs(ctx.f, result.params, test_encoded, config.batch_size, desc=f"{method} test")
@@ -458,13 +468,17 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
         drift = finetune.kernel_drift(k0, k_t)
     fraction = finetune.linearization_fraction(data.f0[parts["test"]], f_lin, f_ft, y["test"], config.loss)
     best = next(r for r in result.runs if r.lr == result.lr)
-    record = _scored(ctx, data, method, {
+    upto = [e for t, e in zip(best.steps, best.step_linearization) if 0 < t <= result.step and np.isfinite(e)]
+    behaviour = {"step_linearization": max(upto) if upto else None,
+                 "feature_change": best.feature_change[best.steps.index(result.step)] if best.feature_change else None}
+    record = _scored(ctx, data, method, {**behaviour,
         "lr": result.lr, "step": result.step, "dev_accuracy": result.dev_accuracy, "batch_size": batch_size,
         "order_agreement": order_agreement,
         "linearization": None if not np.isfinite(fraction) else fraction,
         "linearized_accuracy": float(np.mean(f_lin.argmax(1) == y["test"])),
         "kernel_drift": drift,
-        "curve": {"lr": best.lr, "steps": best.steps, "train_loss": best.train_loss, "dev_accuracy": best.dev_accuracy},
+        "curve": {"lr": best.lr, "steps": best.steps, "train_loss": best.train_loss, "dev_accuracy": best.dev_accuracy,
+                  "step_linearization": best.step_linearization, "feature_change": best.feature_change},
     }, f_ft.argmax(1))
     return record, {"test": f_ft}
 
@@ -544,7 +558,7 @@ def table(results: dict, methods: list[str], seeds: list[int], sweep: bool = Fal
 
 
 def _write_csv(path: Path, runs: list[dict]) -> None:
-    columns = ["seed", "method", "subset", "accuracy", *DIAGNOSTICS, "linearized_accuracy", "trainable_params",
+    columns = ["seed", "method", "subset", "accuracy", *DIAGNOSTICS, "trainable_params",
                "trainable_fraction", *SUBSET_METRICS, "dev_accuracy", "lr", "step", "batch_size", "order_agreement",
                "agreement_with", "solver", "lambda", "scale"]
     with path.open("w", newline="") as handle:
@@ -604,7 +618,7 @@ class Results:
             "task": self.task.name, "model": self.config.model, "k": self.config.k, "runs": self.runs,
             "summary": summarize(self.runs, sweep=sweep),
             "diagnostics": {key: summarize(self.runs, key, sweep)
-                            for key in (*DIAGNOSTICS, *SUBSET_METRICS, "linearized_accuracy")},
+                            for key in (*DIAGNOSTICS, *SUBSET_METRICS)},
             "timing": {k: round(v, 3) for k, v in self.timer.seconds.items()},
             "peak_rss_gib": {k: round(v, 3) for k, v in self.timer.peak_gib.items()},
             "invocations": self.timer.invocations,

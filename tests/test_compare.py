@@ -13,7 +13,8 @@ import pytest
 from ntk_lab.compare import cli
 from ntk_lab.protocol import COUNTERPART, METHOD_ORDER, THEORY, f1_score
 
-FAST = ["--model", "tiny", "--steps", "20", "--eval-every", "10", "--lr-sgd", "1e-2", "--lr-adam", "1e-3", "--test-cap", "64"]
+FAST = ["--model", "tiny", "--steps", "20", "--eval-every", "10", "--lr-sgd", "1e-2", "--lr-adam", "1e-3", "--test-cap", "64",
+        "--track", "2"]
 
 
 def _check_results(results: dict, methods: set[str], seeds: list[int]) -> None:
@@ -29,6 +30,11 @@ def _check_results(results: dict, methods: set[str], seeds: list[int]) -> None:
             assert r["batch_size"] == (32 if r["method"] == "ft-sgd" else 1)
             assert (r["order_agreement"] is None) == (r["method"] == "ft-sgd")
             assert r["order_agreement"] is None or 0 <= r["order_agreement"] <= 1
+            # Definition 3.2 along the selected run, on 8 dev examples at every logged step
+            curve = r["curve"]
+            assert len(curve["feature_change"]) == len(curve["step_linearization"]) == len(curve["steps"])
+            assert curve["feature_change"][0] == 0 and r["feature_change"] == curve["feature_change"][curve["steps"].index(r["step"])]
+            assert r["step_linearization"] is None if r["step"] == 0 else r["step_linearization"] >= 0
         if r["method"] in COUNTERPART and COUNTERPART[r["method"]] in methods:
             ft = record[r["seed"], COUNTERPART[r["method"]]]
             assert r["agreement_with"] == f"{ft['method']}, batch size {ft['batch_size']}"

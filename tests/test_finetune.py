@@ -9,7 +9,6 @@ import pytest
 from ntk_lab import finetune, kernels
 
 
-
 @pytest.fixture(scope="module")
 def setup(tiny):
     from ntk_lab.prompts import PromptedClassifier, encode, inputs
@@ -76,3 +75,43 @@ def test_selection_deterministic_and_frozen_parameters(setup):
     best = max(best_run.runs, key=lambda r: max(r.dev_accuracy))
     assert best_run.lr == best.lr and best_run.dev_accuracy == max(best.dev_accuracy)
     assert best_run.step == best.steps[int(np.argmax(best.dev_accuracy))]
+
+
+def _mlp_task():
+    from tests.test_kernels import mlp, mlp_init
+
+    params = mlp_init(jax.random.PRNGKey(41), [4, 16, 2])
+    x = jax.random.normal(jax.random.PRNGKey(42), (10, 4), jnp.float64)
+    labels = np.arange(10) % 2
+    return mlp, params, x, labels
+
+
+def test_definition_3_2_is_exact_for_a_model_linear_in_its_parameters():
+    """f(θ, x) = x W + b: every step is its own linearization and the features ∇f never change."""
+    with jax.enable_x64(True):
+        _, params, x, labels = _mlp_task()
+        linear = lambda p, x: x @ p["w"] + p["b"]
+        theta = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(4, 2))), "b": jnp.zeros(2)}
+        run = finetune.train(linear, theta, x, labels, x, labels, optimizer="adam", lrs=(0.1,), steps=6, eval_every=2,
+                             track=4).runs[0]
+        assert run.steps == [0, 2, 4, 6] and np.isnan(run.step_linearization[0])
+        assert max(run.step_linearization[1:]) < 1e-12 and max(run.feature_change) < 1e-12
+
+
+def test_definition_3_2_against_brute_force_jacobians_and_first_order_in_eta():
+    with jax.enable_x64(True):
+        mlp, params, x, labels = _mlp_task()
+        errors = []
+        for lr in (1e-3, 1e-4):
+            result = finetune.train(mlp, params, x, labels, x, labels, optimizer="sgd", lrs=(lr,), steps=4, eval_every=4,
+                                    track=3, keep="last")
+            run = result.runs[0]
+            errors.append(run.step_linearization[-1])
+            if lr == 1e-3:  # the feature change at step 4 from full Jacobians
+                flat = lambda p: jnp.concatenate([jnp.ravel(v) for v in jax.tree_util.tree_leaves(
+                    jax.jacrev(lambda q: mlp(q, x[:3]))(p))])
+                expected = jnp.linalg.norm(flat(result.params) - flat(params)) / jnp.linalg.norm(flat(params))
+                assert run.feature_change[-1] == pytest.approx(float(expected), rel=1e-8)
+                assert 0 < run.feature_change[-1] < 1e-2
+        # one SGD step's linearization error is O(η) relative: ten times smaller η, about ten times smaller
+        assert 1e-7 < errors[1] < errors[0] < 1e-2 and 7 < errors[0] / errors[1] < 13, errors
