@@ -2,7 +2,7 @@
 environments (standard library only): the kernel sizes and the timing rule."""
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 SIZES = {"mlp": (16, 16), "tiny": (16, 16), "bert-base": (4, 4)}  # (n1, n2) of each benchmark model
 

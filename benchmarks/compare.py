@@ -39,9 +39,9 @@ def write_roberta_base_size(folder: Path) -> Path:
     from transformers import RobertaConfig
 
     from ntk_lab.models import load_masked_lm
-    from ntk_lab.tiny import build_tiny
     from ntk_lab.models.checkpoint import save_masked_lm
     from ntk_lab.models.encoder import EncoderConfig, MaskedLM
+    from ntk_lab.tiny import build_tiny
 
     if (folder / "config.json").exists():
         return folder

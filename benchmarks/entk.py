@@ -38,8 +38,8 @@ def prepare(model: str, path: Path) -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
-
     from bench_lm import load_case, save_case
+
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import INPUT_KEYS, PromptedClassifier, encode
     from ntk_lab.tasks import TASKS, load_task_data
@@ -92,8 +92,15 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
     import jax
     import numpy as np
 
-    from ntk_lab.kernels import (as_columns, contract_columns, count_params, cpu_compiler_options, entk_fn,
-                                  per_example_jacobian, restrict)
+    from ntk_lab.kernels import (
+        as_columns,
+        contract_columns,
+        count_params,
+        cpu_compiler_options,
+        entk_fn,
+        per_example_jacobian,
+        restrict,
+    )
 
     f, params, x1, x2 = load(model, case_dir)
     n1, n2 = SIZES[model]

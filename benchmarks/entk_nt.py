@@ -15,7 +15,6 @@ from pathlib import Path
 import jax
 import neural_tangents as nt
 import numpy as np
-
 from bench_common import SIZES, first_and_best
 from bench_mlp import mlp, setup
 

@@ -55,8 +55,8 @@ def inputs(n1: int, n2: int, length: int, tokenizer) -> tuple[dict, dict, str]:
 def compute(args: argparse.Namespace) -> None:
     """The child: compute (or resume) the tiles; write ``kernel.npy`` once all are done."""
     import numpy as np
-
     from compare import write_roberta_base_size
+
     from ntk_lab.kernel_store import compute_kernel
     from ntk_lab.kernels import entk_fn
     from ntk_lab.models import load_masked_lm

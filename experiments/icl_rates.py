@@ -24,7 +24,14 @@ from experiments import report
 from experiments.icl_pretraining import trained
 from icl_bayes import bma
 from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL
-from icl_bayes.rates import Z95, average, fit_range, gaussian_regret_jensen, loglog_slope, mean_interval
+from icl_bayes.rates import (
+    Z95,
+    average,
+    fit_range,
+    gaussian_regret_jensen,
+    loglog_slope,
+    mean_interval,
+)
 from icl_bayes.simulate import regret
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from experiments import report
 
 
-def sweep(model_name: str = "tiny", examples: int = 8, ranks: list[int] = [1, 2, 4, 8, 16, 32, 64, 128],
+def sweep(model_name: str = "tiny", examples: int = 8, ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128),
           seeds: int = 8) -> dict[str, Any]:
     """Mean and spread over ``seeds`` draws of A of ``‖K_LoRA - K_qv‖_F / ‖K_qv‖_F`` at each rank, and the slope."""
     from ntk_lab import kernels, subsets

@@ -78,7 +78,7 @@ def lazy_regime(model_name: str, data_dir: str, k: int, seed: int, lr: float, st
             "kernel_gd_accuracy": float(np.mean(f_kernel.argmax(1) == y_test))}
 
 
-def run(model: str = "tiny", data_dir: str = "sample", k: int = 16, seeds: list[int] = [13, 21], steps: int = 100,
+def run(model: str = "tiny", data_dir: str = "sample", k: int = 16, seeds: tuple[int, ...] = (13, 21), steps: int = 100,
         eval_every: int = 25, test_cap: int = 200, lazy_lr: float = 1e-3, lazy_steps: int = 300,
         out: str | Path = "runs/prompt-vs-kernel", extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"compare": compare_runs(model, data_dir, k, seeds, steps, eval_every, test_cap, out, extra),

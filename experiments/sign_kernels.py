@@ -76,7 +76,13 @@ def kernels_on_task(model_name: str, data_dir: str, k: int, seeds: list[int], te
                     out: str | Path = "runs/sign-kernels") -> dict[str, Any]:
     """Test accuracy per seed of kernel regression with each kernel (``ntk_lab.protocol``'s kernel
     stage: ridge, A-SignGD's asymmetric LS-SVM), and the kernels' mutual alignment on train."""
-    from ntk_lab.protocol import CompareConfig, context, encode_seed, kernel_method, prepare
+    from ntk_lab.protocol import (
+        CompareConfig,
+        context,
+        encode_seed,
+        kernel_method,
+        prepare,
+    )
     from ntk_lab.subsets import kernel_alignment
 
     kinds = ("sgd", "signgd", "asigngd")
@@ -98,8 +104,8 @@ def kernels_on_task(model_name: str, data_dir: str, k: int, seeds: list[int], te
     return {"seeds": seeds, "accuracy": accuracy, "alignment": alignment}
 
 
-def run(model: str = "tiny", data_dir: str = "sample", k: int = 16, seeds: list[int] = [13, 21],
-        etas: list[float] = [1e-2, 1e-3, 1e-4, 1e-5], test_cap: int = 200) -> dict[str, Any]:
+def run(model: str = "tiny", data_dir: str = "sample", k: int = 16, seeds: tuple[int, ...] = (13, 21),
+        etas: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5), test_cap: int = 200) -> dict[str, Any]:
     return {"first_step": first_step(model, etas), "task": kernels_on_task(model, data_dir, k, seeds, test_cap),
             "config": {"model": model, "data_dir": data_dir, "k": k, "seeds": seeds, "etas": etas, "test_cap": test_cap}}
 

@@ -70,7 +70,7 @@ def sweep(model: str, data_dir: str, names: str, seeds: list[int], steps: int, t
 
 
 def run(model: str = "tiny", data_dir: str = "sample", names: str = "full,head,bitfit,lora:8,prompt:4,pasta",
-        seeds: list[int] = [13], steps: int = 40, test_cap: int = 100, ranks: list[int] = [2, 8, 32, 128],
+        seeds: tuple[int, ...] = (13,), steps: int = 40, test_cap: int = 100, ranks: tuple[int, ...] = (2, 8, 32, 128),
         lora_seeds: int = 4, out: str | Path = "runs/subspaces", extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"counts": counts(), "lora": lora_rank.sweep(model, 6, ranks, lora_seeds),
             "sweep": sweep(model, data_dir, names, seeds, steps, test_cap, out, extra),

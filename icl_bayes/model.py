@@ -41,7 +41,7 @@ class FinitePrior:
     weights: np.ndarray
 
     @classmethod
-    def draw(cls, m: int, d: int, seed: int = 0, tau: float = 1.0, weights: np.ndarray | None = None) -> "FinitePrior":
+    def draw(cls, m: int, d: int, seed: int = 0, tau: float = 1.0, weights: np.ndarray | None = None) -> FinitePrior:
         """M concepts drawn once from ``N(0, τ² I)`` with seed ``seed``; uniform weights by default."""
         if m < 1:
             raise InvalidArgument(f"the number of concepts M must be at least 1, got {m}")
@@ -82,7 +82,7 @@ class LinearICL:
         z = rng.standard_normal((*shape, self.d), dtype=dtype)
         return z if self.cov is None else z @ np.linalg.cholesky(self.cov).T.astype(dtype)
 
-    def sample(self, n: int, T: int, seed: int = 0, misspecified: float = 0.0, dtype: type = np.float64) -> "Prompts":
+    def sample(self, n: int, T: int, seed: int = 0, misspecified: float = 0.0, dtype: type = np.float64) -> Prompts:
         """``n`` prompts of ``T + 1`` examples, from ``seed`` (``dtype``: float64, or float32 for speed).
 
         ``misspecified = ρ``: each label is, with probability ρ, drawn from a wrong mapping

@@ -25,7 +25,15 @@ import numpy as np
 import optax
 
 from icl_bayes.model import InvalidArgument, LinearICL
-from icl_bayes.simulate import _parser, curves, figures, predictions, print_summary, run_cli, setup
+from icl_bayes.simulate import (
+    _parser,
+    curves,
+    figures,
+    predictions,
+    print_summary,
+    run_cli,
+    setup,
+)
 from icl_bayes.transformer import ICLTransformer
 
 TRAINING_SETTINGS = ("d", "T", "prior", "noise", "tau", "seed", "lr", "batch_size", "layers", "width", "heads", "prompts")

@@ -22,14 +22,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from icl_bayes import attention, bma
-from icl_bayes.model import FinitePrior, GaussianPrior, InvalidArgument, LinearICL, Prompts
-from icl_bayes.rates import average, fit_range, gaussian_regret_jensen, loglog_slope, mean_interval
+from icl_bayes.model import (
+    FinitePrior,
+    GaussianPrior,
+    InvalidArgument,
+    LinearICL,
+    Prompts,
+)
+from icl_bayes.rates import (
+    average,
+    fit_range,
+    gaussian_regret_jensen,
+    loglog_slope,
+    mean_interval,
+)
 
 
 def parse_prior(text: str, d: int, tau: float, seed: int) -> GaussianPrior | FinitePrior:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
-
+from collections.abc import Callable
 
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
 

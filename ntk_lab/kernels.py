@@ -69,7 +69,8 @@ The x1 axis is sharded over ``devices`` (default: all JAX devices) with ``jax.sh
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.extend
@@ -77,7 +78,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ntk_lab.pytrees import batch_rows, count_params, num_examples, path_names, restrict, take_examples
+from ntk_lab.pytrees import (
+    batch_rows,
+    count_params,
+    num_examples,
+    path_names,
+    restrict,
+    take_examples,
+)
 
 __all__ = ["KINDS", "IMPLEMENTATIONS", "SGD_ONLY", "AUTO", "entk_fn", "auto_implementation", "binary_margin",
            "flatten_kernel", "count_params", "num_examples", "path_names", "restrict", "take_examples"]

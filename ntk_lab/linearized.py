@@ -13,7 +13,8 @@ training set, ``[n·c, n·c]``. Hence, writing ``r0 = y - f0`` on train:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np

@@ -209,7 +209,7 @@ class PromptedClassifier:
     label_ids: np.ndarray  # [C]
 
     @classmethod
-    def for_task(cls, model: LoadedMaskedLM, task: Task) -> "PromptedClassifier":
+    def for_task(cls, model: LoadedMaskedLM, task: Task) -> PromptedClassifier:
         return cls(model, label_word_ids(task, model.tokenizer))
 
     def logits(self, params: Any, encoded: dict[str, np.ndarray], batch_size: int = 32, desc: str = "f") -> np.ndarray:

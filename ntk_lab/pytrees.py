@@ -6,7 +6,8 @@ selects the leaves that move. Inputs are pytrees of arrays with a leading exampl
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np

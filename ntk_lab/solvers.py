@@ -16,8 +16,8 @@ kernel's scale: ``λ' = λ · σ_max(K_train)``.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy.linalg

@@ -27,8 +27,9 @@ and the centred kernel alignment ``<H K_s H, H K H> / (||H K_s H|| ||H K H||)``,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

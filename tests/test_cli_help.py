@@ -77,7 +77,7 @@ def test_console_scripts_are_installed_and_run(script, module) -> None:
 
 
 def test_the_code_passes_ruff() -> None:
-    """pyproject's ruff rules (pyflakes) over the packages, experiments, benchmarks and tests."""
+    """pyproject's ruff rules (pyflakes, bugbear, isort, pyupgrade) over the packages, experiments, benchmarks and tests."""
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "ntk_lab", "icl_bayes", "experiments",
                            "benchmarks", "tests"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]

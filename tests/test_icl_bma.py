@@ -10,7 +10,13 @@ from scipy.stats import norm
 
 from icl_bayes import attention, bma
 from icl_bayes.model import FinitePrior, GaussianPrior, InvalidArgument, LinearICL
-from icl_bayes.rates import average, fit_range, gaussian_regret_jensen, loglog_slope, mean_interval
+from icl_bayes.rates import (
+    average,
+    fit_range,
+    gaussian_regret_jensen,
+    loglog_slope,
+    mean_interval,
+)
 
 
 def _bonferroni_z(k: int, level: float = 0.95) -> float:

@@ -15,14 +15,14 @@ def test_gaussian_curves(tmp_path, capsys):
     c = json.loads((tmp_path / "curves.json").read_text())
     assert c["T"] == list(range(1, 61)) and c["config"]["d"] == 3
     assert {"bma", "oracle", "least_squares", "ridge", "nearest_neighbour", "averaging", "attention"} <= set(c["predictors"])
-    for name, p in c["predictors"].items():
+    for p in c["predictors"].values():
         assert len(p["mse"]) == len(p["lo"]) == len(p["hi"]) == 60
         assert all(lo <= m <= hi for m, lo, hi in zip(p["mse"], p["lo"], p["hi"]))
     oracle = np.asarray(c["predictors"]["oracle"]["mse"])
     assert abs(oracle.mean() - 0.25) < 0.01  # σ²
     bma_mse = np.asarray(c["predictors"]["bma"]["mse"])
     closed = np.asarray(c["closed_form"]["bma_mse"])
-    assert np.mean((bma_mse >= np.asarray(c["predictors"]["bma"]["lo"]) - 1e-12)) == 1
+    assert np.mean(bma_mse >= np.asarray(c["predictors"]["bma"]["lo"]) - 1e-12) == 1
     assert np.abs(bma_mse - closed).max() < 0.1 * closed.max()
     # BMA is Bayes-optimal: no other predictor beats it by more than the noise, averaged over T
     for name in ("least_squares", "ridge", "nearest_neighbour", "averaging", "attention"):

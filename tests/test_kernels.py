@@ -8,10 +8,29 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from ntk_lab.kernels import (AUTO_JACOBIAN_BYTES, AUTO_STRUCTURED_PARAMS, IMPLEMENTATIONS, KINDS, SGD_ONLY, YNN_FUSIONS, _compiles_with, _dot_kernel, _taps,
-                             _sketch_kernel, as_columns, contract, contract_columns, count_params,
-                             cpu_compiler_options, entk_fn, on_one_example, path_names,
-                             auto_implementation, restrict, sketch_error_std)
+from ntk_lab.kernels import (
+    AUTO_JACOBIAN_BYTES,
+    AUTO_STRUCTURED_PARAMS,
+    IMPLEMENTATIONS,
+    KINDS,
+    SGD_ONLY,
+    YNN_FUSIONS,
+    _compiles_with,
+    _dot_kernel,
+    _sketch_kernel,
+    _taps,
+    as_columns,
+    auto_implementation,
+    contract,
+    contract_columns,
+    count_params,
+    cpu_compiler_options,
+    entk_fn,
+    on_one_example,
+    path_names,
+    restrict,
+    sketch_error_std,
+)
 
 SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see kernels.adam_sign)
 

@@ -8,9 +8,14 @@ from flax.traverse_util import flatten_dict
 
 from ntk_lab.errors import NtkLabError
 from ntk_lab.models import load_masked_lm
-from ntk_lab.models.checkpoint import hf_key, params_from_state_dict, read_state_dict, state_dict_from_params
-from ntk_lab.tiny import vocabulary_words, write_tiny
+from ntk_lab.models.checkpoint import (
+    hf_key,
+    params_from_state_dict,
+    read_state_dict,
+    state_dict_from_params,
+)
 from ntk_lab.tasks import TASKS
+from ntk_lab.tiny import vocabulary_words, write_tiny
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-bert"])

@@ -23,8 +23,9 @@ CASES = {
 
 def _torch_model(family: str, folder, **overrides):
     """A random tiny *ForMaskedLM saved with save_pretrained, plus the tiny tokenizer beside it."""
-    from ntk_lab.tiny import build_tiny
     from transformers import AutoTokenizer
+
+    from ntk_lab.tiny import build_tiny
 
     base = "roberta" if family.startswith("roberta") else "bert"
     cls_config, cls_model = (

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from ntk_lab.errors import NtkLabError
-from ntk_lab.pretrain import MASK, SPECIAL_TOKENS, PretrainConfig, label_words, main, mask_tokens, pretrain
+from ntk_lab.pretrain import (
+    MASK,
+    SPECIAL_TOKENS,
+    PretrainConfig,
+    label_words,
+    main,
+    mask_tokens,
+    pretrain,
+)
 from ntk_lab.sample import sentences
 
 

@@ -13,7 +13,6 @@ from ntk_lab import finetune, kernels, subsets
 from ntk_lab.errors import NtkLabError
 
 
-
 @pytest.fixture(scope="module")
 def setup(tiny):
     from ntk_lab.prompts import PromptedClassifier, encode, inputs

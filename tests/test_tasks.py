@@ -6,8 +6,23 @@ import numpy as np
 import pytest
 
 from ntk_lab.errors import NtkLabError
-from ntk_lab.prompts import PromptedClassifier, encode, label_word_ids, parse_template, render
-from ntk_lab.tasks import TASKS, Example, cap_test_set, get_task, kshot_split, load_task_data, read_glue_tsv, read_lmbff_csv
+from ntk_lab.prompts import (
+    PromptedClassifier,
+    encode,
+    label_word_ids,
+    parse_template,
+    render,
+)
+from ntk_lab.tasks import (
+    TASKS,
+    Example,
+    cap_test_set,
+    get_task,
+    kshot_split,
+    load_task_data,
+    read_glue_tsv,
+    read_lmbff_csv,
+)
 
 FIELDS = {"S": "a fine film .", "S1": "He left.", "S2": "She stayed.", "P": "It rains.", "H": "The sky is grey."}
 RENDERED = {

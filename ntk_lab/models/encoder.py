@@ -20,8 +20,8 @@ Module and parameter names follow Hugging Face's state-dict names (``attention/s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -58,7 +58,7 @@ class EncoderConfig:
     tie_word_embeddings: bool = True
 
     @classmethod
-    def from_hf(cls, config) -> "EncoderConfig":
+    def from_hf(cls, config) -> EncoderConfig:
         """Read a transformers ``PretrainedConfig`` of model type bert or roberta (and kin)."""
         if config.model_type in ROBERTA_FAMILY:
             family = "roberta"
