@@ -92,15 +92,9 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
     import jax
     import numpy as np
 
-    from ntk_lab.kernels import (
-        as_columns,
-        contract_columns,
-        count_params,
-        cpu_compiler_options,
-        entk_fn,
-        per_example_jacobian,
-        restrict,
-    )
+    from ntk_lab.jacobians import as_columns, contract_columns, per_example_jacobian
+    from ntk_lab.kernels import cpu_compiler_options, entk_fn
+    from ntk_lab.pytrees import count_params, restrict
 
     f, params, x1, x2 = load(model, case_dir)
     n1, n2 = SIZES[model]

@@ -31,7 +31,7 @@ def gram_gflops(m: int, p: int, options: dict, form: str) -> float:
     import jax
     import jax.numpy as jnp
 
-    from ntk_lab.kernels import HIGHEST
+    from ntk_lab.jacobians import HIGHEST
 
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     a, b = jax.random.normal(k1, (m // 2, 2, p)), jax.random.normal(k2, (m // 2, 2, p))

@@ -49,14 +49,14 @@ def main() -> None:
     args = p.parse_args()
     import jax
 
-    from ntk_lab.kernels import (
+    from ntk_lab.jacobians import (
         as_columns,
         contract,
         contract_columns,
-        cpu_compiler_options,
         per_example_jacobian,
-        restrict,
     )
+    from ntk_lab.kernels import cpu_compiler_options
+    from ntk_lab.pytrees import restrict
 
     jit = lambda fn: jax.jit(fn, compiler_options=cpu_compiler_options("jacobian"))
     rows = []

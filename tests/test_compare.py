@@ -65,7 +65,7 @@ def test_cli_end_to_end_resume_and_outputs(tmp_path, capsys) -> None:
     assert "give the rows `zero-shot`, `ft-sgd`, `ft-adam`, `kernel-sgd`, `kernel-asigngd`, the two agreements" in readme
     assert results["summary"]["zero-shot"]["std"] == 0.0  # zero-shot does not depend on the split
     assert {"tokenize", "f0", "kernels", "solve", "fine-tune"} <= set(results["timing"])
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
     assert len(rows) == len(results["runs"]) and rows[0]["method"] == "zero-shot"
     for name in ("accuracy.png", "scatter.png", "curves.png", "spectrum.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -113,6 +113,7 @@ def test_a_run_waits_for_a_tile_another_run_is_computing(tmp_path, capsys) -> No
     finally:
         other.join()
         holder.kill()
+        holder.wait()
     assert sorted(calls) == [2, 4]  # rows 0-4 and 8-10 here; rows 4-8 came from the other run
     assert "waiting for 1 tile(s) another run is computing" in capsys.readouterr().err
     np.testing.assert_array_equal(got, whole)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from ntk_lab.jacobians import as_columns, contract, contract_columns, on_one_example
 from ntk_lab.kernels import (
     AUTO_JACOBIAN_BYTES,
     AUTO_STRUCTURED_PARAMS,
@@ -16,23 +17,15 @@ from ntk_lab.kernels import (
     SGD_ONLY,
     YNN_FUSIONS,
     _compiles_with,
-    _dot_kernel,
-    _sketch_kernel,
-    _taps,
-    as_columns,
     auto_implementation,
-    contract,
-    contract_columns,
-    count_params,
     cpu_compiler_options,
     entk_fn,
-    on_one_example,
-    path_names,
-    restrict,
-    sketch_error_std,
 )
+from ntk_lab.pytrees import count_params, path_names, restrict
+from ntk_lab.sketch import sketch_error_std, sketch_kernel
+from ntk_lab.structured import _dot_kernel, _taps
 
-SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see kernels.adam_sign)
+SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see jacobians.adam_sign)
 
 
 def mlp_init(key: jax.Array, widths: list[int], dtype=jnp.float64) -> list[dict[str, jax.Array]]:
@@ -240,7 +233,7 @@ def test_sketch_is_unbiased_with_the_closed_form_variance_x64(kind: str, sketch:
         x2 = jax.random.normal(jax.random.PRNGKey(13), (4, 5))
         dim, draws = 16, 400
         g, theta = restrict(mlp, params, None)
-        one = lambda key: _sketch_kernel(g, theta, x1, x2, kind, key, dim, sketch, 64, 2, SIGN_EPS)
+        one = lambda key: sketch_kernel(g, theta, x1, x2, kind, key, dim, sketch, 64, 2, SIGN_EPS)
         keys = jax.random.split(jax.random.PRNGKey(14), draws)
         samples = np.asarray(jax.jit(jax.vmap(one))(keys)).reshape(draws, 6, 8)
         kernel = entk_fn(mlp, kind=kind, implementation="sketch", sketch=sketch, sketch_dim=dim, sketch_key=keys[0],

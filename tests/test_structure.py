@@ -51,3 +51,15 @@ def test_models_import_nothing_from_the_layers_above() -> None:
         if module.startswith("ntk_lab.models."):
             above = {d for d in deps if not d.startswith("ntk_lab.models.") and d not in ("ntk_lab.errors", "ntk_lab.cache")}
             assert not above, f"{module} imports {sorted(above)}"
+
+
+def test_the_engine_is_layered() -> None:
+    """kernels (registry and runner) on top of structured and sketch, on top of jacobians (primitives)."""
+    from ntk_lab.kernels import BLOCKS, IMPLEMENTATIONS
+
+    graph = imports()
+    assert graph["ntk_lab.jacobians"] <= {"ntk_lab.pytrees"}
+    for module in ("ntk_lab.structured", "ntk_lab.sketch"):
+        assert {d.rsplit(".", 1)[0] if d not in graph else d for d in graph[module]} <= {"ntk_lab.jacobians",
+                                                                                            "ntk_lab.pytrees"}, module
+    assert set(BLOCKS) == {*IMPLEMENTATIONS, "sketch"}
