@@ -22,6 +22,15 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
+# the slowest files start first, so that neither xdist worker is left with a long test at the end
+FIRST = ("test_notebooks.py", "test_compare.py", "test_protocol.py", "test_icl_pretrain.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if "PYTEST_XDIST_WORKER" not in os.environ:
         shutil.rmtree(JAX_CACHE, ignore_errors=True)
