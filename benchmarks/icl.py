@@ -26,9 +26,9 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "icl.json"))
     args = p.parse_args()
 
+    from icl_bayes.evaluate import bma_curve
     from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL
     from icl_bayes.pretrain import Pretrainer, pretrain
-    from icl_bayes.simulate import bma_curve
 
     records = []
     for name, prior in (("gaussian", GaussianPrior(1.0)), ("finite:16", FinitePrior.draw(16, args.d))):

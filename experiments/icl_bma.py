@@ -22,14 +22,14 @@ import numpy as np
 from experiments import report
 from experiments.icl_pretraining import pool_sweep, trained
 from icl_bayes import attention, bma
-from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL
+from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL, stream
 from icl_bayes.rates import loglog_slope, mean_interval
 
 
 def attention_is_bma(d: int, T: int, m: int, sigma: float, trials: int, seed: int) -> dict[str, float]:
     """``max |concept attention - finite BMA|`` over prompts and T, absolute and relative to the predictions' scale."""
-    prior = FinitePrior.draw(m, d, seed=seed)
-    prompts = LinearICL(d, sigma, prior).sample(trials, T, seed=seed + 1)
+    prior = FinitePrior.draw(m, d, seed=stream(seed, "concepts"))
+    prompts = LinearICL(d, sigma, prior).sample(trials, T, seed=stream(seed, "evaluation"))
     exact, _ = bma.finite_bma(prompts.x, prompts.y, prior, sigma)
     built = attention.concept_attention(prompts.x, prompts.y, prior, sigma)
     gap = float(np.abs(built - exact).max())
@@ -39,7 +39,7 @@ def attention_is_bma(d: int, T: int, m: int, sigma: float, trials: int, seed: in
 def prompt_attention_gap(d: int, T: int, sigma: float, trials: int, seed: int) -> dict[str, Any]:
     """``E(ŷ_attn - ŷ_BMA)²`` at every T (β = √d, Σ = I) with its 95% interval, and its log-log slope."""
     model = LinearICL(d, sigma, GaussianPrior(1.0))
-    prompts = model.sample(trials, T, seed=seed + 2)
+    prompts = model.sample(trials, T, seed=stream(seed, "evaluation"))
     reference, _ = bma.gaussian_bma(prompts.x, prompts.y, sigma, 1.0)
     built = attention.prompt_attention(prompts.x, prompts.y, float(np.sqrt(d)))
     mean, lo, hi = mean_interval((built - reference) ** 2)
@@ -51,7 +51,7 @@ def prompt_attention_gap(d: int, T: int, sigma: float, trials: int, seed: int) -
 def transformer_vs_bma(d: int, T: int, sigma: float, steps: int, trials: int, seed: int) -> dict[str, Any]:
     """Squared error at every T of BMA, least squares, the oracle and the transformer before and after pretraining."""
     model = LinearICL(d, sigma, GaussianPrior(1.0))
-    test = model.sample(trials, T, seed=seed + 3)
+    test = model.sample(trials, T, seed=stream(seed, "evaluation"))
     reference, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
     preds = {"bma": reference, "least_squares": bma.least_squares(test.x, test.y),
              "oracle": bma.oracle(test.x, test.w), "transformer_at_init": trained(model, T, 0, 2, seed).predict(test.x, test.y),

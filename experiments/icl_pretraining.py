@@ -25,7 +25,7 @@ import numpy as np
 
 from experiments import report
 from icl_bayes import bma
-from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL
+from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL, stream
 from icl_bayes.pretrain import Pretrainer, pretrain
 from icl_bayes.rates import loglog_slope
 
@@ -34,7 +34,7 @@ def trained(model: LinearICL, T: int, steps: int, depth: int, seed: int, prompts
     trainer = Pretrainer(width=32, depth=depth, heads=4, lr=2e-3, d=model.d, T=T, seed=seed)
     pool = None
     if prompts:
-        fixed = model.sample(prompts, T, seed=seed + 7_777)
+        fixed = model.sample(prompts, T, seed=stream(seed, "pool"))
         pool = (fixed.x, fixed.y)
     pretrain(trainer, model, T, steps, 64, seed, pool, None, steps)
     return trainer
@@ -49,7 +49,7 @@ def depth_sweep(d: int, T: int, sigma: float, steps: int, trials: int, seed: int
                 depths: tuple[int, ...] = (1, 2, 4)) -> dict[str, Any]:
     """Pretraining error against ridge (the Gaussian BMA) for each depth, and the fitted exponential rate."""
     gaussian = LinearICL(d, sigma, GaussianPrior(1.0))
-    test = gaussian.sample(trials, T, seed=seed + 1)
+    test = gaussian.sample(trials, T, seed=stream(seed, "evaluation"))
     ridge_bma, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
     errors = [gap(trained(gaussian, T, steps, depth, seed), test, ridge_bma) for depth in depths]
     return {"depth": list(depths), "pretraining_error": errors,
@@ -61,7 +61,7 @@ def data_sweep(d: int, T: int, sigma: float, steps: int, trials: int, seed: int,
                sizes: tuple[int, ...] = (64, 256, 1024, 4096)) -> dict[str, Any]:
     """Pretraining error for N fixed pretraining prompts, and its log-log slope in the number of tokens."""
     gaussian = LinearICL(d, sigma, GaussianPrior(1.0))
-    test = gaussian.sample(trials, T, seed=seed + 1)
+    test = gaussian.sample(trials, T, seed=stream(seed, "evaluation"))
     ridge_bma, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
     errors = [gap(trained(gaussian, T, steps, 2, seed, n), test, ridge_bma) for n in sizes]
     tokens = [n * 2 * (T + 1) for n in sizes]
@@ -73,11 +73,11 @@ def data_sweep(d: int, T: int, sigma: float, steps: int, trials: int, seed: int,
 def pool_sweep(d: int, T: int, sigma: float, steps: int, trials: int, seed: int,
                pools: tuple[int, ...] = (4, 256)) -> dict[str, dict[str, float]]:
     """Pretrained on M concepts, tested on Gaussian-prior prompts: distance to the pool's BMA and to ridge."""
-    test = LinearICL(d, sigma, GaussianPrior(1.0)).sample(trials, T, seed=seed + 1)
+    test = LinearICL(d, sigma, GaussianPrior(1.0)).sample(trials, T, seed=stream(seed, "evaluation"))
     ridge_bma, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
     out = {}
     for m in pools:
-        prior = FinitePrior.draw(m, d, seed=seed + 5)
+        prior = FinitePrior.draw(m, d, seed=stream(seed, "concepts"))
         trainer = trained(LinearICL(d, sigma, prior), T, steps, 2, seed)
         finite_bma, _ = bma.finite_bma(test.x, test.y, prior, sigma)
         out[str(m)] = {"to_finite_bma": gap(trainer, test, finite_bma), "to_ridge": gap(trainer, test, ridge_bma)}
@@ -91,7 +91,7 @@ def misspecification(d: int, T: int, sigma: float, steps: int, trials: int, seed
     clean = trained(gaussian, T, steps, 2, seed)
     out: dict[str, list[float]] = {"rho": list(rhos), "bma_mse": [], "transformer_mse": []}
     for rho in rhos:
-        prompts = gaussian.sample(trials, T, seed=seed + 2, misspecified=rho)
+        prompts = gaussian.sample(trials, T, seed=stream(seed, "evaluation"), misspecified=rho)
         pred, _ = bma.gaussian_bma(prompts.x, prompts.y, sigma, 1.0)
         out["bma_mse"].append(float(np.mean((pred - prompts.y)[:, T // 2 :] ** 2)))
         out["transformer_mse"].append(float(np.mean((clean.predict(prompts.x, prompts.y) - prompts.y)[:, T // 2 :] ** 2)))

@@ -23,7 +23,8 @@ import numpy as np
 from experiments import report
 from experiments.icl_pretraining import trained
 from icl_bayes import bma
-from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL
+from icl_bayes.evaluate import regret
+from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL, stream
 from icl_bayes.rates import (
     Z95,
     average,
@@ -32,7 +33,6 @@ from icl_bayes.rates import (
     loglog_slope,
     mean_interval,
 )
-from icl_bayes.simulate import regret
 
 
 def _bootstrap_slope(per_prompt: np.ndarray, fit: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
@@ -46,7 +46,7 @@ def _bootstrap_slope(per_prompt: np.ndarray, fit: np.ndarray, resamples: int, se
 def excess_rates(d: int, T: int, sigma: float, trials: int, seed: int, resamples: int = 200) -> dict[str, Any]:
     """Excess risk over the oracle at every T for BMA, least squares and a mis-tuned ridge; slopes with intervals."""
     model = LinearICL(d, sigma, GaussianPrior(1.0))
-    prompts = model.sample(trials, T, seed=seed)
+    prompts = model.sample(trials, T, seed=stream(seed, "evaluation", 0))
     preds = {"bma": bma.gaussian_bma(prompts.x, prompts.y, sigma, 1.0)[0],
              "least_squares": bma.least_squares(prompts.x, prompts.y),
              "ridge_lambda_10": bma.ridge_online(prompts.x, prompts.y, 10.0)[0]}
@@ -74,11 +74,11 @@ def regrets(d: int, T: int, sigma: float, trials: int, seed: int, m: int = 16, r
     t = np.arange(1, T + 1)
     fit = fit_range(T, d)
     gaussian = LinearICL(d, sigma, GaussianPrior(1.0))
-    simulated, closed = regret(gaussian, gaussian.sample(trials, T, seed=seed + 1))
+    simulated, closed = regret(gaussian, gaussian.sample(trials, T, seed=stream(seed, "evaluation", 1)))
     mean, lo, hi = mean_interval(simulated)
     upper = gaussian_regret_jensen(t, sigma, 1.0, None, d)
-    finite = LinearICL(d, sigma, FinitePrior.draw(m, d, seed=seed))
-    sim_f, bound = regret(finite, finite.sample(trials, T, seed=seed + 2))
+    finite = LinearICL(d, sigma, FinitePrior.draw(m, d, seed=stream(seed, "concepts")))
+    sim_f, bound = regret(finite, finite.sample(trials, T, seed=stream(seed, "evaluation", 2)))
     average_f = average(sim_f.mean(0))
     slope = lambda curve: loglog_slope(fit, average(curve)[fit - 1])
     return {"T": t.tolist(), "fit_range": [int(fit[0]), int(fit[-1])],
@@ -97,7 +97,7 @@ def regrets(d: int, T: int, sigma: float, trials: int, seed: int, m: int = 16, r
 def decomposition(d: int, T: int, sigma: float, steps: int, trials: int, seed: int) -> dict[str, Any]:
     """``E(ŷ_tf - y)²`` against ``E(ŷ_BMA - y)² + E(ŷ_tf - ŷ_BMA)²``, and the cross term's mean with its interval."""
     model = LinearICL(d, sigma, GaussianPrior(1.0))
-    test = model.sample(trials, T, seed=seed + 3)
+    test = model.sample(trials, T, seed=stream(seed, "evaluation", 3))
     reference, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
     tf = trained(model, T, steps, 2, seed).predict(test.x, test.y)
     per_prompt = lambda a: a[:, 1:].mean(1)

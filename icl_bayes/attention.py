@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from icl_bayes.model import FinitePrior
+from icl_bayes.bma import Concepts
 
 
 def _softmax(scores: np.ndarray, axis: int) -> np.ndarray:
@@ -43,7 +43,7 @@ def concept_queries(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.concatenate([xy, gram, np.ones((n, t1, 1))], axis=2)
 
 
-def concept_keys_values(prior: FinitePrior, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+def concept_keys_values(prior: Concepts, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Keys ``[M, d + d² + 1]`` and values ``[M, d]`` of the concept-attention layer."""
     w = prior.concepts
     m, d = w.shape
@@ -54,7 +54,7 @@ def concept_keys_values(prior: FinitePrior, sigma: float) -> tuple[np.ndarray, n
     return keys, w
 
 
-def concept_attention(x: np.ndarray, y: np.ndarray, prior: FinitePrior, sigma: float) -> np.ndarray:
+def concept_attention(x: np.ndarray, y: np.ndarray, prior: Concepts, sigma: float) -> np.ndarray:
     """``<softmax(q_t Kᵀ) V, x_t>`` ``[n, T+1]``: one attention layer over the concepts."""
     keys, values = concept_keys_values(prior, sigma)
     weights = _softmax(concept_queries(x, y) @ keys.T, axis=2)  # [n, T+1, M]

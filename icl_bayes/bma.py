@@ -23,14 +23,23 @@ on every prompt, since ``Σ_m π_m p(y | w_m) >= π(w*) p(y | w*)``.
 from __future__ import annotations
 
 from functools import partial
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_bayes.model import FinitePrior
-
 LOG_2PI = float(np.log(2 * np.pi))
+
+
+class Concepts(Protocol):
+    """A finite prior as the formulas read it: ``concepts [M, d]`` and their ``weights [M]`` (summing to 1)."""
+
+    @property
+    def concepts(self) -> np.ndarray: ...
+
+    @property
+    def weights(self) -> np.ndarray: ...
 
 
 @partial(jax.jit, static_argnames=())
@@ -58,7 +67,7 @@ def ridge_online(x: np.ndarray, y: np.ndarray, lam: float, chunk: int = 2_000) -
     prompts (small enough that the chunk's ``P_t [chunk, d, d]`` stays in cache across the scan)."""
     if not lam > 0:
         raise ValueError(f"ridge needs λ > 0 (use least_squares for λ = 0), got {lam}")
-    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    dtype = jnp.result_type(float)  # float64 in x64 mode, else float32
     preds, leverages = [], []
     for start in range(0, len(x), chunk):
         xc, yc = jnp.asarray(x[start : start + chunk], dtype), jnp.asarray(y[start : start + chunk], dtype)
@@ -93,7 +102,7 @@ def _finite_chunk(x: jax.Array, y: jax.Array, concepts: jax.Array, log_weights: 
     return pred, log_p
 
 
-def finite_bma(x: np.ndarray, y: np.ndarray, prior: FinitePrior, sigma: float, chunk: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+def finite_bma(x: np.ndarray, y: np.ndarray, prior: Concepts, sigma: float, chunk: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
     """BMA under a finite prior: ``(predictive mean [n, T+1], log predictive density of y [n, T+1])``.
 
     The posterior before example t is ``log p_t(m) = log π_m - Σ_{s<t} (y_s - <w_m, x_s>)² / 2σ² + const``;
@@ -112,7 +121,7 @@ def finite_bma(x: np.ndarray, y: np.ndarray, prior: FinitePrior, sigma: float, c
     return np.concatenate(preds), np.concatenate(logps)
 
 
-def gaussian_log_density(y: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+def gaussian_log_density(y: np.ndarray, mean: np.ndarray, var: np.ndarray | float) -> np.ndarray:
     """``log N(y; mean, var)`` elementwise."""
     return -0.5 * (LOG_2PI + np.log(var) + (y - mean) ** 2 / var)
 

@@ -3,8 +3,10 @@
     python -m icl_bayes.pretrain --d 8 --T 32 --steps S --out DIR [--layers 2] [--prompts N] [--prior finite:M]
 
 Pretraining minimizes the squared error of every label given the prompt before it,
-``(1/(T+1)) Σ_t (ŷ_t - y_t)²``, with Adam, on fresh prompts each step (or on a fixed set of
-``--prompts N`` prompts, the pretraining set). Each step's batch comes from ``(seed, step)``, so a run
+``(1/(T+1)) Σ_t (ŷ_t - y_t)²`` (``--loss mse``), or its Gaussian negative log-likelihood
+``(1/(T+1)) Σ_t ½[log 2π s_t² + (y_t - ŷ_t)² / s_t²]`` with a predicted variance ``s_t²`` (``--loss nll``:
+the likelihood the paper's pretraining maximizes; BMA's own predictive is ``N(ŷ_BMA, σ²(1 + xᵀPx))``), with Adam, on fresh prompts each step (or on a fixed set of
+``--prompts N`` prompts, the pretraining set). Each step's batch comes from the stream ``(seed, "pretraining", step)``, so a run
 is deterministic; ``DIR/checkpoint.msgpack`` is written atomically every ``--checkpoint-every`` steps
 with the settings that determine training (``TRAINING_SETTINGS``), and a rerun with the same settings
 resumes from it (``--steps`` may grow); other settings are one error line, ``--restart`` starts over.
@@ -24,35 +26,38 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from icl_bayes.model import InvalidArgument, LinearICL
-from icl_bayes.simulate import (
-    _parser,
-    curves,
-    figures,
-    predictions,
-    print_summary,
-    run_cli,
-    setup,
-)
+from icl_bayes.evaluate import curves, figures, predictions, print_summary
+from icl_bayes.model import InvalidArgument, LinearICL, stream
+from icl_bayes.simulate import _parser, run_cli, setup
 from icl_bayes.transformer import ICLTransformer
 
-TRAINING_SETTINGS = ("d", "T", "prior", "noise", "tau", "seed", "lr", "batch_size", "layers", "width", "heads", "prompts")
+TRAINING_SETTINGS = ("d", "T", "prior", "noise", "tau", "seed", "lr", "batch_size", "layers", "width", "heads", "prompts",
+                     "loss")
+LOSSES = ("mse", "nll")
+
+
+def gaussian_nll(mean: jax.Array, log_var: jax.Array, y: jax.Array) -> jax.Array:
+    """``mean_t ½[log 2π + log s² + (y - μ)² / s²]`` over every label, ``s² = exp(log_var)``."""
+    return jnp.mean(0.5 * (np.log(2 * np.pi) + log_var + (y - mean) ** 2 * jnp.exp(-log_var)))
 
 
 def batch(model: LinearICL, T: int, size: int, seed: int, step: int, pool: tuple[np.ndarray, np.ndarray] | None):
     """The batch of ``step``: fresh prompts from ``(seed, step)``, or rows of the fixed ``pool``."""
     if pool is None:
-        prompts = model.sample(size, T, seed=(seed << 32) + step)
+        prompts = model.sample(size, T, seed=stream(seed, "pretraining", step))
         return prompts.x, prompts.y
-    rows = np.random.default_rng((seed, step)).integers(0, len(pool[0]), size)
+    rows = np.random.default_rng(stream(seed, "pretraining", step)).integers(0, len(pool[0]), size)
     return pool[0][rows], pool[1][rows]
 
 
 class Pretrainer:
     """The network, its optimizer, and the training state, saved to and resumed from a checkpoint."""
 
-    def __init__(self, width: int, depth: int, heads: int, lr: float, d: int, T: int, seed: int) -> None:
-        self.net = ICLTransformer(width, depth, heads)
+    def __init__(self, width: int, depth: int, heads: int, lr: float, d: int, T: int, seed: int,
+                 loss: str = "mse") -> None:
+        if loss not in LOSSES:
+            raise InvalidArgument(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        self.net = ICLTransformer(width, depth, heads, outputs=1 if loss == "mse" else 2)
         self.opt = optax.adam(lr)
         x, y = jnp.zeros((1, T + 1, d)), jnp.zeros((1, T + 1))
         self.params = self.net.init(jax.random.PRNGKey(seed), x, y)["params"]
@@ -60,16 +65,18 @@ class Pretrainer:
         self.step = 0
         self.losses: list[float] = []
 
-        def loss(params, x, y):
-            return jnp.mean((self.net.apply({"params": params}, x, y) - y) ** 2)
+        def objective(params, x, y):
+            out = self.net.apply({"params": params}, x, y)
+            return jnp.mean((out - y) ** 2) if loss == "mse" else gaussian_nll(out[..., 0], out[..., 1], y)
 
         def update(params, opt_state, x, y):
-            value, grads = jax.value_and_grad(loss)(params, x, y)
+            value, grads = jax.value_and_grad(objective)(params, x, y)
             updates, opt_state = self.opt.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, value
 
         self._update = jax.jit(update)
         self._apply = jax.jit(lambda params, x, y: self.net.apply({"params": params}, x, y))
+        self.loss = loss
 
     def state(self) -> dict:
         return {"params": self.params, "opt_state": self.opt_state, "step": self.step, "losses": self.losses}
@@ -112,11 +119,23 @@ class Pretrainer:
         self.losses.append(float(value))
         return self.losses[-1]
 
-    def predict(self, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """``ŷ [n, T+1]`` for prompts ``x [n, T+1, d]``, ``y [n, T+1]``."""
+    def outputs(self, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """The network's outputs for prompts ``x [n, T+1, d]``, ``y [n, T+1]``: ``[n, T+1]`` (mse) or
+        ``[n, T+1, 2]`` (nll: mean and log variance)."""
         return np.concatenate([np.asarray(self._apply(self.params, jnp.asarray(x[s : s + chunk]),
                                                       jnp.asarray(y[s : s + chunk])))
                                for s in range(0, len(x), chunk)])
+
+    def predict(self, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """``ŷ [n, T+1]``: the predicted label (the predictive mean with ``loss="nll"``)."""
+        out = self.outputs(x, y, chunk)
+        return out if self.loss == "mse" else out[..., 0]
+
+    def predictive_variance(self, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """``s² [n, T+1]``, the predicted variance of each label (``loss="nll"`` only)."""
+        if self.loss != "nll":
+            raise InvalidArgument("a network pretrained with --loss mse predicts no variance")
+        return np.exp(self.outputs(x, y, chunk)[..., 1])
 
 
 def pretrain(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch_size: int, seed: int,
@@ -159,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--width", type=int, default=64, help="model width")
     p.add_argument("--heads", type=int, default=4, help="attention heads (a divisor of --width)")
     p.add_argument("--prompts", type=int, default=0, help="pretraining-set size (0: fresh prompts every step)")
+    p.add_argument("--loss", default="mse", choices=LOSSES,
+                   help="pretraining objective: squared error, or the Gaussian negative log-likelihood with a predicted variance")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and train from step 0")
     args = p.parse_args(argv)
@@ -170,22 +191,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.prompts < 0:
         raise InvalidArgument(f"--prompts must be 0 (fresh prompts) or positive, got {args.prompts}")
     model, config = setup(args)
-    config.update({k: getattr(args, k) for k in ("steps", "batch_size", "lr", "layers", "width", "heads", "prompts")})
+    config.update({k: getattr(args, k) for k in ("steps", "batch_size", "lr", "layers", "width", "heads", "prompts", "loss")})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.msgpack"
-    trainer = Pretrainer(args.width, args.layers, args.heads, args.lr, args.d, args.T, args.seed)
+    trainer = Pretrainer(args.width, args.layers, args.heads, args.lr, args.d, args.T, args.seed, args.loss)
     settings = {k: config[k] for k in TRAINING_SETTINGS}
     if checkpoint.exists() and not args.restart:
         trainer.load(checkpoint, settings)
         print(f"resumed from step {trainer.step}", flush=True)
     pool = None
     if args.prompts:
-        fixed = model.sample(args.prompts, args.T, seed=args.seed + 7_777)
+        fixed = model.sample(args.prompts, args.T, seed=stream(args.seed, "pool"))
         pool = (fixed.x, fixed.y)
     steps_per_s = pretrain(trainer, model, args.T, args.steps, args.batch_size, args.seed, pool, checkpoint,
                            args.checkpoint_every, settings)
-    prompts = model.sample(args.trials, args.T, seed=args.seed + 1, misspecified=args.misspecified)
+    prompts = model.sample(args.trials, args.T, seed=stream(args.seed, "evaluation"), misspecified=args.misspecified)
     preds = predictions(model, prompts, config["beta"], args.ridge_lambda)
     preds["transformer"] = trainer.predict(prompts.x, prompts.y)
     result = curves(model, prompts, preds, config)

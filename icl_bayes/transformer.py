@@ -40,11 +40,13 @@ class Block(nn.Module):
 
 
 class ICLTransformer(nn.Module):
-    """``(x [b, T+1, d], y [b, T+1]) -> ŷ [b, T+1]``, ``ŷ_t`` a function of ``x_1..x_t, y_1..y_{t-1}``."""
+    """``(x [b, T+1, d], y [b, T+1]) -> ŷ [b, T+1]``, ``ŷ_t`` a function of ``x_1..x_t, y_1..y_{t-1}``;
+    with ``outputs=2``, ``[b, T+1, 2]``: a predictive mean and log variance per label."""
 
     width: int = 64
     depth: int = 2
     heads: int = 4
+    outputs: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -52,4 +54,5 @@ class ICLTransformer(nn.Module):
         mask = nn.make_causal_mask(jnp.ones(h.shape[:2]))
         for _ in range(self.depth):
             h = Block(self.width, self.heads)(h, mask)
-        return nn.Dense(1)(nn.LayerNorm()(h))[:, 0::2, 0]
+        out = nn.Dense(self.outputs)(nn.LayerNorm()(h))[:, 0::2]
+        return out[..., 0] if self.outputs == 1 else out

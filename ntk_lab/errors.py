@@ -19,7 +19,7 @@ class NtkLabError(Exception):
         super().__init__("".join(repr(ch)[1:-1] if ch in LINE_BREAKS else ch for ch in str(message)))
 
 
-def cli_main(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None], None]:
+def cli_main(main: Callable[[list[str] | None], None]) -> Callable[..., None]:
     """Wrap a CLI entry point: an ``NtkLabError`` or an interrupt becomes one line, never a traceback."""
 
     @functools.wraps(main)

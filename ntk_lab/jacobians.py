@@ -57,7 +57,7 @@ def contract(j1: list[jax.Array], j2: list[jax.Array]) -> jax.Array:
     leaf as one ``[n1·c, p]·[p, n2·c]`` matmul (XLA's CPU dot runs this 2-D form up to twice as fast
     as the same contraction written with the example and output axes apart)."""
     (n1, c), n2 = j1[0].shape[:2], j2[0].shape[0]
-    total = 0.0
+    total = jnp.zeros((n1 * c, n2 * c), jnp.result_type(*j1, *j2))
     for a, b in zip(j1, j2):
         total = total + jnp.dot(a.reshape(n1 * c, -1), b.reshape(n2 * c, -1).T, precision=HIGHEST)
     return total.reshape(n1, c, n2, c)
@@ -76,7 +76,7 @@ def contract_columns(j: list[jax.Array], columns: list[jax.Array]) -> jax.Array:
     Laying ``j'`` out so costs a transposed write of it, which pays in proportion to ``j``'s rows: the
     split ``jacobian`` kernel lays out the side with fewer examples."""
     (n, c), m = j[0].shape[:2], columns[0].shape[1]
-    total = 0.0
+    total = jnp.zeros((n * c, m), jnp.result_type(*j, *columns))
     for a, b in zip(j, columns):
         total = total + jnp.dot(a.reshape(n * c, -1), b, precision=HIGHEST)
     return total.reshape(n, c, m // c, c)

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +98,7 @@ class PretrainConfig:
         n, p = self.seq_len - 2, self.mask_prob
         return min(n, int(np.ceil(n * p + 6 * np.sqrt(n * p * (1 - p)))) + 1)
 
-    def architecture_numbers(self) -> dict[str, int]:
+    def architecture_numbers(self) -> dict[str, Any]:
         if self.config not in ARCHITECTURES:
             raise NtkLabError(f"unknown config '{self.config}': one of {', '.join(ARCHITECTURES)}")
         return {**ARCHITECTURES[self.config], **self.architecture}
@@ -170,7 +170,8 @@ def train_tokenizer(lines: list[str], vocab_size: int, words: list[str], boost: 
     boosted = [" " + " ".join([w] * per_line) for w in words for _ in range(max(1, boost // per_line))]
     bpe.train_from_iterator(lines + boosted, trainer)
     model = json.loads(bpe.to_str())["model"]
-    tokenizer = RobertaTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]])
+    merges: list[Any] = [tuple(m) for m in model["merges"]]  # pairs, as the tokenizer takes them
+    tokenizer = RobertaTokenizer(vocab=model["vocab"], merges=merges)
     broken = {w: tokenizer.convert_ids_to_tokens(tokenizer(" " + w, add_special_tokens=False)["input_ids"])
               for w in words}
     broken = {w: t for w, t in broken.items() if len(t) != 1}
@@ -184,7 +185,9 @@ def train_tokenizer(lines: list[str], vocab_size: int, words: list[str], boost: 
 def pack(token_lists: Iterator[list[int]], seq_len: int, rows: int) -> np.ndarray:
     """Rows ``[n, seq_len]`` of ``<s> .. </s>`` cut from documents joined by ``</s>`` (at most ``rows``)."""
     width = seq_len - 2
-    out, buffer, have = [], [], 0
+    out: list[np.ndarray] = []
+    buffer: list[np.ndarray] = []
+    have = 0
     for ids in token_lists:
         buffer.append(np.asarray(ids + [EOS], np.int32))
         have += len(ids) + 1
@@ -245,9 +248,9 @@ def mlm_loss(
     module: MaskedLM, params: Params, inputs: jax.Array, positions: jax.Array, targets: jax.Array, weights: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy and accuracy ``(loss, accuracy)`` of the targets at the masked positions."""
-    hidden = module.apply({"params": params}, inputs, jnp.ones_like(inputs), method=MaskedLM.encode)
+    hidden = cast(jax.Array, module.apply({"params": params}, inputs, jnp.ones_like(inputs), method=MaskedLM.encode))
     picked = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [b, M, h]
-    logits = module.apply({"params": params}, picked, method=MaskedLM.vocab_logits).astype(jnp.float32)
+    logits = cast(jax.Array, module.apply({"params": params}, picked, method=MaskedLM.vocab_logits)).astype(jnp.float32)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     total = jnp.maximum(weights.sum(), 1.0)
     accuracy = ((jnp.argmax(logits, -1) == targets) * weights).sum() / total
@@ -368,7 +371,9 @@ class Trainer:
         for start in range(0, len(self.val_rows), batch):
             rows = jnp.asarray(self.val_rows[start : start + batch])
             value, accuracy = self.evaluate(params, rows, jax.random.fold_in(key, start))
-            losses.append(float(value)), accs.append(float(accuracy)), sizes.append(len(rows))
+            losses.append(float(value))
+            accs.append(float(accuracy))
+            sizes.append(len(rows))
         return float(np.average(losses, weights=sizes)), float(np.average(accs, weights=sizes))
 
 
@@ -452,6 +457,7 @@ def initial_weights(config: PretrainConfig, trainer: Trainer) -> Params:
 
     from ntk_lab.models.checkpoint import params_from_state_dict, read_state_dict
 
+    assert config.init_from is not None  # called only when --init-from is given
     theirs = AutoConfig.from_pretrained(config.init_from)
     keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
             "max_position_embeddings")
@@ -517,7 +523,8 @@ def pretrain(
         params = initial_weights(config, trainer)
         opt_state = trainer.tx.init(params)
     n_params = sum(p.size for p in jax.tree.leaves(params))
-    step, log, elapsed = 0, [], 0.0
+    step, elapsed = 0, 0.0
+    log: list[dict[str, Any]] = []
     if (out / "checkpoint.json").exists():
         step, params, opt_state, log, elapsed = load_checkpoint(out, params, opt_state)
         progress(f"resumed at step {step} of {config.steps}")

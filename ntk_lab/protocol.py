@@ -35,6 +35,7 @@ import csv
 import functools
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -405,14 +406,16 @@ def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[s
             solver = "asym-official"
             part = lambda name: (k[:, :, parts[name]], flipped[:, :, parts[name]], data.y[name], data.f0b[name])
             k_train, kf_train, y_train, f0_train = part("train")
-            chosen = solvers.select_official(k_train, kf_train, y_train, f0_train, *part("dev"))
+            mixed = solvers.select_official(k_train, kf_train, y_train, f0_train, *part("dev"))
             k_test, kf_test, _, f0_test = part("test")
-            scores = chosen.fit.decision(k_test, kf_test, f0_test)
+            scores = mixed.fit.decision(k_test, kf_test, f0_test)
+            choice = {"lambda": mixed.lam, "scale": mixed.scale, "mix": mixed.fit.mix, "dev_accuracy": mixed.dev_accuracy}
         else:
             solver = "asym-lssvm" if kind == "asigngd" else ctx.config.solver
             chosen = solvers.select(solver, k[:, :, parts["train"]], data.y["train"], data.f0b["train"],
                                     k[:, :, parts["dev"]], data.y["dev"], data.f0b["dev"])
             scores = chosen.fit.decision(k[:, :, parts["test"]], data.f0b["test"])
+            choice = {"lambda": chosen.lam, "scale": chosen.scale, "dev_accuracy": chosen.dev_accuracy}
     similarity = {"kernel_distance_to_full": 0.0, "kernel_alignment_to_full": 1.0}
     if not ctx.full:
         with ctx.timer.stage("kernels"):
@@ -420,9 +423,7 @@ def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[s
         k_sub = k[:, :, parts["train"]]
         similarity = {"kernel_distance_to_full": kernel_distance(k_sub, k_full),
                       "kernel_alignment_to_full": kernel_alignment(k_sub, k_full)}
-    mix = {"mix": chosen.fit.mix} if official else {}
-    record = _scored(ctx, data, f"kernel-{kind}", {"solver": solver, "lambda": chosen.lam, "scale": chosen.scale, **mix,
-                                                   "dev_accuracy": chosen.dev_accuracy, **similarity,
+    record = _scored(ctx, data, f"kernel-{kind}", {"solver": solver, **choice, **similarity,
                                                    **spectra.diagnostics(k[:, :, parts["train"]], data.y["train"])},
                      solvers.predict_labels(scores))
     return record, {"test": scores, "k_train": k[:, :, parts["train"]]}
@@ -518,14 +519,16 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
         cached = ctx.state.load(data.seed, method, data.provenance)
         if cached is None:
             cached = compute()
-            ctx.state.save(data.seed, method, *cached, data.provenance)
+            record, arrays = cached
+            ctx.state.save(data.seed, method, record, arrays, data.provenance)
             ctx.timer.save()
         return cached
 
     records, outputs = [], {}
-    for method, compute in [("zero-shot", lambda: zero_shot(ctx, data)),
-                            *((f"kernel-{kind}", functools.partial(kernel_method, ctx, data, kind))
-                              for kind in ctx.config.kernels)]:
+    stages: list[tuple[str, Callable[[], tuple[dict, dict[str, np.ndarray]]]]] = [
+        ("zero-shot", lambda: zero_shot(ctx, data)),
+        *((f"kernel-{kind}", functools.partial(kernel_method, ctx, data, kind)) for kind in ctx.config.kernels)]
+    for method, compute in stages:
         record, outputs[method] = compute() if method == "zero-shot" else kept(method, compute)
         records.append(record)
     for name in ctx.config.optimizers:

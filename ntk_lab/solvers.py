@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import scipy.linalg
@@ -256,11 +257,14 @@ SOLVERS: dict[str, Callable[..., KernelFit]] = {
 SYMMETRIC_SOLVERS = ("ridge", "svm", "logistic", "lssvm")  # for symmetric kernels; asym-lssvm takes A-SignGD's
 
 
-@dataclass(frozen=True)
-class Selection:
-    """The dev-selected fit and its hyperparameters."""
+Fit = TypeVar("Fit")
 
-    fit: KernelFit | MixedFit
+
+@dataclass(frozen=True)
+class Selection(Generic[Fit]):
+    """The dev-selected fit (a ``KernelFit``, or ``select_official``'s ``MixedFit``) and its hyperparameters."""
+
+    fit: Fit
     lam: float
     scale: float
     dev_accuracy: float
@@ -276,13 +280,13 @@ def select(
     f0_dev: np.ndarray,
     lambdas: tuple[float, ...] = LAMBDAS,
     scales: tuple[float, ...] = SCALES,
-) -> Selection:
+) -> Selection[KernelFit]:
     """Fit ``solver`` for every ``(λ, s)`` on train and keep the best dev accuracy (first on ties).
 
     ``k_train [n, c, n, c]`` is ``K(X_train, X_train)``, ``k_dev [n, c, d, c]`` is ``K(X_train, X_dev)``.
     """
     fit_fn = SOLVERS[solver]
-    best: Selection | None = None
+    best: Selection[KernelFit] | None = None
     for lam, scale in itertools.product(lambdas, scales):
         fit = fit_fn(k_train, y_train, f0_train, lam, scale)
         accuracy = float(np.mean(predict_labels(fit.decision(k_dev, f0_dev)) == y_dev))
@@ -347,10 +351,10 @@ def select_official(
     k_train: np.ndarray, kf_train: np.ndarray, y_train: np.ndarray, f0_train: np.ndarray,
     k_dev: np.ndarray, kf_dev: np.ndarray, y_dev: np.ndarray, f0_dev: np.ndarray,
     lambdas: tuple[float, ...] = LAMBDAS, scales: tuple[float, ...] = SCALES, mixes: tuple[float, ...] = MIXES,
-) -> Selection:
+) -> Selection[MixedFit]:
     """``asym_official`` for every ``(λ, s, mix)``, the best dev accuracy kept (first on ties). ``k_*`` are
     ``K(X_train, ·)`` and ``kf_*`` the flipped kernels (``MixedFit.decision``)."""
-    best: Selection | None = None
+    best: Selection[MixedFit] | None = None
     for lam, scale in itertools.product(lambdas, scales):
         solved = asym_official(k_train, y_train, f0_train, lam, scale, 1.0)
         for mix in mixes:

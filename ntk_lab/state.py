@@ -95,7 +95,8 @@ class State:
             print(f"state: not keeping {method} for seed {seed}: its numbers are not finite", file=sys.stderr, flush=True)
             return False
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        named: dict[str, Any] = dict(arrays)
+        np.savez(buffer, **named)
         write_atomically(self.folder / f"{seed}-{method}.npz", buffer.getvalue())
         write_atomically(self.folder / f"{seed}-{method}.json", json.dumps({**record, "provenance": provenance}).encode())
         return True

@@ -19,6 +19,7 @@ import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class Task:
         return len(self.labels)
 
 
-_SENTIMENT = dict(labels=("0", "1"), words=("terrible", "great"), template="{S} It was <mask>.")
+_SENTIMENT: dict[str, Any] = dict(labels=("0", "1"), words=("terrible", "great"), template="{S} It was <mask>.")
 _NLI_TEMPLATE = "{P:rstrip_punct}? <mask>, {H:lower_first}"
 _PAIR_TEMPLATE = "{S1} <mask>, {S2:lower_first}"
 
@@ -169,7 +170,7 @@ def read_glue_tsv(path: Path, task: Task) -> list[Example]:
             raise NtkLabError(
                 f"{path}:1: header lacks column(s) {', '.join(map(str, absent))} (has {', '.join(map(repr, header))})"
             )
-        index = {c: header.index(c) for c in wanted}
+        index = {c: header.index(str(c)) for c in wanted}
         need = max(index.values()) + 1
         examples = []
         for line, row in enumerate(rows, start=2):
@@ -212,6 +213,7 @@ def _from_hub(task: Task) -> tuple[list[Example], list[Example]]:
         import datasets
     except ImportError:
         raise NtkLabError("the 'datasets' package is not installed (pip install 'ntk-lab[datasets]')") from None
+    assert task.hf_dataset is not None  # load_task_data asks the hub only for tasks that have a source there
     name, config = task.hf_dataset
     test_split = "validation_matched" if task.name == "mnli" else "validation"
     try:

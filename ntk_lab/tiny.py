@@ -18,6 +18,7 @@ import json
 import re
 import string
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,7 @@ from ntk_lab.models.encoder import EncoderConfig, MaskedLM
 
 TINY_MODELS = {"tiny": "roberta", "tiny-bert": "bert"}
 VERSION = 1
-ARCHITECTURE = dict(
+ARCHITECTURE: dict[str, Any] = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, hidden_act="gelu"
 )
 
@@ -74,7 +75,8 @@ def _roberta_tokenizer(words: list[str]):
     corpus = [f"{w} {w} {w.capitalize()}" for w in words] + list(string.punctuation)
     bpe.train_from_iterator(corpus, trainer)
     model = json.loads(bpe.to_str())["model"]
-    return RobertaTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]])
+    merges: list[Any] = [tuple(m) for m in model["merges"]]  # pairs, as the tokenizer takes them
+    return RobertaTokenizer(vocab=model["vocab"], merges=merges)
 
 
 def _bert_tokenizer(words: list[str]):

@@ -221,3 +221,26 @@ def test_baselines_on_hand_checked_prompts():
 def test_bad_arguments(make, message):
     with pytest.raises(InvalidArgument, match=message):
         make()
+
+
+def test_each_prior_knows_its_bma_and_its_regret_reference():
+    gaussian = LinearICL(3, 0.5, GaussianPrior(2.0))
+    prompts = gaussian.sample(50, 20, seed=14)
+    mean, var = bma.gaussian_bma(prompts.x, prompts.y, 0.5, 2.0)
+    got_mean, got_log_p = gaussian.prior.predictive(prompts.x, prompts.y, 0.5)
+    np.testing.assert_array_equal(got_mean, mean)
+    np.testing.assert_allclose(got_log_p, bma.gaussian_log_density(prompts.y, mean, var))
+    np.testing.assert_allclose(gaussian.prior.bayes_risk(prompts.x, prompts.y, 0.5), var)  # σ²(1 + xᵀPx)
+    _, leverage = bma.ridge_online(prompts.x, prompts.y, 0.25 / 4.0)
+    np.testing.assert_allclose(gaussian.prior.regret_reference(prompts.x, prompts.y, prompts.w, 0.5),
+                               bma.gaussian_regret_closed_form(leverage))
+    assert gaussian.prior.regret_is_exact and set(gaussian.prior.predictors(prompts.x, prompts.y, 0.5)) == {"bma"}
+    prior = FinitePrior.draw(5, 3, seed=3, weights=np.arange(1, 6))
+    finite = LinearICL(3, 0.5, prior)
+    prompts = finite.sample(50, 20, seed=15)
+    np.testing.assert_array_equal(prior.predictive(prompts.x, prompts.y, 0.5)[0], bma.finite_bma(prompts.x, prompts.y, prior, 0.5)[0])
+    index = [int(np.flatnonzero((prior.concepts == w).all(1))[0]) for w in prompts.w]
+    np.testing.assert_allclose(prior.regret_reference(prompts.x, prompts.y, prompts.w, 0.5)[:, 7], -np.log(prior.weights[index]))
+    assert not prior.regret_is_exact and prior.bayes_risk(prompts.x, prompts.y, 0.5) is None
+    both = prior.predictors(prompts.x, prompts.y, 0.5)
+    np.testing.assert_allclose(both["concept_attention"], both["bma"], rtol=1e-6, atol=1e-6)

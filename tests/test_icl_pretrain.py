@@ -71,3 +71,33 @@ def test_bad_arguments_get_one_line(argv, message, capsys, tmp_path):
         cli([*argv, "--steps", "1", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_gaussian_nll_is_the_mean_negative_log_density():
+    from scipy.stats import norm
+
+    from icl_bayes.pretrain import gaussian_nll
+
+    rng = np.random.default_rng(0)
+    mean, log_var, y = rng.normal(size=(3, 4, 5))
+    expected = -norm.logpdf(y, loc=mean, scale=np.exp(0.5 * log_var)).mean()
+    assert float(gaussian_nll(mean, log_var, y)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_likelihood_pretraining_predicts_a_mean_and_a_variance(tmp_path, capsys):
+    common = ["--d", "2", "--T", "4", "--trials", "20", "--width", "8", "--heads", "2", "--layers", "1",
+              "--batch-size", "8", "--steps", "5", "--out", str(tmp_path)]
+    cli([*common, "--loss", "nll"])
+    trainer = Pretrainer(8, 1, 2, 1e-3, 2, 4, 0, loss="nll")
+    trainer.load(tmp_path / "checkpoint.msgpack")
+    x, y = np.random.default_rng(1).normal(size=(3, 5, 2)), np.random.default_rng(2).normal(size=(3, 5))
+    out = trainer.outputs(x, y)
+    assert out.shape == (3, 5, 2) and trainer.step == 5
+    np.testing.assert_allclose(trainer.predict(x, y), out[..., 0])
+    np.testing.assert_allclose(trainer.predictive_variance(x, y), np.exp(out[..., 1]), rtol=1e-6)
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert curves["config"]["loss"] == "nll" and "transformer" in curves["predictors"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli([*common, "--loss", "mse"])
+    assert "(loss: --loss nll)" in capsys.readouterr().err

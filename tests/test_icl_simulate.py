@@ -75,8 +75,8 @@ def test_bad_baseline_settings_get_one_line(argv, message, capsys):
 
 def test_streamed_bma_curve_matches_the_bayes_risk():
     from icl_bayes import bma
+    from icl_bayes.evaluate import bma_curve
     from icl_bayes.model import GaussianPrior, LinearICL
-    from icl_bayes.simulate import bma_curve
 
     model = LinearICL(d=3, sigma=0.5, prior=GaussianPrior(1.0))
     mse, lo, hi = bma_curve(model, 30_000, 12, seed=3, chunk=7_000)  # five chunks, float32

@@ -63,3 +63,15 @@ def test_the_engine_is_layered() -> None:
         assert {d.rsplit(".", 1)[0] if d not in graph else d for d in graph[module]} <= {"ntk_lab.jacobians",
                                                                                             "ntk_lab.pytrees"}, module
     assert set(BLOCKS) == {*IMPLEMENTATIONS, "sketch"}
+
+
+def test_icl_bayes_is_layered() -> None:
+    """The formulas (bma, attention) know nothing of the model; each prior uses them; the library
+    (evaluate) is apart from its command lines (simulate, pretrain)."""
+    graph = imports()
+    modules = lambda name: {d if d in graph else d.rsplit(".", 1)[0] for d in graph[name]}
+    assert modules("icl_bayes.bma") == set()
+    assert modules("icl_bayes.attention") <= {"icl_bayes.bma"}
+    assert modules("icl_bayes.model") <= {"icl_bayes.bma", "icl_bayes.attention", "icl_bayes.rates", "ntk_lab.errors"}
+    assert modules("icl_bayes.rates") == set()
+    assert not modules("icl_bayes.evaluate") & {"icl_bayes.simulate", "icl_bayes.pretrain"}

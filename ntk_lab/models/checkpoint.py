@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -173,7 +173,7 @@ class LoadedMaskedLM:
         self, params: Params, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
     ) -> jax.Array:
         """MLM logits ``[b, l, vocab]``."""
-        return self.module.apply({"params": params}, input_ids, attention_mask, token_type_ids)
+        return cast(jax.Array, self.module.apply({"params": params}, input_ids, attention_mask, token_type_ids))
 
     def encode(
         self,
@@ -184,13 +184,13 @@ class LoadedMaskedLM:
         adapters: dict[str, jax.Array] | None = None,
     ) -> jax.Array:
         """Last hidden states ``[b, l, h]`` (``adapters``: see ``MaskedLM.encode``)."""
-        return self.module.apply(
+        return cast(jax.Array, self.module.apply(
             {"params": params}, input_ids, attention_mask, token_type_ids, adapters, method=MaskedLM.encode
-        )
+        ))
 
     def vocab_logits(self, params: Params, hidden: jax.Array, rows: jax.Array | None = None) -> jax.Array:
         """The MLM head on hidden states ``[..., h]``: ``[..., vocab]`` or ``[..., len(rows)]``."""
-        return self.module.apply({"params": params}, hidden, rows, method=MaskedLM.vocab_logits)
+        return cast(jax.Array, self.module.apply({"params": params}, hidden, rows, method=MaskedLM.vocab_logits))
 
 
 SHIPPED = Path(__file__).resolve().parent / "pretrained"
