@@ -28,8 +28,9 @@ import optax
 
 from icl_bayes.evaluate import curves, figures, predictions, print_summary
 from icl_bayes.model import InvalidArgument, LinearICL, stream
-from icl_bayes.simulate import _parser, run_cli, setup
+from icl_bayes.simulate import _parser, setup
 from icl_bayes.transformer import ICLTransformer
+from ntk_lab.errors import cli_main
 
 TRAINING_SETTINGS = ("d", "T", "prior", "noise", "tau", "seed", "lr", "batch_size", "layers", "width", "heads", "prompts",
                      "loss")
@@ -222,8 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {out / 'curves.json'}, mse.png, excess.png, regret.png, checkpoint.msgpack")
 
 
-def cli(argv: list[str] | None = None) -> None:
-    run_cli(main, argv)
+cli = cli_main(main, on_interrupt="the checkpoint holds the last saved step; run the same command again to resume")
 
 
 if __name__ == "__main__":

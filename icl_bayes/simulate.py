@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from icl_bayes.model import (
     LinearICL,
     stream,
 )
+from ntk_lab.errors import cli_main
 
 
 def parse_prior(text: str, d: int, tau: float, seed: int) -> GaussianPrior | FinitePrior:
@@ -109,22 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {out / 'curves.json'}, mse.png, excess.png, regret.png")
 
 
-def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
-    """``main(argv)`` with bad arguments reported in one line (exit status 2)."""
-    import sys
-
-    try:
-        main(argv)
-    except InvalidArgument as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-
-
-def cli(argv: list[str] | None = None) -> None:
-    run_cli(main, argv)
+cli = cli_main(main, on_interrupt="nothing was written")
 
 
 if __name__ == "__main__":

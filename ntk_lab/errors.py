@@ -19,8 +19,12 @@ class NtkLabError(Exception):
         super().__init__("".join(repr(ch)[1:-1] if ch in LINE_BREAKS else ch for ch in str(message)))
 
 
-def cli_main(main: Callable[[list[str] | None], None]) -> Callable[..., None]:
-    """Wrap a CLI entry point: an ``NtkLabError`` or an interrupt becomes one line, never a traceback."""
+RESUMABLE = "finished work is saved; run the same command again to resume"
+
+
+def cli_main(main: Callable[[list[str] | None], None], on_interrupt: str = RESUMABLE) -> Callable[..., None]:
+    """Wrap a CLI entry point: an ``NtkLabError`` (exit status 2) or an interrupt (130, ``interrupted:
+    on_interrupt``) becomes one line, never a traceback. Every CLI of both packages uses it."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> None:
@@ -30,7 +34,7 @@ def cli_main(main: Callable[[list[str] | None], None]) -> Callable[..., None]:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
-            print("interrupted: finished work is saved; run the same command again to resume", file=sys.stderr)
+            print(f"interrupted: {on_interrupt}", file=sys.stderr)
             raise SystemExit(130) from None
 
     return wrapped
