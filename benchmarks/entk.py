@@ -25,9 +25,10 @@ from bench_common import SIZES, first_and_best
 from roofline import bound, gram_intensity, matmul_roofline, memory_bandwidth
 
 from ntk_lab.cli import parser
+from ntk_lab.kernels import BLOCKS
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "structured", "sketch")
+IMPLEMENTATIONS = tuple(BLOCKS)  # the engine's registry: every exact implementation, then the sketch
 NT_IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
 SKETCH_DIM = 4096  # the sketch row: a sparse (CountSketch) projection to this many dimensions
 
