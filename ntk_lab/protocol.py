@@ -47,11 +47,11 @@ from ntk_lab.state import State, Timer, code_version, digest
 
 KIND_NAMES = ("sgd", "signgd", "asigngd")
 OPTIMIZER_NAMES = ("sgd", "adam", "signgd")
-COUNTERPART = {"kernel-sgd": "ft-sgd", "kernel-signgd": "ft-signgd", "kernel-asigngd": "ft-adam"}
 #: every fine-tuning each kernel's theory describes, its counterpart first: SignGD fine-tuning is a sign
 #: descent like Adam's, so both sign kernels are compared with it
 THEORY = {"kernel-sgd": ("ft-sgd",), "kernel-signgd": ("ft-signgd", "ft-adam"),
           "kernel-asigngd": ("ft-adam", "ft-signgd")}
+COUNTERPART = {kernel: runs[0] for kernel, runs in THEORY.items()}  # the fine-tuning its agreement refers to
 HEADS = ("probe", "random")  # the no-prompt head's initialisation (ntk_lab.probe, or N(0, 0.02²))
 ASYM_SOLVERS = ("derivation", "official")  # solvers.asym_lssvm, solvers.asym_official
 ORDER_STREAM = 1  # the random stream (seed, ORDER_STREAM) of the second example order, for the ceiling
