@@ -2,13 +2,16 @@
 roofline and against the roofline model's bound (memory bandwidth x the Gram's FLOP per byte), both
 measured in the same run, and peak memory (each case in its own process).
 
-    python benchmarks/entk.py [--models mlp,tiny,bert-base] [--out benchmarks/results/entk.json]
+    python benchmarks/entk.py [--models mlp,tiny,bert-base] [--kind sgd] [--out benchmarks/results/entk.json]
 
 Models: an MLP 3 x 2048 (``bench_mlp``), the tiny masked LM and a BERT-base-size masked LM (random
-weights from its config) at sequence length 64 (``bench_lm`` case files), the SGD kernel ``[n1, 2,
-n2, 2]`` of each. With ``.nt-env`` present (``bash scripts/nt_env.sh``), neural-tangents' two
-implementations run on every model in their pinned environment, on the same parameters and inputs,
-and every kernel is compared with our ``jacobian`` one. Prints a table and the README's markdown.
+weights from its config) at sequence length 64 (``bench_lm`` case files), the ``--kind`` kernel
+``[n1, 2, n2, 2]`` of each (default sgd; ``--kind signgd`` or ``asigngd`` writes
+``benchmarks/results/entk_KIND.json`` unless ``--out`` says otherwise, and skips the implementations
+that compute the sgd kernel only). With ``.nt-env`` present (``bash scripts/nt_env.sh``),
+neural-tangents' two implementations run on every model in their pinned environment, on the same
+parameters and inputs, for the sgd kernel (neural-tangents has no sign kernel), and every kernel is
+compared with our ``jacobian`` one of the same kind. Prints a table and the README's markdown.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from bench_common import SIZES, first_and_best
 from roofline import bound, gram_intensity, matmul_roofline, memory_bandwidth
 
 from ntk_lab.cli import parser
-from ntk_lab.kernels import BLOCKS
+from ntk_lab.kernels import BLOCKS, KINDS, SGD_ONLY
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = tuple(BLOCKS)  # the engine's registry: every exact implementation, then the sketch
@@ -86,7 +89,7 @@ def load(model: str, case_dir: Path):
     return load_case(case_dir / f"{model}.npz")
 
 
-def run_case(model: str, implementation: str, case_dir: Path) -> dict:
+def run_case(model: str, implementation: str, kind: str, case_dir: Path) -> dict:
     """Time one (model, implementation): a warm-up call (compile), then the best of at least two calls
     and of a second of calls. The kernel is saved beside the case file, so the parent can check that
     every implementation agrees."""
@@ -100,15 +103,15 @@ def run_case(model: str, implementation: str, case_dir: Path) -> dict:
     f, params, x1, x2 = load(model, case_dir)
     n1, n2 = SIZES[model]
     if implementation == "sketch":
-        kernel = entk_fn(f, implementation="sketch", sketch="sparse", sketch_dim=SKETCH_DIM, chunk=4)
+        kernel = entk_fn(f, kind=kind, implementation="sketch", sketch="sparse", sketch_dim=SKETCH_DIM, chunk=4)
     else:
-        kernel = entk_fn(f, implementation=implementation, chunk=8)
+        kernel = entk_fn(f, kind=kind, implementation=implementation, chunk=8)
     compile_s, seconds, out = first_and_best(lambda: kernel(params, x1, x2).block_until_ready())
-    np.save(case_dir / f"{model}-{implementation}.npy", np.asarray(out))
-    record = {"model": model, "implementation": implementation, "n1": n1, "n2": n2,
+    np.save(case_dir / f"{model}-{implementation}-{kind}.npy", np.asarray(out))
+    record = {"model": model, "implementation": implementation, "kind": kind, "n1": n1, "n2": n2,
               "params": count_params(params), "seconds": seconds, "first_call_s": compile_s,
               "examples_per_s": (n1 + n2) / seconds}
-    if implementation == "jacobian":  # the Gram contraction alone, on Jacobians laid out as the split kernel's
+    if implementation == "jacobian" and kind == "sgd":  # the Gram contraction alone, on Jacobians laid out as the split kernel's
         g, theta = restrict(f, params, None)
         jit = lambda fn: jax.jit(fn, compiler_options=cpu_compiler_options("jacobian"))  # as in the kernel
         j1 = jit(lambda t, x: as_columns(per_example_jacobian(g, t, x)))(theta, x1)
@@ -131,11 +134,15 @@ def _subprocess(command: list[str]) -> dict:
 
 
 def _agreement(rows: list[dict], case_dir: Path) -> None:
-    """Each case's relative Frobenius difference from our exact ``jacobian`` kernel of the same model."""
+    """Each case's relative Frobenius difference from our exact ``jacobian`` kernel of the same model
+    and kind (neural-tangents' rows are sgd kernels)."""
     import numpy as np
 
     for r in rows:
-        ref, mine = case_dir / f"{r['model']}-jacobian.npy", case_dir / f"{r['model']}-{r['implementation']}.npy"
+        kind = r.get("kind", "sgd")
+        ref = case_dir / f"{r['model']}-jacobian-{kind}.npy"
+        suffix = "" if r["implementation"].startswith("neural") else f"-{kind}"
+        mine = case_dir / f"{r['model']}-{r['implementation']}{suffix}.npy"
         if "error" not in r and ref.exists() and mine.exists():
             a, b = np.load(mine), np.load(ref)
             r["rel_diff_vs_jacobian"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -145,7 +152,8 @@ def main() -> None:
     p = parser("python benchmarks/entk.py", __doc__.split("\n\n")[0], error_type=None)
     p.add_argument("--models", default="mlp,tiny,bert-base")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "entk.json"))
+    p.add_argument("--kind", default="sgd", choices=KINDS, help="the kernel to compute")
+    p.add_argument("--out", help="results JSON (default benchmarks/results/entk.json, entk_KIND.json for a sign kind)")
     p.add_argument("--no-neural-tangents", action="store_true", help="skip neural-tangents' rows")
     p.add_argument("--merge", action="store_true",
                    help="keep the other rows of --out (this run's (model, implementation) rows replace theirs)")
@@ -161,9 +169,11 @@ def main() -> None:
         print(json.dumps({"roofline": matmul_roofline(), "bandwidth": memory_bandwidth()}))
         return
     if args.case:
-        model, implementation = args.case.split(":")
-        print(json.dumps(run_case(model, implementation, Path(args.case_dir))))
+        model, implementation, kind = args.case.split(":")
+        print(json.dumps(run_case(model, implementation, kind, Path(args.case_dir))))
         return
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / ("entk.json" if args.kind == "sgd" else f"entk_{args.kind}.json"))
+    implementations = [i for i in args.implementations.split(",") if args.kind == "sgd" or i not in SGD_ONLY]
     ceilings = _subprocess([sys.executable, __file__, "--ceilings"])
     roofline, bandwidth = ceilings["roofline"], ceilings["bandwidth"]
     print(f"matmul roofline {roofline:.0f} GFLOP/s (float32, 2048 x 2048), memory bandwidth {bandwidth:.1f} GB/s "
@@ -178,12 +188,12 @@ def main() -> None:
                     rows.append({"model": model, "implementation": "prepare", **prepared})
                     print(_row(rows[-1], roofline), flush=True)
                     continue
-            for implementation in args.implementations.split(","):
-                rows.append({"model": model, "implementation": implementation,
-                             **_subprocess([sys.executable, __file__, "--case", f"{model}:{implementation}",
+            for implementation in implementations:
+                rows.append({"model": model, "implementation": implementation, "kind": args.kind,
+                             **_subprocess([sys.executable, __file__, "--case", f"{model}:{implementation}:{args.kind}",
                                             "--case-dir", tmp])})
                 print(_row(rows[-1], roofline), flush=True)
-            if nt_python.exists() and not args.no_neural_tangents:
+            if nt_python.exists() and not args.no_neural_tangents and args.kind == "sgd":
                 for implementation in NT_IMPLEMENTATIONS:
                     rows.append({"model": model, "implementation": f"neural-tangents {implementation}",
                                  **_subprocess([str(nt_python), str(ROOT / "benchmarks" / "entk_nt.py"), model,

@@ -31,8 +31,8 @@ def cli(name: str, doc: str, defaults: dict[str, Any], compute: Callable[[argpar
         rows: Callable[[dict], list[tuple[str, str, str]]], figure: Callable[[dict], Any]) -> None:
     """An experiment's command line: ``--key VALUE`` for each of ``defaults`` (typed as its default;
     ``out`` is the folder), ``result = compute(args)``, then :func:`write` with a headless matplotlib.
-    Bad arguments and the project's errors are one line (``ntk_lab.errors.cli_main``)."""
-    from ntk_lab.errors import cli_main
+    Bad arguments and the project's errors are one line (``ntk_lab.cli.cli_main``)."""
+    from ntk_lab.cli import cli_main
 
     cli_main(lambda argv: _run(name, doc, defaults, compute, rows, figure, argv))(None)
 

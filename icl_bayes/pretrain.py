@@ -30,7 +30,7 @@ from icl_bayes.evaluate import curves, figures, predictions, print_summary
 from icl_bayes.model import InvalidArgument, LinearICL, stream
 from icl_bayes.simulate import _parser, setup
 from icl_bayes.transformer import ICLTransformer
-from ntk_lab.errors import cli_main
+from ntk_lab.cli import cli_main
 
 TRAINING_SETTINGS = ("d", "T", "prior", "noise", "tau", "seed", "lr", "batch_size", "layers", "width", "heads", "prompts",
                      "loss")

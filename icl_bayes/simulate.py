@@ -23,7 +23,7 @@ from icl_bayes.model import (
     LinearICL,
     stream,
 )
-from ntk_lab.errors import cli_main
+from ntk_lab.cli import cli_main
 
 
 def parse_prior(text: str, d: int, tau: float, seed: int) -> GaussianPrior | FinitePrior:

@@ -66,3 +66,19 @@ def write_atomically(path: Path, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def enable_compilation_cache() -> Path | None:
+    """Keep the XLA programs this process compiles in ``$NTK_LAB_CACHE/xla`` (JAX's persistent
+    compilation cache), so that a command run again, or another one with the same model and shapes,
+    loads them instead of compiling (compiling a roberta-base kernel takes about a minute; loading it,
+    seconds). Programs that compile in under a second are not kept. Returns the folder, or None
+    when the user chose one (``JAX_COMPILATION_CACHE_DIR`` or ``jax_compilation_cache_dir``), which is
+    kept. Every command line of the project calls it (``ntk_lab.cli.cli_main``)."""
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or getattr(jax.config, "jax_compilation_cache_dir", None):
+        return None
+    path = cache_dir("xla")
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    return path

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ntk_lab.errors import NtkLabError, cli_main
+from ntk_lab.cli import cli_main
+from ntk_lab.errors import NtkLabError
 from ntk_lab.protocol import (
     ASYM_SOLVERS,
     HEADS,
@@ -50,7 +51,7 @@ def _names(text: str) -> tuple[str, ...]:
 def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
     """The configuration and output folder a command line asks for (bad values: ``NtkLabError``)."""
     from ntk_lab.cli import parser
-    from ntk_lab.kernels import AUTO, IMPLEMENTATIONS
+    from ntk_lab.kernels import AUTO, IMPLEMENTATIONS, PRECISIONS
     from ntk_lab.solvers import SYMMETRIC_SOLVERS
     from ntk_lab.subsets import SUBSET_KINDS
 
@@ -89,8 +90,12 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
                    help="kernels of f_1 - f_0 (auto: for two-class tasks)")
     p.add_argument("--implementation", default=AUTO, choices=(AUTO, *IMPLEMENTATIONS),
                    help="eNTK implementation; auto: the fastest exact one for the model, kernel and sizes "
-                   "(ntk_lab.kernels.auto_implementation); ntk_vp, structured: sgd kernel only (the sign kernels "
-                   "fall back to streamed)")
+                   "(ntk_lab.kernels.auto_implementation); ntk_vp: sgd kernel only (the sign kernels fall back "
+                   "to streamed)")
+    p.add_argument("--kernel-precision", default="float32", choices=PRECISIONS,
+                   help="matmul precision of the kernels' passes through the model: float32 whatever the backend's "
+                        "default (a GPU's is TF32); tensorfloat32 or bfloat16 are faster on a GPU, with the error "
+                        "benchmarks/precision.py measures; default: the backend's")
     p.add_argument("--chunk", type=int, default=8, help="x1 examples (or cotangents) in flight in the kernel")
     p.add_argument("--kernel-block", type=int, default=32, help="train rows per kernel tile on disk")
     p.add_argument("--column-block", type=int, default=128, help="examples per kernel column tile on disk")

@@ -29,7 +29,9 @@ Implementations (all give the same kernel):
   ``(1 + 2c)/(3·chunk·c)`` of streamed's forward passes (a Jacobian is one forward and c backward
   passes, a JVP about three forward passes), so it is the fast exact choice for large models.
 - ``"structured"``: the dense layers' and embedding tables' terms from their factors, the rest by
-  Jacobians (``ntk_lab.structured``). SGD kernel only.
+  Jacobians (``ntk_lab.structured``); the sign kernels form the dense layers' signed gradients from
+  the factors and take the embedding tables' signs on the rows looked up, never a vocabulary-sized
+  gradient.
 - ``"auto"``: the fastest exact one for the model, kind and sizes, by the rule of
   ``auto_implementation`` (drawn from ``benchmarks/results/entk.json``), chosen at each call.
 - ``"sketch"``: an unbiased random-projection estimate, all kinds (``ntk_lab.sketch``: Gaussian or
@@ -37,10 +39,19 @@ Implementations (all give the same kernel):
 
 ``x`` is any pytree of arrays with a leading example axis (a dict batch for the prompted classifier).
 The x1 axis is sharded over ``devices`` (default: all JAX devices) with ``jax.sharding``.
+
+Precision policy: a kernel is computed in full float32 whatever the backend's default matmul
+precision (a GPU's is TF32, a 10-bit mantissa, which moves a kernel at the 1e-3 level): ``entk_fn``
+traces its programs under ``jax.default_matmul_precision("float32")``, so every product of the
+model's forward and backward passes is exact float32, and the Gram contractions always run at
+``Precision.HIGHEST``. ``precision="tensorfloat32"`` or ``"bfloat16"`` trades that for speed on a
+GPU or TPU (their measured error: ``benchmarks/precision.py``); ``"default"`` leaves the backend's
+(or the caller's) setting. On CPU every mode computes float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,17 +83,18 @@ from ntk_lab.pytrees import (
 from ntk_lab.sketch import SKETCHES, sketch_kernel
 from ntk_lab.structured import structured_kernel
 
-__all__ = ["KINDS", "IMPLEMENTATIONS", "SGD_ONLY", "AUTO", "entk_fn", "auto_implementation", "binary_margin",
+__all__ = ["KINDS", "IMPLEMENTATIONS", "SGD_ONLY", "AUTO", "PRECISIONS", "entk_fn", "matmul_precision", "auto_implementation", "binary_margin",
            "flatten_kernel", "count_params", "num_examples", "path_names", "restrict", "take_examples"]
 
 Params = Any
 X = Any
 KINDS = ("sgd", "signgd", "asigngd")
 IMPLEMENTATIONS = ("jacobian", "ntk_vp", "streamed", "blocked", "structured")  # exact; "sketch" estimates (see above)
-SGD_ONLY = ("ntk_vp", "structured")  # the sign is not linear: these compute the sgd kernel only
+SGD_ONLY = ("ntk_vp",)  # the sign is not linear: this computes the sgd kernel only
 AUTO = "auto"  # the fastest exact implementation for the model, kind and sizes: see auto_implementation
-AUTO_STRUCTURED_PARAMS = 1_000_000  # sgd: from this many moving parameters on, structured
+AUTO_STRUCTURED_PARAMS = 1_000_000  # from this many moving parameters on, structured
 AUTO_JACOBIAN_BYTES = 2**30  # sign kernels: jacobian while both sides' Jacobians fit in this many bytes
+PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "default")  # the kernel's matmul precision: see above
 YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"  # which ops XLA's CPU backend hands to YNNPACK
 
 
@@ -106,6 +118,14 @@ def cpu_compiler_options(implementation: str) -> dict[str, str]:
     """
     options = {YNN_FUSIONS: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT" if implementation == "structured" else ""}
     return options if _compiles_with(tuple(options.items())) else {}
+
+
+def matmul_precision(precision: str) -> contextlib.AbstractContextManager:
+    """The context a kernel is traced in: ``jax.default_matmul_precision(precision)``, or nothing
+    for ``"default"`` (the backend's or the caller's setting stands)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return contextlib.nullcontext() if precision == "default" else jax.default_matmul_precision(precision)
 
 
 SPLIT_BYTES = 32 * 2**20  # entk_fn(split=None) splits the jacobian kernel below this much of x2's Jacobian per output
@@ -164,7 +184,7 @@ BLOCKS: dict[str, Callable[..., jax.Array]] = {
     "ntk_vp": lambda g, t, x1, x2, o: _ntk_vp_kernel(g, t, x1, x2, o["chunk"]),
     "streamed": lambda g, t, x1, x2, o: _streamed_block(g, t, x1, x2, o["kind"], o["chunk"], o["eps"]),
     "blocked": lambda g, t, x1, x2, o: _blocked_block(g, t, x1, x2, o["kind"], o["column_chunk"], o["eps"]),
-    "structured": lambda g, t, x1, x2, o: structured_kernel(g, t, x1, x2),
+    "structured": lambda g, t, x1, x2, o: structured_kernel(g, t, x1, x2, o["kind"], o["eps"]),
     "sketch": lambda g, t, x1, x2, o: sketch_kernel(g, t, x1, x2, o["kind"], o["key"], o["dim"], o["sketch"],
                                                     o["block"], o["chunk"], o["eps"]),
 }
@@ -174,17 +194,19 @@ def auto_implementation(kind: str, params: int, n1: int, n2: int, c: int) -> str
     """The exact implementation ``implementation="auto"`` runs for ``params`` moving parameters, ``n1``
     x ``n2`` examples and ``c`` outputs.
 
-    - ``sgd``: ``jacobian`` below ``AUTO_STRUCTURED_PARAMS`` parameters (a small model: one Jacobian
-      program beats tracing the dense layers' factors), else ``structured``, which never forms a
-      parameter-sized gradient (``benchmarks/results/entk.json``: fastest from an 8.5M-parameter MLP
-      to BERT-base on CPU, and on an H200 for roberta-base).
-    - ``signgd``, ``asigngd`` (``structured`` and ``ntk_vp`` compute the sgd kernel only):
-      ``jacobian`` while both sides' float32 Jacobians, ``(n1 + n2)·c·P`` numbers, fit in
-      ``AUTO_JACOBIAN_BYTES``, else ``streamed``, whose memory does not grow with ``n1``.
+    From ``AUTO_STRUCTURED_PARAMS`` moving parameters on, ``structured``, which never forms a
+    vocabulary-sized gradient and for the SGD kernel no parameter-sized one: fastest from an
+    8.5M-parameter MLP to BERT-base on CPU for every kind (``benchmarks/results/entk.json``,
+    ``entk_asigngd.json``, ``entk_signgd.json``; on an H200 for roberta-base's SGD kernel), with the
+    least memory. Below it, ``jacobian`` (a small model: one Jacobian program beats tracing the dense
+    layers' factors), for the sign kernels while both sides' float32 Jacobians, ``(n1 + n2)·c·P``
+    numbers, fit in ``AUTO_JACOBIAN_BYTES``, else ``structured``.
     """
-    if kind == "sgd":
-        return "jacobian" if params < AUTO_STRUCTURED_PARAMS else "structured"
-    return "jacobian" if (n1 + n2) * c * params * 4 <= AUTO_JACOBIAN_BYTES else "streamed"
+    if params >= AUTO_STRUCTURED_PARAMS:
+        return "structured"
+    if kind == "sgd" or (n1 + n2) * c * params * 4 <= AUTO_JACOBIAN_BYTES:
+        return "jacobian"
+    return "structured"
 
 
 def entk_fn(
@@ -204,6 +226,7 @@ def entk_fn(
     devices: Sequence[jax.Device] | None = None,
     compiler_options: dict[str, str] | None = None,
     split: bool | None = None,
+    precision: str = "float32",
 ) -> Callable[[Params, X, X | None], jax.Array]:
     """``kernel(params, x1, x2=None) -> [n1, c, n2, c]`` for ``f(params, x) -> [n, c]``.
 
@@ -229,14 +252,19 @@ def entk_fn(
     for a small model but avoids writing large Jacobians out for a large one (``benchmarks/staging.py``,
     numbers in docs/performance.md); by default (``None``) it splits when ``n2 · P`` float32 (x2's
     Jacobian per output) is at most ``SPLIT_BYTES``.
+
+    ``precision`` (one of ``PRECISIONS``) is the matmul precision f's passes are traced with: full
+    ``float32`` by default whatever the backend's default (the precision policy above).
     """
+    matmul_precision(precision)  # checks the name
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if implementation not in (*IMPLEMENTATIONS, AUTO, "sketch"):
         raise ValueError(f"implementation must be one of {(*IMPLEMENTATIONS, AUTO, 'sketch')}, got {implementation!r}")
     if implementation == AUTO:
         options = dict(kind=kind, param_filter=param_filter, binary=binary, chunk=chunk, sign_eps=sign_eps,
-                       column_chunk=column_chunk, devices=devices, compiler_options=compiler_options, split=split)
+                       column_chunk=column_chunk, devices=devices, compiler_options=compiler_options, split=split,
+                       precision=precision)
         return _auto_kernel(f, options)
     if sketch not in SKETCHES:
         raise ValueError(f"sketch must be one of {SKETCHES}, got {sketch!r}")
@@ -309,13 +337,14 @@ def entk_fn(
         return compiled["block"](params, x1p, x2r)[:n]
 
     def kernel(params: Params, x1: X, x2: X | None = None) -> jax.Array:
-        if implementation not in ("streamed", "blocked"):
-            return run(params, x1, x2)
-        n1 = num_examples(x1)
-        x2 = x1 if x2 is None else x2
-        return jnp.concatenate(
-            [run(params, take_examples(x1, np.arange(s, min(s + chunk, n1))), x2) for s in range(0, n1, chunk)]
-        )
+        with matmul_precision(precision):  # traced (hence compiled) under the policy's precision
+            if implementation not in ("streamed", "blocked"):
+                return run(params, x1, x2)
+            n1 = num_examples(x1)
+            x2 = x1 if x2 is None else x2
+            return jnp.concatenate(
+                [run(params, take_examples(x1, np.arange(s, min(s + chunk, n1))), x2) for s in range(0, n1, chunk)]
+            )
 
     return kernel
 

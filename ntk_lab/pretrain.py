@@ -690,7 +690,7 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ntk_lab.errors import cli_main
+    from ntk_lab.cli import cli_main
 
     @cli_main
     def run(argv: list[str] | None) -> None:

@@ -86,6 +86,7 @@ class CompareConfig:
     asym_solver: str = "derivation"  # A-SignGD: our AsK-LS source predictor, or LM-Kernel-FT's ("official")
     binary: str = "auto"
     implementation: str = "auto"
+    kernel_precision: str = "float32"  # the kernels' matmul precision (ntk_lab.kernels' precision policy)
     chunk: int = 8
     kernel_block: int = 32
     column_block: int = 128
@@ -100,7 +101,7 @@ class CompareConfig:
     lr_signgd: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
 
     def __post_init__(self) -> None:
-        from ntk_lab.kernels import AUTO, IMPLEMENTATIONS
+        from ntk_lab.kernels import AUTO, IMPLEMENTATIONS, PRECISIONS
         from ntk_lab.solvers import SYMMETRIC_SOLVERS
         from ntk_lab.subsets import parse_subset
 
@@ -119,6 +120,7 @@ class CompareConfig:
                                         ("--head", (self.head,), HEADS),
                                         ("--binary", (self.binary,), ("auto", "on", "off")),
                                         ("--implementation", (self.implementation,), (AUTO, *IMPLEMENTATIONS)),
+                                        ("--kernel-precision", (self.kernel_precision,), PRECISIONS),
                                         ("--loss", (self.loss,), ("ce", "mse"))):
             unknown = [v for v in values if v not in allowed]
             if unknown:
@@ -260,6 +262,7 @@ class Context:
             self.kernel_fns[key] = entk_fn(
                 self.base_f if key[2] else self.f, kind=kind, implementation=implementation, binary=self.binary,
                 chunk=self.config.chunk, param_filter=None if key[2] else self.param_filter,
+                precision=self.config.kernel_precision,
             )
         return self.kernel_fns[key]
 
@@ -308,8 +311,10 @@ def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, s
     config = ctx.config
     kernel = ctx.entk(kind, config.implementation, base)
     subset = "full" if base else ctx.subset_text
+    exact = {} if config.kernel_precision == "float32" else {"precision": config.kernel_precision}
     key = kernel_key(model=config.model, kind=kind, subset=subset + ("-noprompt" if config.no_prompt else ""),
-                     x1=x_train, x2=x_all, binary=ctx.binary, params=_params_fingerprint(ctx, seed, subset, params0))
+                     x1=x_train, x2=x_all, binary=ctx.binary, params=_params_fingerprint(ctx, seed, subset, params0),
+                     **exact)
     return compute_kernel(kernel, params0, x_train, x_all, cache_dir("kernels", key), block=config.kernel_block,
                           column_block=config.column_block, desc=f"kernel {kind} seed {seed}")
 

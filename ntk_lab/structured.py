@@ -1,4 +1,4 @@
-"""The structured SGD kernel: dense layers and embedding tables from their factors.
+"""The structured kernels: dense layers and embedding tables from their factors.
 
 uses the structure of dense layers (as neural-tangents' structured derivatives
 do, for this one rule). A parameter ``W`` that enters f once, as an operand of a ``dot_general``
@@ -12,9 +12,22 @@ at cost ``n1·n2·U²·(K + c²F)`` (U positions, K contracted, F free coordinat
 is more, by forming the per-example gradients from the factors (``(n1+n2)·c·U·K·F`` plus their Gram).
 An embedding table every use of which is a row lookup ``y_u = E[id_u]`` contributes
 ``Σ_{u,v} [id_iu = id_jv] <δ_iau, δ_jbv>`` (u over the lookups of all uses), without forming a
-vocabulary-sized gradient (unless the table is small enough for that to cost less). The other parameters (biases, LayerNorm scales) get explicit Jacobians. SGD kernel
-only (the sign of a sum of outer products does not factor). For an MLP (U = 1) this is a product
-of two small Gram matrices per layer.
+vocabulary-sized gradient (unless the table is small enough for that to cost less). The other
+parameters (biases, LayerNorm scales) get explicit Jacobians. For an MLP (U = 1) the SGD kernel is a
+product of two small Gram matrices per layer.
+
+The sign kernels (``signgd``, ``asigngd``) use the same factors. The sign of a sum of outer products
+does not factor, so a dense weight's signed gradient ``sign(Σ_u h_iu ⊗ δ_iau)`` is formed from the
+factors (``n·c·U·K·F``, one batched matmul, never a backward pass through the whole model), and the
+other side's gradient too (``asigngd`` leaves it unsigned). An embedding table's gradient is
+nonzero on the rows the example looks up only, ``G_ia[r] = Σ_{u: id_iu = r} δ_iau``; its sign on those
+rows, taken at each lookup u and weighted by ``1/#{u' : id_iu' = id_iu}`` (so that a repeated token
+counts once), gives
+
+    asigngd  Σ_{u,v} [id_iu = id_jv] w_iu <sign G_ia[id_iu], δ_jbv>
+    signgd   Σ_{u,v} [id_iu = id_jv] w_iu w_jv <sign G_ia[id_iu], sign G_jb[id_jv]>
+
+at the SGD kernel's token-pair cost, again without a vocabulary-sized gradient.
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
-from ntk_lab.jacobians import HIGHEST, X, contract, on_one_example
+from ntk_lab.jacobians import HIGHEST, X, adam_sign, contract, on_one_example, signs
 
 
 def _is_row_gather(e, v) -> bool:
@@ -162,18 +175,62 @@ def _gather_kernel(ids1, d1, ids2, d2, rows: int) -> jax.Array:
     return jnp.einsum("iavf,jbvf->iajb", scatter(ids1, d1), scatter(ids2, d2), precision=HIGHEST)
 
 
-def structured_kernel(g, theta, x1, x2):
+def _signed_dot_kernel(h1, d1, h2, d2, sign2: bool, eps: float) -> jax.Array:
+    """``<sign G1[i,a], s2(G2[j,b])>`` of one tapped dense weight, ``G[i,a] = Σ_u h[i,u] ⊗ δ[i,a,u]``:
+    x1's signed gradients formed from the factors, then x2's formed too (and signed for signgd), or,
+    for asigngd where it costs less (few positions: ``n1·c·n2·U·K·F`` against ``n2·c·U·K·F +
+    n1·n2·c²·K·F``), ``Σ_v h2[j,v]ᵀ sign G1[i,a] δ2[j,b,v]`` without forming x2's gradients."""
+    form = lambda h, d: jnp.einsum("iuk,iauf->iakf", h, d, precision=HIGHEST)
+    s1 = adam_sign(form(h1, d1), eps)
+    (n1, c), (n2, u2, k), f = s1.shape[:2], h2.shape, d2.shape[3]
+    if not sign2 and n1 * c * n2 * u2 * k * f < n2 * c * u2 * k * f + n1 * n2 * c * c * k * f:
+        return jnp.einsum("jvk,iakf,jbvf->iajb", h2, s1, d2, precision=HIGHEST, optimize=True)
+    g2 = form(h2, d2)
+    return jnp.einsum("iakf,jbkf->iajb", s1, adam_sign(g2, eps) if sign2 else g2, precision=HIGHEST)
+
+
+def _signed_rows(ids: jax.Array, delta: jax.Array, eps: float) -> jax.Array:
+    """``w[i,u] · sign G[i,a][ids[i,u]]`` ``[n, c, U, F]``: an embedding table's signed per-example
+    gradient on the row each lookup u reads, ``G[i,a][r] = Σ_{u: ids[i,u] = r} δ[i,a,u]``, weighted by
+    ``w[i,u] = 1/#{u': ids[i,u'] = ids[i,u]}`` so that summing over u counts each row once."""
+    same = (ids[:, :, None] == ids[:, None, :]).astype(delta.dtype)  # [n, U, U]
+    rows = adam_sign(jnp.einsum("iuw,iawf->iauf", same, delta, precision=HIGHEST), eps)
+    return rows / same.sum(-1)[:, None, :, None]
+
+
+def _signed_gather_kernel(ids1, d1, ids2, d2, rows: int, sign2: bool, eps: float) -> jax.Array:
+    """``<sign G1[i,a], s2(G2[j,b])>`` of an embedding table of ``rows`` rows (x1's side always
+    signed): lookups compared in pairs, or, where cheaper (small tables), both sides' per-example
+    gradients ``[n, c, rows, F]`` scattered, signed and contracted."""
+    (n1, u1), (n2, u2) = ids1.shape, ids2.shape
+    c = d1.shape[1]
+    if n1 * n2 * u1 * u2 <= (n1 + n2) * rows + n1 * n2 * c * rows:
+        same = (ids1[:, :, None, None] == ids2[None, None]).astype(d1.dtype)
+        return _pair_kernel(same, _signed_rows(ids1, d1, eps), _signed_rows(ids2, d2, eps) if sign2 else d2)
+    scatter = jax.vmap(lambda i, d: jnp.zeros((d.shape[0], rows, d.shape[2]), d.dtype).at[:, i].add(d))
+    g1, g2 = adam_sign(scatter(ids1, d1), eps), scatter(ids2, d2)
+    return jnp.einsum("iavf,jbvf->iajb", g1, adam_sign(g2, eps) if sign2 else g2, precision=HIGHEST)
+
+
+def structured_kernel(g, theta, x1, x2, kind: str = "sgd", eps: float = 1e-8):
+    """The ``kind`` kernel ``[n1, c, n2, c]`` of ``g(θ, x)`` (``x2`` None: x1) from the factors of its
+    dense weights and embedding tables, Jacobians for the other leaves (see the module docstring)."""
     free, j1, tapped, f1 = _structured_parts(g, theta, x1)
     _, j2, _, f2 = (free, j1, tapped, f1) if x2 is None else _structured_parts(g, theta, x2)
-    total = contract(j1, j2) if free else 0.0
+    s1, s2 = signs(kind, eps)
+    sign2 = kind == "signgd"
+    total = contract(s1(j1), s2(j2)) if free else 0.0
     uses: dict[int, list[int]] = {}  # leaf -> positions of its tapped equations
     for position, (leaf, _, _) in enumerate(tapped):
         uses.setdefault(leaf, []).append(position)
     for leaf, positions in uses.items():
         if tapped[positions[0]][1] == "dot":
-            total = total + _dot_kernel(*f1[positions[0]], *f2[positions[0]])
+            (h1, d1), (h2, d2) = f1[positions[0]], f2[positions[0]]
+            total = total + (_dot_kernel(h1, d1, h2, d2) if kind == "sgd" else _signed_dot_kernel(h1, d1, h2, d2, sign2, eps))
         else:  # every row lookup of one table: the indices and δ of all uses side by side
             cat = lambda fs, i, axis: jnp.concatenate([fs[p][i] for p in positions], axis=axis)
             rows = theta[leaf].shape[0]
-            total = total + _gather_kernel(cat(f1, 0, 1), cat(f1, 1, 2), cat(f2, 0, 1), cat(f2, 1, 2), rows)
+            factors = (cat(f1, 0, 1), cat(f1, 1, 2), cat(f2, 0, 1), cat(f2, 1, 2))
+            total = total + (_gather_kernel(*factors, rows) if kind == "sgd"
+                             else _signed_gather_kernel(*factors, rows, sign2, eps))
     return total

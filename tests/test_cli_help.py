@@ -3,6 +3,7 @@ described (the compare CLI also: every subset kind, the offline sample, which mo
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 import subprocess
@@ -81,3 +82,25 @@ def test_the_code_passes_ruff() -> None:
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "ntk_lab", "icl_bayes", "experiments",
                            "benchmarks", "tests"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_every_cli_keeps_compiled_programs_unless_the_user_chose_a_folder(tmp_path, monkeypatch) -> None:
+    """``cli_main`` turns JAX's persistent compilation cache on in ``$NTK_LAB_CACHE/xla``; a folder the
+    user chose (``JAX_COMPILATION_CACHE_DIR``, as this test session does) is kept."""
+    import jax
+
+    from ntk_lab.cli import cli_main
+
+    seen = []
+    run = cli_main(lambda argv: seen.append(jax.config.jax_compilation_cache_dir))
+    chosen = jax.config.jax_compilation_cache_dir
+    run(None)
+    assert seen[-1] == chosen and chosen == os.environ["JAX_COMPILATION_CACHE_DIR"]
+    monkeypatch.setenv("NTK_LAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        run(None)
+        assert seen[-1] == str(tmp_path / "xla") and (tmp_path / "xla").is_dir()
+    finally:
+        jax.config.update("jax_compilation_cache_dir", chosen)

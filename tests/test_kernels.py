@@ -23,7 +23,7 @@ from ntk_lab.kernels import (
 )
 from ntk_lab.pytrees import count_params, path_names, restrict
 from ntk_lab.sketch import sketch_error_std, sketch_kernel
-from ntk_lab.structured import _dot_kernel, _taps
+from ntk_lab.structured import _dot_kernel, _signed_gather_kernel, _taps
 
 SIGN_EPS = 1e-8  # Adam's ε: |g| <= ε has no sign (see jacobians.adam_sign)
 
@@ -267,11 +267,12 @@ def test_factor_kernel_is_the_gram_of_the_outer_product_gradients_x64(u: int, k:
         assert rel_err(_dot_kernel(*map(jnp.asarray, (h1, d1, h2, d2))), expected) < 1e-12
 
 
-def test_structured_taps_the_dense_weights_and_embedding_tables_of_the_tiny_lm(tiny_x64) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_structured_taps_the_dense_weights_and_embedding_tables_of_the_tiny_lm(tiny_x64, kind: str) -> None:
     """In f's jaxpr of the tiny RoBERTa the structured implementation finds the 13 dense kernels (2
     layers x (q, k, v, attention out, FFN in, FFN out) and the LM head's dense) and the row lookups of
     the word (input ids and label rows), position and token-type tables and the decoder bias; with
-    every parameter moving, its kernel matches the explicit Jacobians' to 1e-10 (x64)."""
+    every parameter moving, each kind's kernel matches the explicit Jacobians' to 1e-10 (x64)."""
     f, params, x1, x2, _ = tiny_x64
     g, theta = restrict(f, params, None)
     names = ["/".join(path_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -283,9 +284,34 @@ def test_structured_taps_the_dense_weights_and_embedding_tables_of_the_tiny_lm(t
         assert len(dots) == 13 and all(name.endswith("kernel") for name in dots), dots
         assert len(gathers) == 5 and len(set(gathers)) == 4, gathers  # the word table twice
         assert sum("word_embeddings" in n for n in gathers) == 2, gathers
-        got = entk_fn(f, implementation="structured")(params, x1, x2)
-        expected = entk_fn(f, implementation="jacobian")(params, x1, x2)
+        got = entk_fn(f, kind=kind, implementation="structured")(params, x1, x2)
+        expected = entk_fn(f, kind=kind, implementation="jacobian")(params, x1, x2)
     assert rel_err(got, np.asarray(expected)) < 1e-10
+
+
+@pytest.mark.parametrize("kind", ["signgd", "asigngd"])
+@pytest.mark.parametrize("rows", [6, 10_000])
+def test_signed_embedding_kernel_counts_each_row_once_x64(kind: str, rows: int) -> None:
+    """An embedding table's sign kernel from its lookups equals the Gram of the explicit per-example
+    gradients (scattered, then signed), with tokens repeated within an example: as token pairs (a
+    large table) and scattered (a small one)."""
+    n1, n2, c, u, f = 4, 3, 2, 7, 5
+    rng = np.random.default_rng(0)
+    ids1, ids2 = rng.integers(0, 6, (n1, u)), rng.integers(0, 6, (n2, u))
+    d1, d2 = rng.normal(size=(n1, c, u, f)), rng.normal(size=(n2, c, u, f))
+    assert any(len(set(row)) < u for row in ids1)  # repeats within an example
+
+    def gradients(ids, d):  # [n, c, rows, F]
+        g = np.zeros((len(ids), c, rows, f))
+        for i in range(len(ids)):
+            np.add.at(g[i], (slice(None), ids[i]), d[i])
+        return g
+
+    g1, g2 = np.sign(gradients(ids1, d1)), gradients(ids2, d2)
+    expected = np.einsum("iarf,jbrf->iajb", g1, np.sign(g2) if kind == "signgd" else g2)
+    with jax.enable_x64(True):
+        got = _signed_gather_kernel(*map(jnp.asarray, (ids1, d1, ids2, d2)), rows, kind == "signgd", 1e-8)
+    assert rel_err(got, expected) < 1e-12
 
 
 def test_bad_arguments() -> None:
@@ -304,16 +330,54 @@ def test_auto_follows_its_rule_and_gives_the_exact_kernel() -> None:
     """The rule at its thresholds, what a call chooses, and the kernel it returns."""
     assert auto_implementation("sgd", AUTO_STRUCTURED_PARAMS - 1, 16, 64, 2) == "jacobian"
     assert auto_implementation("sgd", AUTO_STRUCTURED_PARAMS, 16, 64, 2) == "structured"
-    fits = AUTO_JACOBIAN_BYTES // (4 * 2 * (16 + 64))
-    assert auto_implementation("asigngd", fits, 16, 64, 2) == "jacobian"
-    assert auto_implementation("signgd", fits + 1, 16, 64, 2) == "streamed"
+    fits = AUTO_JACOBIAN_BYTES // (4 * 2 * (16 + 872))  # the paper's kernel: 16 train x 872 test
+    assert fits < AUTO_STRUCTURED_PARAMS
+    assert auto_implementation("asigngd", fits, 16, 872, 2) == "jacobian"
+    assert auto_implementation("signgd", fits + 1, 16, 872, 2) == "structured"
+    assert auto_implementation("sgd", fits + 1, 16, 872, 2) == "jacobian"
+    for kind in KINDS:
+        assert auto_implementation(kind, AUTO_STRUCTURED_PARAMS, 1, 1, 1) == "structured"
     small = mlp_init(jax.random.PRNGKey(0), [5, 16, 2], jnp.float32)
     big = mlp_init(jax.random.PRNGKey(0), [5, 1024, 1024, 2], jnp.float32)  # 1.06M parameters
     x1, x2 = jax.random.normal(jax.random.PRNGKey(1), (3, 5)), jax.random.normal(jax.random.PRNGKey(2), (4, 5))
     assert entk_fn(mlp, implementation="auto").choose(small, x1, x2) == "jacobian"
     assert entk_fn(mlp, implementation="auto").choose(big, x1, x2) == "structured"
-    assert entk_fn(mlp, kind="asigngd", implementation="auto").choose(big, x1, x2) == "jacobian"
+    assert entk_fn(mlp, kind="asigngd", implementation="auto").choose(big, x1, x2) == "structured"
+    assert entk_fn(mlp, kind="asigngd", implementation="auto").choose(small, x1, x2) == "jacobian"
     for kind in KINDS:
         got = entk_fn(mlp, kind=kind, implementation="auto", binary=True)(big, x1, x2)
         want = entk_fn(mlp, kind=kind, implementation="streamed", binary=True)(big, x1, x2)
         assert got.shape == (3, 1, 4, 1) and rel_err(got, want) < 1e-5, kind
+
+
+def _dot_precisions(jaxpr) -> list:
+    """The ``precision`` of every ``dot_general`` in ``jaxpr`` and the jaxprs nested in its equations."""
+    found = []
+    for e in jaxpr.eqns:
+        if e.primitive.name == "dot_general":
+            found.append(e.params["precision"])
+        for value in e.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found.extend(_dot_precisions(inner))
+    return found
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_precision_policy_traces_every_product_in_float32(implementation: str) -> None:
+    """Whatever the caller's default matmul precision (here bfloat16, as a TPU's), every product in
+    the kernel's programs, the model's passes and the contractions, is traced at HIGHEST (full
+    float32); ``precision="default"`` leaves the caller's setting to the model's products."""
+    params = mlp_init(jax.random.PRNGKey(8), [6, 8, 2], jnp.float32)
+    x1, x2 = jnp.ones((3, 6)), jnp.ones((2, 6))
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    kind = "sgd" if implementation in SGD_ONLY else "asigngd"
+    for precision, expect_all_highest in (("float32", True), ("default", False)):
+        kernel = entk_fn(mlp, kind=kind, implementation=implementation, chunk=2, precision=precision)
+        with jax.default_matmul_precision("bfloat16"):
+            found = _dot_precisions(jax.make_jaxpr(kernel)(params, x1, x2).jaxpr)
+        assert found, "no dot_general traced"
+        assert all(p == highest for p in found) == expect_all_highest, (precision, found)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        entk_fn(mlp, precision="float16")
