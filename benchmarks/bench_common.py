@@ -5,6 +5,13 @@ import time
 from collections.abc import Callable
 
 SIZES = {"mlp": (16, 16), "tiny": (16, 16), "bert-base": (4, 4)}  # (n1, n2) of each benchmark model
+ROBERTA_SHAPES = {  # RobertaConfig numbers of the random RoBERTas of entk_torch.py and precision.py
+    "tiny": dict(vocab_size=1320, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
+    "small": dict(vocab_size=8192, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=512),
+    "base": dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072),  # roberta-base: 124.7M parameters
+}
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
