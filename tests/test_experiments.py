@@ -1,0 +1,83 @@
+"""The pretraining-scale experiment (issue 18): its code path end to end on the tiny model, and its
+table, crossover and figure from a results JSON alone (so committed GPU results render anywhere)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import matplotlib
+import pytest
+
+from experiments import pretraining_scale
+from ntk_lab.errors import NtkLabError
+
+matplotlib.use("Agg")
+
+
+def _cell(model: str, tokens: float, prompt: bool, kernel: float, ft: float) -> dict:
+    stats = lambda mean: {"mean": mean, "std": 0.01, "per_seed": [mean - 0.01, mean + 0.01]}
+    return {"model": model, "checkpoint": model, "tokens": tokens, "task": "sst2", "k": 16, "prompt": prompt,
+            "seeds": [13, 42],
+            "methods": {"zero-shot": stats(0.5), "kernel-sgd": stats(kernel), "ft-sgd": stats(ft),
+                        "kernel-asigngd": stats(kernel - 0.1), "ft-adam": stats(ft)},
+            "diagnostics": {key: {m: {"mean": 0.5, "std": 0.0} for m in ("kernel-sgd", "kernel-asigngd", "ft-sgd", "ft-adam")}
+                            for key in pretraining_scale.KEYS},
+            "config": {}}
+
+
+def test_crossover_table_and_figure_from_the_json_alone(tmp_path) -> None:
+    """With a prompt the SGD kernel's gap to fine-tuning is 0.10, 0.03, 0.015 at 0, 1M and 10M tokens:
+    it comes within 2 points from 10M tokens; without a prompt, and for A-SignGD (0.1 lower), never."""
+    cells = [_cell("random", 0.0, True, 0.50, 0.60), _cell("m-1e6", 1e6, True, 0.60, 0.63),
+             _cell("m-1e7", 1e7, True, 0.685, 0.70), _cell("random", 0.0, False, 0.5, 0.7),
+             _cell("m-1e6", 1e6, False, 0.5, 0.7), _cell("m-1e7", 1e7, False, 0.5, 0.7)]
+    crossover = pretraining_scale.crossover(cells)
+    found = {(x["prompt"], x["kernel"]): x["within_from_tokens"] for x in crossover}
+    assert found == {(True, "kernel-sgd"): 1e7, (True, "kernel-asigngd"): None,
+                     (False, "kernel-sgd"): None, (False, "kernel-asigngd"): None}
+    gaps = next(x["gaps"] for x in crossover if x["prompt"] and x["kernel"] == "kernel-sgd")
+    assert [t for t, _ in gaps] == [0.0, 1e6, 1e7] and gaps[0][1] == pytest.approx(0.1)
+    result = json.loads(json.dumps({"command": "c", "commit": "x", "machine": "m", "data_dir": "d",
+                                    "cells": cells, "crossover": crossover}))
+    rows = pretraining_scale.rows(result)
+    assert len(rows) == 6 * 2 + 4
+    assert ("sst2 k=16, prompt: kernel-sgd within 0.02 of ft-sgd", "from 10M tokens",
+            "Malladi et al.: with pretraining and a prompt") in rows
+    assert rows[-1][1] == "not within the range measured"
+    fig = pretraining_scale.figure(result)
+    axes = fig.get_axes()
+    assert len(axes) == 4 and [t.get_text() for t in axes[0].get_xticklabels()] == ["random", "1M", "10M"]
+    prompt_kernel = next(line for line in axes[0].get_lines() if line.get_label() == "kernel-sgd")
+    assert list(prompt_kernel.get_ydata()) == [0.50, 0.60, 0.685]
+    fig.savefig(tmp_path / "scale.png")
+
+
+def test_checkpoints_parse_and_bad_ones_are_one_line() -> None:
+    assert pretraining_scale.parse_checkpoints("random,miniberta-small@26.2e6,big=/a/b/model@1e8") == [
+        ("random", "", 0.0), ("miniberta-small", "miniberta-small", 26.2e6), ("big", "/a/b/model", 1e8)]
+    for bad, says in (("random", "names no pretrained checkpoint"), ("tiny", r"is not \[LABEL=\]MODEL@TOKENS"),
+                      ("tiny@many", "is not"), ("tiny@-1", "is not")):
+        with pytest.raises(NtkLabError, match=says):
+            pretraining_scale.parse_checkpoints(bad)
+
+
+def test_the_experiment_end_to_end_on_the_tiny_model(tmp_path) -> None:
+    """The tiny model and its random initialisation with the prompt, one seed (notebook 7 runs both
+    prompt settings): every cell has every method and diagnostic, and the crossover compares both
+    kernels at both scales."""
+    args = SimpleNamespace(**{**pretraining_scale.DEFAULTS, "checkpoints": "random,tiny@1e4", "seeds": "13",
+                              "prompt": "prompt",
+                              "test_cap": 16, "steps": 4, "eval_every": 2, "lr_sgd": "1e-2", "lr_adam": "1e-3",
+                              "out": str(tmp_path)})
+    result = pretraining_scale.compute(args)
+    assert sorted((c["model"], c["tokens"], c["prompt"]) for c in result["cells"]) == [("random", 0.0, True),
+                                                                                       ("tiny", 1e4, True)]
+    for c in result["cells"]:
+        assert set(c["methods"]) >= {"kernel-sgd", "kernel-asigngd", "ft-sgd", "ft-adam"}
+        assert all(len(m["per_seed"]) == 1 and 0 <= m["mean"] <= 1 for m in c["methods"].values())
+        assert set(c["diagnostics"]["agreement"]) == {"kernel-sgd", "kernel-asigngd"}
+        assert c["config"]["no_prompt"] is not c["prompt"] and c["config"]["model"] == c["checkpoint"]
+    assert len(result["crossover"]) == 2 and all(len(x["gaps"]) == 2 for x in result["crossover"])
+    assert result["command"].startswith("python -m experiments.pretraining_scale")
+    json.dumps(result)
