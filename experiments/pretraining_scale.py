@@ -16,7 +16,7 @@ the table is one such run; its config, this command and the commit are in the JS
 
 The table and the figure are made from the JSON alone (``rows``, ``figure``), so committed results
 render anywhere. ``crossover`` says, per task, k and prompt, from which scale on each kernel predictor
-comes within 2 points of its fine-tuning, or that it does not within the range measured.
+stays within 2 points of its fine-tuning, or that it does not within the range measured.
 """
 
 from __future__ import annotations
@@ -107,9 +107,9 @@ def compute(args: Any) -> dict[str, Any]:
 
 
 def crossover(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (task, k, prompt) and (kernel, fine-tuning) pair: the fewest pretraining tokens at which the
-    kernel predictor's mean accuracy is within ``WITHIN`` of the fine-tuning's (``None``: at no scale
-    measured), and the gap at every scale."""
+    """Per (task, k, prompt) and (kernel, fine-tuning) pair: the fewest pretraining tokens from which on
+    (at that scale and every larger one measured) the kernel predictor's mean accuracy is within
+    ``WITHIN`` of the fine-tuning's (``None``: not at the largest scale), and the gap at every scale."""
     out = []
     groups = sorted({(c["task"], c["k"], c["prompt"]) for c in cells}, key=lambda g: (g[0], g[1], not g[2]))
     for task, k, prompt in groups:
@@ -118,7 +118,11 @@ def crossover(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for kernel, ft in PAIRS:
             gaps = [(c["tokens"], c["methods"][ft]["mean"] - c["methods"][kernel]["mean"]) for c in group
                     if kernel in c["methods"] and ft in c["methods"]]
-            within = next((t for t, gap in gaps if abs(gap) <= WITHIN), None)
+            within = None
+            for tokens, gap in reversed(gaps):  # from the largest scale down, while within
+                if abs(gap) > WITHIN:
+                    break
+                within = tokens
             out.append({"task": task, "k": k, "prompt": prompt, "kernel": kernel, "fine_tuning": ft,
                         "within_from_tokens": within, "gaps": gaps})
     return out
