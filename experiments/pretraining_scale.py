@@ -195,7 +195,8 @@ def figure(result: dict[str, Any]) -> Any:
             ax.set_xlabel("pretraining tokens", fontsize=8)
         axes[row, 0].axhline(0.5 if task != "agnews" else 0.25, color="gray", lw=0.5)
         axes[row, 0].legend(fontsize=6, ncol=2)
-        axes[row, 1].legend(fontsize=6)
+        for col in (1, 2, 3):
+            axes[row, col].legend(fontsize=6)
     fig.tight_layout()
     return fig
 
