@@ -115,11 +115,14 @@ def run(args) -> dict:
                       "length": args.length, "jax_backend": jax.default_backend(),
                       "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
                       "torch": torch.__version__, "jax": jax.__version__}
+    save = lambda: _write(args.out, {**meta, "command": "python benchmarks/entk_torch.py " + " ".join(args.argv),
+                                     "cases": rows})  # after every row: a timeout keeps what finished
     for kind in args.kinds.split(","):
         baseline = torch_kernel_fn(model, classifier.label_ids, kind, device)
         first, best, expected = first_and_best(lambda: baseline(as_torch(x1), as_torch(x2)))
         rows.append({"kind": kind, "implementation": "LM-Kernel-FT (torch.func)", "first_call_s": first, "seconds": best})
         print(_line(rows[-1]), flush=True)
+        save()
         for implementation in args.implementations.split(","):
             kernel = entk_fn(classifier, kind=kind, implementation=implementation)
             first, best, out = first_and_best(lambda: kernel(lm.params, as_jax(x1), as_jax(x2)).block_until_ready())
@@ -128,10 +131,17 @@ def run(args) -> dict:
                          "speedup": rows[_baseline_index(rows, kind)]["seconds"] / best,
                          "rel_diff_vs_baseline": float(np.linalg.norm(got - expected) / np.linalg.norm(expected))})
             print(_line(rows[-1]), flush=True)
+            save()
         if args.tiles:
             rows.append(_tiled(args, kind, baseline, classifier, lm, as_jax, as_torch))
             print(_line(rows[-1]), flush=True)
+            save()
     return {**meta, "command": "python benchmarks/entk_torch.py " + " ".join(args.argv), "cases": rows}
+
+
+def _write(out: str, result: dict) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2))
 
 
 def _baseline_index(rows: list[dict], kind: str) -> int:
@@ -181,9 +191,7 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "entk_torch.json"))
     args = p.parse_args()
     args.argv = sys.argv[1:]
-    result = run(args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    _write(args.out, run(args))
     print(f"wrote {args.out}")
 
 

@@ -62,7 +62,7 @@ def run(args) -> dict:
     import numpy as np
 
     from ntk_lab.jacobians import adam_sign, per_example_jacobian
-    from ntk_lab.kernels import PRECISIONS, entk_fn, matmul_precision
+    from ntk_lab.kernels import entk_fn, matmul_precision
     from ntk_lab.pytrees import count_params, restrict, take_examples
 
     lm, classifier, x = classifier_and_inputs(args.size, args.n1 + args.n2, args.length)
@@ -70,7 +70,7 @@ def run(args) -> dict:
     rows = []
     for kind in args.kinds.split(","):
         reference = None
-        for precision in PRECISIONS:
+        for precision in args.precisions.split(","):
             kernel = entk_fn(classifier, kind=kind, implementation=args.implementation, precision=precision)
             _, seconds, out = first_and_best(lambda: kernel(lm.params, x1, x2).block_until_ready())
             got = np.asarray(out, np.float64)
@@ -101,6 +101,8 @@ def _line(r: dict) -> str:
 def main() -> None:
     import sys
 
+    from ntk_lab.kernels import PRECISIONS
+
     p = parser("python benchmarks/precision.py", __doc__.split("\n\n")[0], error_type=None)
     p.add_argument("--size", default="base", choices=tuple(ROBERTA_SHAPES), help="the RoBERTa's shape (random weights)")
     p.add_argument("--n1", type=int, default=16, help="x1 (train) examples")
@@ -108,8 +110,11 @@ def main() -> None:
     p.add_argument("--length", type=int, default=64, help="tokens per example")
     p.add_argument("--kinds", default="sgd,asigngd", help="kernels, comma-separated")
     p.add_argument("--implementation", default="structured", help="the eNTK implementation")
+    p.add_argument("--precisions", default=",".join(PRECISIONS), help="the modes, float32 first (the reference)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "precision.json"))
     args = p.parse_args()
+    if not args.precisions.startswith("float32"):
+        p.error("--precisions must start with float32, the reference the others are compared with")
     args.argv = sys.argv[1:]
     result = run(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
