@@ -31,3 +31,30 @@ def first_and_best(fn: Callable[[], object], least: int = 2, seconds: float = 1.
         t, result = timed(fn)
         best, spent, calls = min(best, t), spent + t, calls + 1
     return first, best, result
+
+
+def roberta_case_args(p) -> None:
+    """The options of entk_torch.py and precision.py that pick the random RoBERTa and its inputs."""
+    p.add_argument("--size", default="base", choices=tuple(ROBERTA_SHAPES), help="the RoBERTa's shape (random weights)")
+    p.add_argument("--n1", type=int, default=16, help="x1 (train) examples")
+    p.add_argument("--n2", type=int, default=64, help="x2 (test) examples")
+    p.add_argument("--length", type=int, default=64, help="tokens per example")
+    p.add_argument("--kinds", default="sgd,asigngd", help="kernels, comma-separated")
+
+
+def sst2_prompts(tokenizer, n: int, length: int) -> dict:
+    """``n`` prompts of the offline SST-2 sample (repeated as needed), encoded with ``tokenizer`` and
+    padded to ``length`` tokens (``ntk_lab.prompts.encode``'s dict of numpy arrays)."""
+    import numpy as np
+
+    from ntk_lab.prompts import encode
+    from ntk_lab.tasks import TASKS, load_task_data
+
+    task = TASKS["sst2"]
+    train, test = load_task_data(task, "sample")
+    examples = (train + test) * (-(-n // len(train + test)))
+    batch = encode(task, examples[:n], tokenizer, max_length=length)
+    pad = length - batch["input_ids"].shape[1]
+    batch["input_ids"] = np.pad(batch["input_ids"], ((0, 0), (0, pad)), constant_values=tokenizer.pad_token_id)
+    batch["attention_mask"] = np.pad(batch["attention_mask"], ((0, 0), (0, pad)))
+    return batch

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import ROBERTA_SHAPES, first_and_best
+from bench_common import ROBERTA_SHAPES, first_and_best, roberta_case_args, sst2_prompts
 
 from ntk_lab.cli import parser
 
@@ -37,13 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def build(size: str, folder: Path, n: int, length: int):
     """A random RoBERTa of ``size`` saved in ``folder`` (torch, with the tiny tokenizer), our loaded
     copy, and ``n`` encoded SST-2 prompts padded to ``length``: ``(torch_model, lm, classifier, batch)``."""
-    import numpy as np
     import torch
     from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
 
     from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import PromptedClassifier, encode
-    from ntk_lab.tasks import TASKS, load_task_data
+    from ntk_lab.prompts import PromptedClassifier
+    from ntk_lab.tasks import TASKS
     from ntk_lab.tiny import build_tiny
 
     torch.manual_seed(0)
@@ -53,14 +52,8 @@ def build(size: str, folder: Path, n: int, length: int):
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(build_tiny("tiny")).save_pretrained(folder)
     lm = load_masked_lm(str(folder))
-    task = TASKS["sst2"]
-    train, test = load_task_data(task, "sample")
-    examples = (train + test) * (-(-n // len(train + test)))
-    batch = encode(task, examples[:n], lm.tokenizer, max_length=length)
-    pad = length - batch["input_ids"].shape[1]
-    batch["input_ids"] = np.pad(batch["input_ids"], ((0, 0), (0, pad)), constant_values=lm.tokenizer.pad_token_id)
-    batch["attention_mask"] = np.pad(batch["attention_mask"], ((0, 0), (0, pad)))
-    return model, lm, PromptedClassifier.for_task(lm, task), batch
+    batch = sst2_prompts(lm.tokenizer, n, length)
+    return model, lm, PromptedClassifier.for_task(lm, TASKS["sst2"]), batch
 
 
 def torch_kernel_fn(model, label_ids, kind: str, device: str):
@@ -180,11 +173,7 @@ def main() -> None:
     import sys
 
     p = parser("python benchmarks/entk_torch.py", __doc__.split("\n\n")[0], error_type=None)
-    p.add_argument("--size", default="base", choices=tuple(ROBERTA_SHAPES), help="the RoBERTa's shape (random weights)")
-    p.add_argument("--n1", type=int, default=16, help="x1 (train) examples")
-    p.add_argument("--n2", type=int, default=64, help="x2 (test) examples")
-    p.add_argument("--length", type=int, default=64, help="tokens per example")
-    p.add_argument("--kinds", default="sgd,asigngd", help="kernels, comma-separated")
+    roberta_case_args(p)
     p.add_argument("--implementations", default="jacobian,structured", help="ours, comma-separated")
     p.add_argument("--tiles", action="store_true", help="also the paper's 32 x 872 kernel in tiles (the last implementation)")
     p.add_argument("--tile", type=int, default=128, help="test examples per tile")

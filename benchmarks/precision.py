@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench_common import ROBERTA_SHAPES, first_and_best
+from bench_common import ROBERTA_SHAPES, first_and_best, roberta_case_args, sst2_prompts
 
 from ntk_lab.cli import parser
 
@@ -30,14 +30,13 @@ def classifier_and_inputs(size: str, n: int, length: int):
     tokenizer's ids) and ``n`` prompts padded to ``length``: ``(lm, classifier, batch)``."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
     from transformers import RobertaConfig
 
     from ntk_lab.models import load_masked_lm
     from ntk_lab.models.checkpoint import LoadedMaskedLM
     from ntk_lab.models.encoder import EncoderConfig, MaskedLM
-    from ntk_lab.prompts import INPUT_KEYS, PromptedClassifier, encode
-    from ntk_lab.tasks import TASKS, load_task_data
+    from ntk_lab.prompts import INPUT_KEYS, PromptedClassifier
+    from ntk_lab.tasks import TASKS
 
     hf = RobertaConfig(**ROBERTA_SHAPES[size], max_position_embeddings=length + 2, type_vocab_size=1, pad_token_id=1,
                        layer_norm_eps=1e-5)
@@ -47,14 +46,8 @@ def classifier_and_inputs(size: str, n: int, length: int):
     tokenizer = load_masked_lm("tiny").tokenizer
     lm = LoadedMaskedLM(f"roberta-{size}-shape", config, hf, module.init(jax.random.PRNGKey(0), ids, ids + 1)["params"],
                         tokenizer, module)
-    task = TASKS["sst2"]
-    train, test = load_task_data(task, "sample")
-    examples = (train + test) * (-(-n // len(train + test)))
-    batch = encode(task, examples[:n], tokenizer, max_length=length)
-    pad = length - batch["input_ids"].shape[1]
-    batch["input_ids"] = np.pad(batch["input_ids"], ((0, 0), (0, pad)), constant_values=tokenizer.pad_token_id)
-    batch["attention_mask"] = np.pad(batch["attention_mask"], ((0, 0), (0, pad)))
-    return lm, PromptedClassifier.for_task(lm, task), {k: jnp.asarray(batch[k]) for k in INPUT_KEYS}
+    batch = sst2_prompts(tokenizer, n, length)
+    return lm, PromptedClassifier.for_task(lm, TASKS["sst2"]), {k: jnp.asarray(batch[k]) for k in INPUT_KEYS}
 
 
 def run(args) -> dict:
@@ -104,11 +97,7 @@ def main() -> None:
     from ntk_lab.kernels import PRECISIONS
 
     p = parser("python benchmarks/precision.py", __doc__.split("\n\n")[0], error_type=None)
-    p.add_argument("--size", default="base", choices=tuple(ROBERTA_SHAPES), help="the RoBERTa's shape (random weights)")
-    p.add_argument("--n1", type=int, default=16, help="x1 (train) examples")
-    p.add_argument("--n2", type=int, default=64, help="x2 (test) examples")
-    p.add_argument("--length", type=int, default=64, help="tokens per example")
-    p.add_argument("--kinds", default="sgd,asigngd", help="kernels, comma-separated")
+    roberta_case_args(p)
     p.add_argument("--implementation", default="structured", help="the eNTK implementation")
     p.add_argument("--precisions", default=",".join(PRECISIONS), help="the modes, float32 first (the reference)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "precision.json"))
