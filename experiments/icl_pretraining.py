@@ -30,8 +30,9 @@ from icl_bayes.pretrain import Pretrainer, pretrain
 from icl_bayes.rates import loglog_slope
 
 
-def trained(model: LinearICL, T: int, steps: int, depth: int, seed: int, prompts: int = 0) -> Pretrainer:
-    trainer = Pretrainer(width=32, depth=depth, heads=4, lr=2e-3, d=model.d, T=T, seed=seed)
+def trained(model: LinearICL, T: int, steps: int, depth: int, seed: int, prompts: int = 0,
+            loss: str = "mse") -> Pretrainer:
+    trainer = Pretrainer(width=32, depth=depth, heads=4, lr=2e-3, d=model.d, T=T, seed=seed, loss=loss)
     pool = None
     if prompts:
         fixed = model.sample(prompts, T, seed=stream(seed, "pool"))

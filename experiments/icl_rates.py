@@ -10,8 +10,10 @@
    grows as ``(d/2) log T``, so the average falls as ``d log T / T`` (slope about -0.84 at d = 4, T <= 400).
 3. The decomposition: because BMA is the posterior mean, ``E[y | prompt] = ŷ_BMA``, so for any
    predictor ``E(ŷ - y)² = E(ŷ_BMA - y)² + E(ŷ - ŷ_BMA)²`` (the cross term has mean zero). Measured for a
-   pretrained transformer: ICL error = BMA error + pretraining error. (How the pretraining error falls
-   with depth and data: ``experiments.icl_pretraining``.)
+   transformer pretrained by likelihood (T = 16): ICL error = BMA error + pretraining error. (How the
+   pretraining error falls with depth and data: ``experiments.icl_pretraining``.)
+4. The same transformer's cumulative log-loss regret against the oracle: BMA's closed form plus the summed
+   ``KL(BMA's predictive || the transformer's)``, the price of not being Bayes-optimal, in expectation.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import numpy as np
 from experiments import report
 from experiments.icl_pretraining import trained
 from icl_bayes import bma
-from icl_bayes.evaluate import regret
-from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL, stream
+from icl_bayes.evaluate import predictive_regret, regret
+from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL, Prompts, stream
+from icl_bayes.pretrain import Pretrainer
 from icl_bayes.rates import (
     Z95,
     average,
@@ -94,12 +97,9 @@ def regrets(d: int, T: int, sigma: float, trials: int, seed: int, m: int = 16, r
                        "bound_holds_on_every_prompt": bool(np.all(sim_f <= bound + 1e-9))}}
 
 
-def decomposition(d: int, T: int, sigma: float, steps: int, trials: int, seed: int) -> dict[str, Any]:
+def decomposition(test: Prompts, sigma: float, tf: np.ndarray, steps: int) -> dict[str, Any]:
     """``E(ŷ_tf - y)²`` against ``E(ŷ_BMA - y)² + E(ŷ_tf - ŷ_BMA)²``, and the cross term's mean with its interval."""
-    model = LinearICL(d, sigma, GaussianPrior(1.0))
-    test = model.sample(trials, T, seed=stream(seed, "evaluation", 3))
     reference, _ = bma.gaussian_bma(test.x, test.y, sigma, 1.0)
-    tf = trained(model, T, steps, 2, seed).predict(test.x, test.y)
     per_prompt = lambda a: a[:, 1:].mean(1)
     cross = per_prompt(2 * (tf - reference) * (reference - test.y))
     half = Z95 * cross.std(ddof=1) / np.sqrt(len(cross))
@@ -110,9 +110,27 @@ def decomposition(d: int, T: int, sigma: float, steps: int, trials: int, seed: i
             "steps": steps}
 
 
+def transformer_regret(model: LinearICL, test: Prompts, net: Pretrainer) -> dict[str, Any]:
+    """The likelihood-pretrained transformer's cumulative log-loss regret against the oracle at every T, with
+    its 95% interval, against its expectation: BMA's closed form ``½ E log det(I + τ²/σ² XᵀX)`` plus the
+    summed ``KL(BMA's predictive || the transformer's)`` (``icl_bayes.evaluate.predictive_regret``); the
+    difference of the two, per prompt, has mean zero."""
+    r = predictive_regret(model, test, net.predict(test.x, test.y), net.predictive_variance(test.x, test.y))
+    mean, lo, hi = mean_interval(r["simulated"])
+    diff, diff_lo, diff_hi = mean_interval(r["simulated"] - r["expected"])
+    return {"T": list(range(1, test.T + 1)), "mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
+            "expected": r["expected"].mean(0)[1:].tolist(), "bma_closed_form": r["bma"].mean(0)[1:].tolist(),
+            "kl": r["kl"].mean(0)[1:].tolist(),
+            "simulated_minus_expected": [float(diff[-1]), float(diff_lo[-1]), float(diff_hi[-1])]}
+
+
 def run(d: int = 4, T: int = 200, sigma: float = 0.5, trials: int = 4000, steps: int = 300, seed: int = 0) -> dict[str, Any]:
+    model = LinearICL(d, sigma, GaussianPrior(1.0))
+    test = model.sample(trials, 16, seed=stream(seed, "evaluation", 3))
+    net = trained(model, 16, steps, 2, seed, loss="nll")
     return {"excess": excess_rates(d, T, sigma, trials, seed), "regret": regrets(d, T, sigma, min(trials, 2000), seed),
-            "decomposition": decomposition(d, 16, sigma, steps, trials, seed),
+            "decomposition": decomposition(test, sigma, net.predict(test.x, test.y), steps),
+            "transformer_regret": transformer_regret(model, test, net),
             "config": {"d": d, "T": T, "noise": sigma, "trials": trials, "steps": steps, "seed": seed,
                        "decomposition_T": 16}}
 
@@ -142,6 +160,13 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{dec['pretraining_error']:.4f})"))
     out.append(("cross term 2E(ŷ_tf - ŷ_BMA)(ŷ_BMA - y) [95% interval]",
                 f"{dec['cross_term']:.4f} [{dec['cross_term_interval'][0]:.4f}, {dec['cross_term_interval'][1]:.4f}]", "0"))
+    tr = result["transformer_regret"]
+    out.append((f"transformer's cumulative log-loss regret R_T at T = {tr['T'][-1]} [95% interval]",
+                f"{tr['mean'][-1]:.3f} [{tr['lo'][-1]:.3f}, {tr['hi'][-1]:.3f}]",
+                f"{tr['expected'][-1]:.3f} = BMA's closed form {tr['bma_closed_form'][-1]:.3f} + Σ KL(BMA || transformer) "
+                f"{tr['kl'][-1]:.3f}"))
+    diff = tr["simulated_minus_expected"]
+    out.append(("transformer's regret minus its expectation [95% interval]", f"{diff[0]:.4f} [{diff[1]:.4f}, {diff[2]:.4f}]", "0"))
     return out
 
 
@@ -165,6 +190,10 @@ def figure(result: dict[str, Any]) -> Any:
     axes[1].plot(t, np.asarray(g["upper"]) / t, "k:", label="½ log det(I + τ²/σ² TΣ) / T ~ (d/2) log T / T")
     axes[1].plot(t, f["average_regret"], label=f"finite: simulated (slope {f['average_slope']:.2f})")
     axes[1].plot(t, f["average_bound"], ":", label="finite: log(1/π(w*)) / T")
+    tr = result["transformer_regret"]
+    t_tf = np.asarray(tr["T"])
+    axes[1].plot(t_tf, np.asarray(tr["mean"]) / t_tf, "C3", label="transformer (likelihood-pretrained): simulated")
+    axes[1].plot(t_tf, np.asarray(tr["expected"]) / t_tf, "C3--", label="transformer: BMA's closed form + Σ KL")
     axes[1].set(xscale="log", yscale="log", xlabel="T", ylabel="average log-loss regret R_T / T",
                 title="average regret: 1/T (finite), d log T / T (Gaussian)")
     axes[1].legend(fontsize=7)

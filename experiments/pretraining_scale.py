@@ -106,25 +106,36 @@ def compute(args: Any) -> dict[str, Any]:
             "machine": machine(), "data_dir": args.data_dir, "cells": cells, "crossover": crossover(cells)}
 
 
+def by_scale(group: list[dict[str, Any]], value: Any) -> list[tuple[float, list[float]]]:
+    """``[(tokens, [value(cell) for each checkpoint at that scale])]`` in increasing tokens: checkpoints
+    pretrained on the same number of tokens (other pretraining seeds) are replicates of one scale."""
+    scales: dict[float, list[float]] = {}
+    for c in group:
+        scales.setdefault(c["tokens"], []).append(value(c))
+    return sorted(scales.items())
+
+
 def crossover(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (task, k, prompt) and (kernel, fine-tuning) pair: the fewest pretraining tokens from which on
     (at that scale and every larger one measured) the kernel predictor's mean accuracy is within
-    ``WITHIN`` of the fine-tuning's (``None``: not at the largest scale), and the gap at every scale."""
+    ``WITHIN`` of the fine-tuning's (``None``: not at the largest scale), and the gap at every scale
+    (averaged over the checkpoints of a scale; ``replicate_gaps`` lists each where a scale has several)."""
     out = []
     groups = sorted({(c["task"], c["k"], c["prompt"]) for c in cells}, key=lambda g: (g[0], g[1], not g[2]))
     for task, k, prompt in groups:
-        group = sorted((c for c in cells if (c["task"], c["k"], c["prompt"]) == (task, k, prompt)),
-                       key=lambda c: c["tokens"])
+        group = [c for c in cells if (c["task"], c["k"], c["prompt"]) == (task, k, prompt)]
         for kernel, ft in PAIRS:
-            gaps = [(c["tokens"], c["methods"][ft]["mean"] - c["methods"][kernel]["mean"]) for c in group
-                    if kernel in c["methods"] and ft in c["methods"]]
+            pairs = [c for c in group if kernel in c["methods"] and ft in c["methods"]]
+            scales = by_scale(pairs, lambda c: c["methods"][ft]["mean"] - c["methods"][kernel]["mean"])
+            gaps = [(tokens, sum(values) / len(values)) for tokens, values in scales]
             within = None
             for tokens, gap in reversed(gaps):  # from the largest scale down, while within
                 if abs(gap) > WITHIN:
                     break
                 within = tokens
             out.append({"task": task, "k": k, "prompt": prompt, "kernel": kernel, "fine_tuning": ft,
-                        "within_from_tokens": within, "gaps": gaps})
+                        "within_from_tokens": within, "gaps": gaps,
+                        "replicate_gaps": [(tokens, values) for tokens, values in scales if len(values) > 1]})
     return out
 
 
@@ -144,6 +155,10 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                             f"{a['mean']:.3f} ± {a['std']:.3f} vs {b['mean']:.3f} ± {b['std']:.3f} ({agreement:.3f})",
                             f"kernel regime: within {WITHIN:.2f}, agreement near 1"))
     for x in result["crossover"]:
+        for tokens, values in x.get("replicate_gaps", []):
+            out.append((f"{x['task']} k={x['k']}, {'prompt' if x['prompt'] else 'no prompt'}, {tokens_text(tokens)}: "
+                        f"{x['fine_tuning']} - {x['kernel']} for each of {len(values)} pretraining seeds",
+                        " / ".join(f"{v:+.3f}" for v in values), "the spread between pretraining seeds"))
         where = f"{x['task']} k={x['k']}, {'prompt' if x['prompt'] else 'no prompt'}: {x['kernel']} within {WITHIN:.2f} of {x['fine_tuning']}"
         found = (f"from {tokens_text(x['within_from_tokens'])}" if x["within_from_tokens"] is not None
                  else "not within the range measured")
@@ -154,37 +169,46 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
 def figure(result: dict[str, Any]) -> Any:
     """Rows: (task, k); columns: test accuracy, agreement, per-step linearization error, kernel drift,
     against pretraining tokens (log axis; the random initialisation at the left, labelled); solid
-    with a prompt, dotted without."""
+    with a prompt, dotted without; the line is the mean over a scale's checkpoints, hollow markers
+    each checkpoint where a scale has several (pretraining seeds)."""
     import matplotlib.pyplot as plt
 
     cells = result["cells"]
     groups = sorted({(c["task"], c["k"]) for c in cells})
     positive = sorted({c["tokens"] for c in cells if c["tokens"] > 0})
     x0 = positive[0] / 10 if positive else 1.0
-    xs = lambda group: [c["tokens"] or x0 for c in group]
     colors = {"kernel-sgd": "tab:blue", "ft-sgd": "tab:blue", "kernel-asigngd": "tab:orange", "ft-adam": "tab:orange",
               "zero-shot": "gray"}
     panels = ("test accuracy", "agreement (kernel vs its fine-tuning)", "per-step linearization error", "kernel drift")
     fig, axes = plt.subplots(len(groups), 4, figsize=(15, 3.3 * len(groups)), squeeze=False)
     for row, (task, k) in enumerate(groups):
         for prompt in (True, False):
-            group = sorted((c for c in cells if (c["task"], c["k"], c["prompt"]) == (task, k, prompt)),
-                           key=lambda c: c["tokens"])
+            group = [c for c in cells if (c["task"], c["k"], c["prompt"]) == (task, k, prompt)]
             if not group:
                 continue
             style = dict(ls="-" if prompt else ":", marker="o" if prompt else "x", ms=4)
             suffix = "" if prompt else ", no prompt"
+
+            def curve(ax: Any, value: Any, color: str, **kwargs: Any) -> None:
+                """The mean over each scale's checkpoints, and each checkpoint where a scale has several."""
+                scales = by_scale(group, value)
+                xs = [tokens or x0 for tokens, _ in scales]
+                ax.plot(xs, [sum(v) / len(v) for _, v in scales], color=color, **style, **kwargs)
+                spread = [(x, v) for x, (_, values) in zip(xs, scales) for v in values if len(values) > 1]
+                if spread:
+                    ax.scatter(*zip(*spread), s=12, facecolors="none", edgecolors=color, lw=0.8)
+
             for m in ("zero-shot", "kernel-sgd", "ft-sgd", "kernel-asigngd", "ft-adam"):
                 if all(m in c["methods"] for c in group):
-                    axes[row, 0].plot(xs(group), [c["methods"][m]["mean"] for c in group], color=colors[m],
-                                      alpha=1.0 if m.startswith("kernel") or m == "zero-shot" else 0.55,
-                                      label=f"{m}{suffix}", **{**style, "lw": 2 if m.startswith("kernel") else 1})
+                    curve(axes[row, 0], lambda c: c["methods"][m]["mean"], colors[m], label=f"{m}{suffix}",
+                          alpha=1.0 if m.startswith("kernel") or m == "zero-shot" else 0.55,
+                          lw=2 if m.startswith("kernel") else 1)
             for col, key, methods in ((1, "agreement", ("kernel-sgd", "kernel-asigngd")),
                                       (2, "step_linearization", ("ft-sgd", "ft-adam")),
                                       (3, "kernel_drift", ("ft-sgd", "ft-adam"))):
                 for m in methods:
-                    values = [c["diagnostics"][key].get(m, {}).get("mean", math.nan) for c in group]
-                    axes[row, col].plot(xs(group), values, color=colors[m], label=f"{m}{suffix}", **style)
+                    curve(axes[row, col], lambda c: c["diagnostics"][key].get(m, {}).get("mean", math.nan),
+                          colors[m], label=f"{m}{suffix}")
         for col, title in enumerate(panels):
             ax = axes[row, col]
             ax.set_xscale("log")

@@ -85,8 +85,7 @@ def gaussian_bma(x: np.ndarray, y: np.ndarray, sigma: float, tau: float) -> tupl
 
 def gaussian_regret_closed_form(leverage: np.ndarray) -> np.ndarray:
     """``E[R_t | X] = ½ Σ_{s<t} log(1 + x_sᵀ P_s x_s)`` for t = 0..T, ``[n, T+1]`` (``leverage`` from ``ridge_online``)."""
-    steps = 0.5 * np.log1p(leverage)
-    return np.concatenate([np.zeros((len(steps), 1)), np.cumsum(steps[:, :-1], axis=1)], axis=1)
+    return cumulative(0.5 * np.log1p(leverage))
 
 
 @jax.jit
@@ -126,9 +125,18 @@ def gaussian_log_density(y: np.ndarray, mean: np.ndarray, var: np.ndarray | floa
     return -0.5 * (LOG_2PI + np.log(var) + (y - mean) ** 2 / var)
 
 
+def gaussian_kl(mean0: np.ndarray, var0: np.ndarray, mean1: np.ndarray, var1: np.ndarray) -> np.ndarray:
+    """``KL(N(mean0, var0) || N(mean1, var1)) = ½[log(var1/var0) + (var0 + (mean0 - mean1)²)/var1 - 1]`` elementwise."""
+    return 0.5 * (np.log(var1 / var0) + (var0 + (mean0 - mean1) ** 2) / var1 - 1)
+
+
 def cumulative_regret(log_p_model: np.ndarray, log_p_oracle: np.ndarray) -> np.ndarray:
     """``R_t = Σ_{s<t} [log p_oracle(y_s) - log p_model(y_s)]`` for t = 0..T, ``[n, T+1]``."""
-    steps = log_p_oracle - log_p_model
+    return cumulative(log_p_oracle - log_p_model)
+
+
+def cumulative(steps: np.ndarray) -> np.ndarray:
+    """``Σ_{s<t} steps[:, s]`` for t = 0..T: the sum over the labels before t, ``[n, T+1]``."""
     return np.concatenate([np.zeros((len(steps), 1)), np.cumsum(steps[:, :-1], axis=1)], axis=1)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from icl_bayes import attention, bma
-from icl_bayes.model import LinearICL, Prompts, stream
+from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, Prompts, stream
 from icl_bayes.rates import (
     average,
     fit_range,
@@ -68,6 +68,29 @@ def regret(model: LinearICL, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
     log_oracle = bma.gaussian_log_density(y, bma.oracle(x, prompts.w), model.sigma**2)
     _, log_p = model.prior.predictive(x, y, model.sigma)
     return bma.cumulative_regret(log_p, log_oracle), model.prior.regret_reference(x, y, prompts.w, model.sigma)
+
+
+def predictive_regret(model: LinearICL, prompts: Prompts, mean: np.ndarray, var: np.ndarray) -> dict[str, np.ndarray]:
+    """The cumulative log-loss regret of a predictive ``N(mean, var)`` (``[n, T+1]`` each: a transformer
+    pretrained by likelihood) against the oracle, and what it should be under a Gaussian prior.
+
+    Given the prompt before it, ``y_t`` is distributed as BMA's predictive ``N(ŷ_BMA, v_t)``, so the
+    expected log-loss of any other predictive exceeds BMA's by ``KL(N(ŷ_BMA, v_t) || N(mean_t, var_t))``:
+
+        E[R_T^model | history] = E[R_T^BMA | X] + Σ_{t<T} KL_t,   E[R_T^BMA | X] = ½ Σ_{t<T} log(1 + x_tᵀP_t x_t).
+
+    Returns ``{"simulated": R^model, "expected": the right side, "bma": BMA's closed form,
+    "kl": Σ KL}``, each ``[n, T+1]`` with column t holding the sum over the first t labels.
+    """
+    if not isinstance(model.prior, GaussianPrior):
+        raise InvalidArgument("the regret against BMA's closed form needs a Gaussian prior")
+    x, y = prompts.x, prompts.y
+    bma_mean, bma_var = bma.gaussian_bma(x, y, model.sigma, model.prior.tau)
+    log_oracle = bma.gaussian_log_density(y, bma.oracle(x, prompts.w), model.sigma**2)
+    simulated = bma.cumulative_regret(bma.gaussian_log_density(y, mean, var), log_oracle)
+    closed = bma.gaussian_regret_closed_form(bma_var / model.sigma**2 - 1)
+    kl = bma.cumulative(bma.gaussian_kl(bma_mean, bma_var, mean, var))
+    return {"simulated": simulated, "expected": closed + kl, "bma": closed, "kl": kl}
 
 
 def curves(model: LinearICL, prompts: Prompts, preds: dict[str, np.ndarray], config: dict) -> dict:
@@ -151,6 +174,11 @@ def figures(result: dict, out: Path) -> None:
                 label="½ log det(I + τ²/σ² TΣ) / T ~ (d/2) log T / T")
     if "bound" in r:
         ax.plot(t, np.asarray(r["bound"]) / t, "k--", label="log(1/π(w*)) / T (bound: exactly 1/T)")
+    if "transformer_regret" in result:
+        tr = result["transformer_regret"]
+        ax.plot(t, np.asarray(tr["mean"]) / t, "C3", label="transformer, simulated")
+        ax.fill_between(t, np.asarray(tr["lo"]) / t, np.asarray(tr["hi"]) / t, color="C3", alpha=0.2)
+        ax.plot(t, np.asarray(tr["expected"]) / t, "C3--", label="transformer: BMA's closed form + Σ KL")
     ax.set(xlabel="T", ylabel="average log-loss regret R_T / T", xscale="log", yscale="log",
            title=f"average regret: log-log slope {r['average_slope']:.2f}")
     ax.legend(fontsize=7)

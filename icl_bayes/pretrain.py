@@ -11,7 +11,10 @@ is deterministic; ``DIR/checkpoint.msgpack`` is written atomically every ``--che
 with the settings that determine training (``TRAINING_SETTINGS``), and a rerun with the same settings
 resumes from it (``--steps`` may grow); other settings are one error line, ``--restart`` starts over.
 Then ``DIR/curves.json`` holds the simulate curves with ``transformer`` added, and ``transformer_vs_bma``: the mean of ``(ŷ_transformer - ŷ_BMA)²`` at every T, the
-pretraining error in the paper's decomposition (ICL error = BMA error + pretraining error).
+pretraining error in the paper's decomposition (ICL error = BMA error + pretraining error), and with
+``--loss nll`` under a Gaussian prior ``transformer_regret``: the network's cumulative log-loss regret
+against the oracle beside its expectation, BMA's closed form plus ``Σ KL(BMA || network)``
+(``icl_bayes.evaluate.predictive_regret``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from icl_bayes.evaluate import curves, figures, predictions, print_summary
-from icl_bayes.model import InvalidArgument, LinearICL, stream
+from icl_bayes.evaluate import (
+    curves,
+    figures,
+    predictions,
+    predictive_regret,
+    print_summary,
+)
+from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, stream
+from icl_bayes.rates import mean_interval
 from icl_bayes.simulate import _parser, setup
 from icl_bayes.transformer import ICLTransformer
 from ntk_lab.cli import cli_main
@@ -163,7 +173,9 @@ EPILOG = """outputs, in --out:
                       --checkpoint-every steps); run the same command again to resume, --restart to
                       start over
   curves.json         the simulate curves with 'transformer' added, transformer_vs_bma (the mean of
-                      (ŷ_transformer - ŷ_BMA)² at every T) and the training loss
+                      (ŷ_transformer - ŷ_BMA)² at every T) and the training loss; with --loss nll
+                      and a Gaussian prior, transformer_regret: its cumulative log-loss regret
+                      against the oracle and its expectation, BMA's closed form + Σ KL
   mse.png, excess.png, regret.png  as python -m icl_bayes.simulate draws them
 """
 
@@ -212,6 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     preds["transformer"] = trainer.predict(prompts.x, prompts.y)
     result = curves(model, prompts, preds, config)
     result["transformer_vs_bma"] = np.mean((preds["transformer"] - preds["bma"]) ** 2, axis=0)[1:].tolist()
+    if args.loss == "nll" and isinstance(model.prior, GaussianPrior):
+        r = predictive_regret(model, prompts, preds["transformer"], trainer.predictive_variance(prompts.x, prompts.y))
+        mean, lo, hi = mean_interval(r["simulated"])
+        result["transformer_regret"] = {"mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
+                                        "expected": r["expected"].mean(0)[1:].tolist(), "kl": r["kl"].mean(0)[1:].tolist()}
     result["training"] = {"steps": trainer.step, "steps_per_s": steps_per_s,
                           "loss": trainer.losses[:: max(1, len(trainer.losses) // 200)]}
     (out / "curves.json").write_text(json.dumps(result, indent=1))
@@ -220,6 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     gap = result["transformer_vs_bma"]
     print(f"transformer vs BMA, mean (ŷ_tf - ŷ_bma)²: T=1 {gap[0]:.4f}, T={args.T // 2} {gap[args.T // 2 - 1]:.4f}, "
           f"T={args.T} {gap[-1]:.4f}; {steps_per_s:.1f} steps/s")
+    if "transformer_regret" in result:
+        tr = result["transformer_regret"]
+        print(f"transformer's regret after T={args.T}: simulated {tr['mean'][-1]:.3f} [{tr['lo'][-1]:.3f}, {tr['hi'][-1]:.3f}], "
+              f"expected {tr['expected'][-1]:.3f} = BMA's closed form + Σ KL(BMA || transformer) {tr['kl'][-1]:.3f}")
     print(f"wrote {out / 'curves.json'}, mse.png, excess.png, regret.png, checkpoint.msgpack")
 
 

@@ -54,6 +54,26 @@ def test_crossover_table_and_figure_from_the_json_alone(tmp_path) -> None:
     fig.savefig(tmp_path / "scale.png")
 
 
+def test_a_second_pretraining_seed_is_a_replicate_of_its_scale() -> None:
+    """Two checkpoints at 1M tokens (gaps 0.015 and 0.005) make one scale with the mean gap 0.01, listed
+    per seed; the figure's line goes through the mean and marks each seed."""
+    cells = [_cell("random", 0.0, True, 0.50, 0.60), _cell("m-1e6", 1e6, True, 0.615, 0.63),
+             _cell("m-1e6-seed1", 1e6, True, 0.625, 0.63), _cell("m-1e7", 1e7, True, 0.685, 0.70)]
+    sgd = next(x for x in pretraining_scale.crossover(cells) if x["kernel"] == "kernel-sgd")
+    assert [t for t, _ in sgd["gaps"]] == [0.0, 1e6, 1e7] and sgd["gaps"][1][1] == pytest.approx(0.01)
+    assert sgd["within_from_tokens"] == 1e6
+    (tokens, values), = sgd["replicate_gaps"]
+    assert tokens == 1e6 and values == pytest.approx([0.015, 0.005])
+    result = {"cells": cells, "crossover": pretraining_scale.crossover(cells)}
+    spread = [r for r in pretraining_scale.rows(result) if "pretraining seeds" in r[0]]
+    assert len(spread) == 2 and spread[0][1] == "+0.015 / +0.005"
+    axes = pretraining_scale.figure(result).get_axes()
+    line = next(line for line in axes[0].get_lines() if line.get_label() == "kernel-sgd")
+    assert list(line.get_ydata()) == pytest.approx([0.50, 0.62, 0.685])
+    marked = [c for c in axes[0].collections if len(c.get_offsets()) == 2]
+    assert any(sorted(c.get_offsets()[:, 1]) == pytest.approx([0.615, 0.625]) for c in marked)
+
+
 def test_checkpoints_parse_and_bad_ones_are_one_line() -> None:
     assert pretraining_scale.parse_checkpoints("random,miniberta-small@26.2e6,big=/a/b/model@1e8") == [
         ("random", "", 0.0), ("miniberta-small", "miniberta-small", 26.2e6), ("big", "/a/b/model", 1e8)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from icl_bayes import attention, bma
+from icl_bayes import attention, bma, evaluate
 from icl_bayes.model import FinitePrior, GaussianPrior, InvalidArgument, LinearICL
 from icl_bayes.rates import (
     average,
@@ -116,6 +116,36 @@ def test_gaussian_regret_equals_half_log_det():
     for t in (5, 15, 30):
         m, lo, hi = mean_interval((simulated[:, t] - closed[:, t])[:, None], z)
         assert lo[0] <= 0 <= hi[0], (t, m)
+
+
+def test_gaussian_kl_against_quadrature():
+    from scipy.integrate import quad
+
+    for m0, v0, m1, v1 in ((0.0, 1.0, 0.0, 1.0), (0.3, 0.5, -0.2, 2.0), (1.0, 2.0, 0.5, 0.25)):
+        p, q = norm(m0, np.sqrt(v0)), norm(m1, np.sqrt(v1))
+        numeric = quad(lambda y: p.pdf(y) * (p.logpdf(y) - q.logpdf(y)), -30, 30)[0]
+        assert abs(bma.gaussian_kl(np.array(m0), np.array(v0), np.array(m1), np.array(v1)) - numeric) < 1e-9
+
+
+def test_a_predictive_regret_is_bma_regret_plus_the_summed_kl():
+    """For any predictive N(m, v): E R_T = ½ E log det(I + τ²/σ² XᵀX) + Σ E KL(BMA || N(m, v)); BMA itself has KL 0."""
+    model = LinearICL(d=2, sigma=0.5, prior=GaussianPrior(1.0))
+    prompts = model.sample(20_000, T=12, seed=4)
+    with jax.enable_x64(True):
+        mean, var = bma.gaussian_bma(prompts.x, prompts.y, model.sigma, 1.0)
+        exact = evaluate.predictive_regret(model, prompts, mean, var)
+        own, _ = evaluate.regret(model, prompts)
+        np.testing.assert_allclose(exact["simulated"], own, atol=1e-9)
+        np.testing.assert_allclose(exact["kl"], 0, atol=1e-12)
+        off = evaluate.predictive_regret(model, prompts, mean + 0.3 * np.tanh(prompts.x[..., 0]), 2 * var)
+    assert off["kl"][:, -1].mean() > 1.0  # a visible price, so the check below is not vacuous
+    z = _bonferroni_z(3)
+    for t in (4, 8, 12):
+        _, lo, hi = mean_interval((off["simulated"][:, t] - off["expected"][:, t])[:, None], z)
+        assert lo[0] <= 0 <= hi[0], (t, lo, hi)
+    with pytest.raises(InvalidArgument, match="Gaussian prior"):
+        finite = LinearICL(d=2, sigma=0.5, prior=FinitePrior.draw(4, 2))
+        evaluate.predictive_regret(finite, finite.sample(10, 4), mean[:10, :5], var[:10, :5])
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -97,7 +97,9 @@ def test_likelihood_pretraining_predicts_a_mean_and_a_variance(tmp_path, capsys)
     np.testing.assert_allclose(trainer.predictive_variance(x, y), np.exp(out[..., 1]), rtol=1e-6)
     curves = json.loads((tmp_path / "curves.json").read_text())
     assert curves["config"]["loss"] == "nll" and "transformer" in curves["predictors"]
-    capsys.readouterr()
+    regret = curves["transformer_regret"]  # expected = BMA's closed form + Σ KL >= BMA's closed form
+    assert len(regret["mean"]) == 4 and all(e >= b - 1e-9 for e, b in zip(regret["expected"], curves["closed_form"]["regret"]))
+    assert "transformer's regret after T=4" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli([*common, "--loss", "mse"])
     assert "(loss: --loss nll)" in capsys.readouterr().err
