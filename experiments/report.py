@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ def write(out: str | Path, name: str, result: dict, rows: list[tuple[str, str, s
 def cli(name: str, doc: str, defaults: dict[str, Any], compute: Callable[[argparse.Namespace], dict],
         rows: Callable[[dict], list[tuple[str, str, str]]], figure: Callable[[dict], Any]) -> None:
     """An experiment's command line: ``--key VALUE`` for each of ``defaults`` (typed as its default;
-    ``out`` is the folder), ``result = compute(args)``, then :func:`write` with a headless matplotlib.
+    ``out`` is the folder), ``result = compute(args)`` with its ``provenance``, then :func:`write` with
+    a headless matplotlib.
     Bad arguments and the project's errors are one line (``ntk_lab.cli.cli_main``)."""
     from ntk_lab.cli import cli_main
 
@@ -50,4 +52,14 @@ def _run(name: str, doc: str, defaults: dict[str, Any], compute: Callable[[argpa
 
     matplotlib.use("Agg")
     result = compute(args)
+    result = {**provenance(name, argv), **result}
     write(args.out, name, result, rows(result), figure(result))
+
+
+def provenance(name: str, argv: list[str] | None) -> dict[str, Any]:
+    """``{"command", "commit", "machine"}``: what made a result (``commit`` ends in ``+dirty`` when the
+    checkout differs from it), kept at the head of its JSON."""
+    from ntk_lab.pretrain import git_commit, machine
+
+    args = sys.argv[1:] if argv is None else argv
+    return {"command": " ".join([f"python -m experiments.{name}", *args]), "commit": git_commit(), "machine": machine()}

@@ -32,7 +32,7 @@ import numpy as np
 
 from ntk_lab.cache import write_atomically
 from ntk_lab.errors import NtkLabError
-from ntk_lab.pytrees import num_examples, take_examples
+from ntk_lab.pytrees import batch_rows, num_examples, take_examples
 from ntk_lab.state import digest
 
 
@@ -152,6 +152,10 @@ def compute_kernel(
     """``kernel(params, x1[rows], x2[cols])`` for tiles of ``block`` rows (and ``column_block``
     columns; default all), each saved as it finishes.
 
+    Every tile is computed at one shape, ``min(block, n1)`` x ``min(column_block, n2)`` examples: the
+    last row and column tiles are padded by repeating the last example and the padding is dropped, so
+    the kernel compiles once, not once per ragged edge.
+
     Returns the whole kernel ``[n1, c, n2, c]`` as numpy, read back from the tiles on disk and checked
     against their checksums (a damaged tile is recomputed, at most twice).
     """
@@ -167,9 +171,9 @@ def compute_kernel(
     paths = {(r, c): folder / f"{tile_name(r, c)}.npy" for r in row_starts for c in col_starts}
 
     def compute(r: int, c: int) -> None:
-        rows = np.arange(r, min(r + block, n1))
-        x2_tile = x2 if column_block is None else take_examples(x2, np.arange(c, col_stop(c)))
-        values = np.asarray(kernel(params, take_examples(x1, rows), x2_tile))
+        x1_tile = take_examples(x1, batch_rows(n1, r, min(block, n1)))
+        x2_tile = x2 if column_block is None else take_examples(x2, batch_rows(n2, c, min(column_block, n2)))
+        values = np.asarray(kernel(params, x1_tile, x2_tile))[: min(r + block, n1) - r, :, : col_stop(c) - c]
         check_finite(values, r, c)
         write_tile(paths[r, c], values)
 

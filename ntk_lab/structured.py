@@ -161,20 +161,6 @@ def _dot_kernel(h1, d1, h2, d2) -> jax.Array:
     return jnp.einsum("iakf,jbkf->iajb", g1, g2, precision=HIGHEST)
 
 
-def _gather_kernel(ids1, d1, ids2, d2, rows: int) -> jax.Array:
-    """``Σ_{u,v} [ids1[i,u] = ids2[j,v]] <δ1[i,a,u], δ2[j,b,v]>``: the kernel of an embedding table of
-    ``rows`` rows (its lookups at every use concatenated along u). Token pairs cost ``n1·n2·U²·c²F``;
-    where scattering δ into per-example gradients ``[n, c, rows, F]`` and contracting costs less
-    (small tables), that is done instead."""
-    (n1, u1), (n2, u2) = ids1.shape, ids2.shape
-    c = d1.shape[1]
-    if n1 * n2 * u1 * u2 <= (n1 + n2) * rows + n1 * n2 * c * rows:
-        same = (ids1[:, :, None, None] == ids2[None, None]).astype(d1.dtype)
-        return _pair_kernel(same, d1, d2)
-    scatter = jax.vmap(lambda i, d: jnp.zeros((d.shape[0], rows, d.shape[2]), d.dtype).at[:, i].add(d))
-    return jnp.einsum("iavf,jbvf->iajb", scatter(ids1, d1), scatter(ids2, d2), precision=HIGHEST)
-
-
 def _signed_dot_kernel(h1, d1, h2, d2, sign2: bool, eps: float) -> jax.Array:
     """``<sign G1[i,a], s2(G2[j,b])>`` of one tapped dense weight, ``G[i,a] = Σ_u h[i,u] ⊗ δ[i,a,u]``:
     x1's signed gradients formed from the factors, then x2's formed too (and signed for signgd), or,
@@ -198,18 +184,23 @@ def _signed_rows(ids: jax.Array, delta: jax.Array, eps: float) -> jax.Array:
     return rows / same.sum(-1)[:, None, :, None]
 
 
-def _signed_gather_kernel(ids1, d1, ids2, d2, rows: int, sign2: bool, eps: float) -> jax.Array:
-    """``<sign G1[i,a], s2(G2[j,b])>`` of an embedding table of ``rows`` rows (x1's side always
-    signed): lookups compared in pairs, or, where cheaper (small tables), both sides' per-example
-    gradients ``[n, c, rows, F]`` scattered, signed and contracted."""
+def _gather_kernel(ids1, d1, ids2, d2, rows: int, kind: str = "sgd", eps: float = 1e-8) -> jax.Array:
+    """``<s1(G1[i,a]), s2(G2[j,b])>`` of an embedding table of ``rows`` rows, ``G[i,a][r] = Σ_{u: ids[i,u]
+    = r} δ[i,a,u]`` (its lookups at every use concatenated along u; ``s1, s2`` the ``kind``'s signs).
+    Token pairs ``Σ_{u,v} [ids1[i,u] = ids2[j,v]] <s1 δ1[i,a,u], s2 δ2[j,b,v]>`` cost ``n1·n2·U²·c²F``, a
+    signed side taking ``_signed_rows``; where scattering δ into per-example gradients ``[n, c, rows, F]``
+    and contracting costs less (small tables), that is done instead."""
     (n1, u1), (n2, u2) = ids1.shape, ids2.shape
     c = d1.shape[1]
+    sign1, sign2 = kind != "sgd", kind == "signgd"
     if n1 * n2 * u1 * u2 <= (n1 + n2) * rows + n1 * n2 * c * rows:
         same = (ids1[:, :, None, None] == ids2[None, None]).astype(d1.dtype)
-        return _pair_kernel(same, _signed_rows(ids1, d1, eps), _signed_rows(ids2, d2, eps) if sign2 else d2)
+        rows1 = _signed_rows(ids1, d1, eps) if sign1 else d1
+        return _pair_kernel(same, rows1, _signed_rows(ids2, d2, eps) if sign2 else d2)
     scatter = jax.vmap(lambda i, d: jnp.zeros((d.shape[0], rows, d.shape[2]), d.dtype).at[:, i].add(d))
-    g1, g2 = adam_sign(scatter(ids1, d1), eps), scatter(ids2, d2)
-    return jnp.einsum("iavf,jbvf->iajb", g1, adam_sign(g2, eps) if sign2 else g2, precision=HIGHEST)
+    g1, g2 = scatter(ids1, d1), scatter(ids2, d2)
+    return jnp.einsum("iavf,jbvf->iajb", adam_sign(g1, eps) if sign1 else g1, adam_sign(g2, eps) if sign2 else g2,
+                      precision=HIGHEST)
 
 
 def structured_kernel(g, theta, x1, x2, kind: str = "sgd", eps: float = 1e-8):
@@ -231,6 +222,5 @@ def structured_kernel(g, theta, x1, x2, kind: str = "sgd", eps: float = 1e-8):
             cat = lambda fs, i, axis: jnp.concatenate([fs[p][i] for p in positions], axis=axis)
             rows = theta[leaf].shape[0]
             factors = (cat(f1, 0, 1), cat(f1, 1, 2), cat(f2, 0, 1), cat(f2, 1, 2))
-            total = total + (_gather_kernel(*factors, rows) if kind == "sgd"
-                             else _signed_gather_kernel(*factors, rows, sign2, eps))
+            total = total + _gather_kernel(*factors, rows, kind, eps)
     return total

@@ -102,3 +102,17 @@ def test_the_experiment_end_to_end_on_the_tiny_model(tmp_path) -> None:
     assert len(result["crossover"]) == 2 and all(len(x["gaps"]) == 2 for x in result["crossover"])
     assert result["command"].startswith("python -m experiments.pretraining_scale")
     json.dumps(result)
+
+
+def test_an_experiments_json_records_its_command_commit_and_machine(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    from experiments import report
+    from ntk_lab.pretrain import git_commit
+
+    argv = ["--n", "3", "--out", str(tmp_path)]
+    report._run("demo", "A demonstration.", {"n": 2, "out": "x"}, lambda a: {"n": a.n},
+                lambda r: [("n", str(r["n"]), "3")], lambda r: plt.figure(), argv)
+    saved = json.loads((tmp_path / "demo.json").read_text())
+    assert saved["command"] == f"python -m experiments.demo --n 3 --out {tmp_path}" and saved["n"] == 3
+    assert saved["commit"] == git_commit() and saved["machine"]

@@ -46,15 +46,18 @@ def test_interrupted_run_resumes_to_the_identical_kernel(tmp_path) -> None:
     assert len(list(tmp_path.glob("rows_*.npy"))) == 2 and not list(tmp_path.glob(".*"))
     calls.clear()
     resumed = compute_kernel(flaky, PARAMS, X1, X2, tmp_path, block=3)
-    assert calls == [3, 1]  # only the two missing blocks
+    assert calls == [3, 3]  # only the two missing blocks, the ragged last one padded to the block's shape
     np.testing.assert_array_equal(resumed, compute_kernel(kernel, PARAMS, X1, X2, tmp_path / "fresh", block=3))
     np.testing.assert_allclose(resumed, whole, rtol=0, atol=1e-5 * np.abs(whole).max())  # float32 blocks vs whole
 
 
 def test_row_and_column_tiles_assemble_the_kernel_and_name_nan_columns(tmp_path) -> None:
+    """10 x 4 examples in tiles of 4 x 3: every tile is computed at that one shape (one compilation)."""
     kernel = entk_fn(f)
-    tiled = compute_kernel(kernel, PARAMS, X1, X2, tmp_path / "tiles", block=4, column_block=3)
-    assert len(list((tmp_path / "tiles").glob("rows_*_cols_*.npy"))) == 3 * 2
+    shapes = []
+    counted = lambda p, a, b: shapes.append((len(a), len(b))) or kernel(p, a, b)
+    tiled = compute_kernel(counted, PARAMS, X1, X2, tmp_path / "tiles", block=4, column_block=3)
+    assert len(list((tmp_path / "tiles").glob("rows_*_cols_*.npy"))) == 3 * 2 and set(shapes) == {(4, 3)}
     np.testing.assert_allclose(tiled, kernel(PARAMS, X1, X2), rtol=1e-5, atol=1e-5)
     bad = X2.at[3, 1].set(jnp.inf)
     with pytest.raises(NtkLabError, match=r"against x2 examples \[3\]"):
@@ -114,7 +117,7 @@ def test_a_run_waits_for_a_tile_another_run_is_computing(tmp_path, capsys) -> No
         other.join()
         holder.kill()
         holder.wait()
-    assert sorted(calls) == [2, 4]  # rows 0-4 and 8-10 here; rows 4-8 came from the other run
+    assert sorted(calls) == [4, 4]  # rows 0-4 and 8-10 (padded) here; rows 4-8 came from the other run
     assert "waiting for 1 tile(s) another run is computing" in capsys.readouterr().err
     np.testing.assert_array_equal(got, whole)
 
@@ -126,7 +129,7 @@ def test_a_claim_whose_process_died_is_taken_over(tmp_path) -> None:
     calls = []
     kernel = entk_fn(f)
     compute_kernel(lambda p, a, b: calls.append(len(a)) or kernel(p, a, b), PARAMS, X1, X2, tmp_path, block=4)
-    assert sorted(calls) == [2, 4, 4] and not list(tmp_path.glob("*.lock"))
+    assert sorted(calls) == [4, 4, 4] and not list(tmp_path.glob("*.lock"))
 
 
 def test_key_depends_on_model_data_kind_and_subset() -> None:
