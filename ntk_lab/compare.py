@@ -109,6 +109,10 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
     p.add_argument("--ft-batch-size", type=int, default=None,
                    help="fine-tuning examples per step, 0: full batch (unset: each optimizer in its kernel's regime, "
                         "full batch for sgd, 1 for adam and signgd)")
+    p.add_argument("--ft-together", action="store_true",
+                   help="fine-tune each optimizer's learning rates at once, their parameters stacked and the step "
+                        "vmapped (one program that fills an accelerator; the sequential runs' results up to rounding, "
+                        "with a copy of the parameters and optimizer state per learning rate)")
     for name in OPTIMIZER_NAMES:
         p.add_argument(f"--lr-{name}", default=",".join(f"{v:g}" for v in getattr(CompareConfig, f"lr_{name}")), help=f"{name} learning rates to try (the best on dev is kept)")
     p.add_argument("--out", default="runs/compare", help="output folder")

@@ -115,18 +115,34 @@ class FinetuneResult:
 
 
 def _evaluate(apply: Callable, params: Any, x: Any, batch_size: int) -> np.ndarray:
-    """``apply(params, batch)`` over ``x`` in batches of ``batch_size`` (the last one padded)."""
+    """``apply(params, batch)`` over ``x`` in batches of ``batch_size`` (the last one padded): ``[n, C]``,
+    or ``[L, n, C]`` when ``apply`` maps L stacked parameter sets."""
     n = num_examples(x)
     out = []
     for start in range(0, n, batch_size):
-        out.append(np.asarray(apply(params, take_examples(x, batch_rows(n, start, batch_size))))[: min(batch_size, n - start)])
-    return np.concatenate(out)
+        scores = np.asarray(apply(params, take_examples(x, batch_rows(n, start, batch_size))))
+        out.append(scores[..., : min(batch_size, n - start), :])
+    return np.concatenate(out, axis=-2)
 
 
 @functools.lru_cache(maxsize=32)
 def _compiled(f: Callable, treedef: Any, chosen: tuple, optimizer: str, loss: str) -> tuple[Callable, Callable]:
     """Jitted ``step(θ, frozen, state, x, y)`` and ``outputs(θ, frozen, x)``, built once per
     (classifier, parameter layout, optimizer, loss) and reused across seeds and learning rates."""
+    step, outputs = _step_and_outputs(f, treedef, chosen, optimizer, loss)
+    return jax.jit(step), jax.jit(outputs)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_together(f: Callable, treedef: Any, chosen: tuple, optimizer: str, loss: str) -> tuple[Callable, Callable]:
+    """``_compiled``'s step and outputs mapped over a leading axis of stacked parameters and optimizer
+    states (one per learning rate): L runs advance in one program on the same batch."""
+    step, outputs = _step_and_outputs(f, treedef, chosen, optimizer, loss)
+    return jax.jit(jax.vmap(step, in_axes=(0, None, 0, None, None))), jax.jit(jax.vmap(outputs, in_axes=(0, None, None)))
+
+
+def _step_and_outputs(f: Callable, treedef: Any, chosen: tuple, optimizer: str, loss: str) -> tuple[Callable, Callable]:
+    """``step(θ, frozen, state, x, y) -> (θ', state', loss)`` and ``outputs(θ, frozen, x) -> [b, C]``."""
     opt = make_optimizer(optimizer, 0.0)
 
     def outputs(theta, frozen, x):
@@ -137,7 +153,7 @@ def _compiled(f: Callable, treedef: Any, chosen: tuple, optimizer: str, loss: st
         updates, state = opt.update(grads, state, theta)
         return optax.apply_updates(theta, updates), state, value
 
-    return jax.jit(step), jax.jit(outputs)
+    return step, outputs
 
 
 @functools.lru_cache(maxsize=32)
@@ -196,6 +212,7 @@ def train(
     eval_batch_size: int = 64,
     keep: str = "best",
     track: int = 0,
+    together: bool = False,
     desc: str = "fine-tune",
 ) -> FinetuneResult:
     """Fine-tune ``f`` from ``params0`` for each learning rate; keep the best dev checkpoint.
@@ -203,61 +220,91 @@ def train(
     ``x_train`` / ``x_dev`` are batches (pytrees with a leading example axis), ``y`` their labels
     ``[n]``. ``batch_size=None`` is full-batch gradient descent; otherwise each epoch visits a
     permutation of the train set drawn from ``seed`` (an int, or a tuple naming its own stream of
-    ``numpy.random.default_rng``). Step 0 (the pre-trained model) is a checkpoint
+    ``numpy.random.default_rng``), the same for every learning rate. Step 0 (the pre-trained model) is a checkpoint
     too. A learning rate whose loss becomes NaN or Inf stops there and keeps its best checkpoint.
     ``keep="last"`` keeps each run's last parameters instead of its best dev checkpoint. ``track > 0``
     measures Definition 3.2's kernel behaviour (``kernel_behaviour``) at every logged step on the
     first ``track`` dev examples (``Run.step_linearization``, ``Run.feature_change``).
+    ``together=True`` trains every learning rate at once, their parameters and optimizer states
+    stacked and the step vmapped over them (one program; fills an accelerator, holds L copies of
+    the parameters and optimizer state), to the sequential runs' results up to float rounding.
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+    split = split_params(params0, param_filter)
+    groups = [tuple(lrs)] if together and len(lrs) > 1 else [(lr,) for lr in lrs]
+    runs = [run for group in groups
+            for run in _fit(f, split, group, x_train, y_train, x_dev, y_dev, optimizer=optimizer, steps=steps,
+                            eval_every=eval_every, loss=loss, batch_size=batch_size, seed=seed,
+                            eval_batch_size=eval_batch_size, keep=keep, track=track, desc=desc)]
+    best = max(runs, key=lambda r: r.best_dev)  # first on ties: the smallest learning rate listed first
+    _, frozen, treedef, chosen = split
+    params = merge_params(best.best_theta, frozen, treedef, chosen)
+    return FinetuneResult(params, best.lr, best.best_step, best.best_dev, runs)
+
+
+def _fit(f: Callable, split: tuple, lrs: tuple[float, ...], x_train: Any, y_train: np.ndarray, x_dev: Any,
+         y_dev: np.ndarray, *, optimizer: str, steps: int, eval_every: int, loss: str, batch_size: int | None,
+         seed: int | tuple[int, ...], eval_batch_size: int, keep: str, track: int, desc: str) -> list[Run]:
+    """``train``'s loop for the learning rates ``lrs``: one run (unstacked), or several stacked along a
+    leading axis and stepped together."""
     from ntk_lab.progress import progress
 
-    theta0, frozen, treedef, chosen = split_params(params0, param_filter)
-    step_fn, outputs = _compiled(f, treedef, chosen, optimizer, loss)
+    theta0, frozen, treedef, chosen = split
+    together = len(lrs) > 1
+    if together:
+        step_fn, outputs = _compiled_together(f, treedef, chosen, optimizer, loss)
+        stack = lambda trees: jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+        theta = stack([theta0] * len(lrs))
+        state = stack([make_optimizer(optimizer, lr).init(theta0) for lr in lrs])
+        pick = lambda tree, i: jax.tree_util.tree_map(lambda a: a[i], tree)
+    else:
+        step_fn, outputs = _compiled(f, treedef, chosen, optimizer, loss)
+        theta, state = theta0, make_optimizer(optimizer, lrs[0]).init(theta0)
+        pick = lambda tree, i: tree
     apply = lambda theta, xb: outputs(theta, frozen, xb)
     n = num_examples(x_train)
     y_train_j = jnp.asarray(y_train)
     x_track = take_examples(x_dev, np.arange(min(track, num_examples(x_dev)))) if track > 0 else None
-    runs = []
-    for lr in lrs:
-        opt = make_optimizer(optimizer, lr)
-        theta, state = theta0, opt.init(theta0)
-        previous = theta0
-        rng = np.random.default_rng(seed)
-        order = np.arange(n)
-        run = Run(lr)
-        value = float(loss_value(apply(theta, x_train), y_train_j, loss))
-        for t in progress(range(steps + 1), desc=f"{desc} lr={lr:g}", unit="step", leave=False):
-            if t % eval_every == 0 or t == steps:
-                dev = accuracy(_evaluate(apply, theta, x_dev, eval_batch_size), y_dev)
+    runs = [Run(lr) for lr in lrs]
+    active = list(range(len(lrs)))
+    previous = theta
+    rng = np.random.default_rng(seed)
+    order = np.arange(n)
+    first = np.asarray(apply(theta, x_train)).reshape(len(lrs), n, -1)
+    values = np.array([float(loss_value(jnp.asarray(scores), y_train_j, loss)) for scores in first])
+    label = ",".join(f"{lr:g}" for lr in lrs)
+    for t in progress(range(steps + 1), desc=f"{desc} lr={label}", unit="step", leave=False):
+        if t % eval_every == 0 or t == steps:
+            dev = _evaluate(apply, theta, x_dev, eval_batch_size).reshape(len(lrs), num_examples(x_dev), -1)
+            for i in active:
+                run = runs[i]
+                accuracy_i = accuracy(dev[i], y_dev)
                 run.steps.append(t)
-                run.train_loss.append(value)
-                run.dev_accuracy.append(dev)
+                run.train_loss.append(float(values[i]))
+                run.dev_accuracy.append(accuracy_i)
                 if x_track is not None:
-                    error, change = (kernel_behaviour(f, treedef, chosen, frozen, theta0, previous, theta, x_track)
-                                     if t > 0 else (float("nan"), 0.0))
+                    error, change = (kernel_behaviour(f, treedef, chosen, frozen, theta0, pick(previous, i), pick(theta, i),
+                                                      x_track) if t > 0 else (float("nan"), 0.0))
                     run.step_linearization.append(error)
                     run.feature_change.append(change)
-                if dev > run.best_dev or keep == "last":
-                    run.best_step, run.best_dev, run.best_theta = t, dev, theta
-            if t == steps or not np.isfinite(value):
-                break
-            if batch_size is None or batch_size >= n:
-                x, y = x_train, y_train_j
-            else:
-                position = (t * batch_size) % n
-                if position < batch_size:
-                    order = rng.permutation(n)
-                rows = order[position : position + batch_size]
-                x, y = take_examples(x_train, rows), y_train_j[rows]
-            previous = theta
-            theta, state, value = step_fn(theta, frozen, state, x, y)
-            value = float(value)
-        runs.append(run)
-    best = max(runs, key=lambda r: r.best_dev)  # first on ties: the smallest learning rate listed first
-    params = merge_params(best.best_theta, frozen, treedef, chosen)
-    return FinetuneResult(params, best.lr, best.best_step, best.best_dev, runs)
+                if accuracy_i > run.best_dev or keep == "last":
+                    run.best_step, run.best_dev, run.best_theta = t, accuracy_i, pick(theta, i)
+        active = [i for i in active if np.isfinite(values[i])]
+        if t == steps or not active:
+            break
+        if batch_size is None or batch_size >= n:
+            x, y = x_train, y_train_j
+        else:
+            position = (t * batch_size) % n
+            if position < batch_size:
+                order = rng.permutation(n)
+            rows = order[position : position + batch_size]
+            x, y = take_examples(x_train, rows), y_train_j[rows]
+        previous = theta
+        theta, state, value = step_fn(theta, frozen, state, x, y)
+        values = np.atleast_1d(np.asarray(value, np.float64))
+    return runs
 
 
 def linearized_outputs(

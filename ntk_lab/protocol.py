@@ -96,6 +96,7 @@ class CompareConfig:
     eval_every: int = 100
     track: int = 8  # dev examples on which Definition 3.2's kernel behaviour is measured per logged step
     ft_batch_size: int | None = None  # None: each optimizer's kernel regime (finetune.REGIME_BATCH_SIZE); 0: full
+    ft_together: bool = False  # train an optimizer's learning rates at once, vmapped (finetune.train(together=True))
     lr_sgd: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     lr_adam: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
     lr_signgd: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
@@ -450,7 +451,7 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
     with ctx.timer.stage("fine-tune"):
         result = finetune.train(ctx.f, data.params0, x["train"], y["train"], x["dev"], y["dev"], lrs=config.lrs[name],
                                 steps=config.steps, eval_every=config.eval_every, seed=seed, track=config.track,
-                                desc=f"{method} seed {seed}", **options)
+                                together=config.ft_together, desc=f"{method} seed {seed}", **options)
         test_encoded = _subset(data.encoded, parts["test"])
         f_ft = batched_outputs(ctx.f, result.params, test_encoded, config.batch_size, desc=f"{method} test")
         f_lin = finetune.linearized_outputs(ctx.f, data.params0, result.params, x["test"], config.batch_size)

@@ -115,3 +115,27 @@ def test_definition_3_2_against_brute_force_jacobians_and_first_order_in_eta():
                 assert 0 < run.feature_change[-1] < 1e-2
         # one SGD step's linearization error is O(η) relative: ten times smaller η, about ten times smaller
         assert 1e-7 < errors[1] < errors[0] < 1e-2 and 7 < errors[0] / errors[1] < 13, errors
+
+
+@pytest.mark.parametrize("optimizer,batch_size", [("sgd", None), ("adam", 3)])
+def test_learning_rates_trained_together_equal_the_sequential_runs(optimizer: str, batch_size: int | None) -> None:
+    """Stacked and vmapped over learning rates (``together=True``), in float64: every run's curve, kernel
+    behaviour and checkpoint equal the run trained alone to 1e-10, and a learning rate whose loss
+    becomes non-finite stops at the same step while the others go on."""
+    with jax.enable_x64(True):
+        mlp, params, x, labels = _mlp_task()
+        lrs = (1e-3, 1e-1, 1e300 if optimizer == "sgd" else 1e-2)
+        options = dict(optimizer=optimizer, lrs=lrs, steps=12, eval_every=3, batch_size=batch_size, seed=5, track=3,
+                       loss="mse" if optimizer == "sgd" else "ce")
+        alone = finetune.train(mlp, params, x, labels, x, labels, **options)
+        together = finetune.train(mlp, params, x, labels, x, labels, together=True, **options)
+    for a, b in zip(alone.runs, together.runs):
+        assert a.lr == b.lr and a.steps == b.steps and a.best_step == b.best_step and a.dev_accuracy == b.dev_accuracy
+        np.testing.assert_allclose(b.train_loss, a.train_loss, rtol=1e-10)
+        np.testing.assert_allclose(b.step_linearization, a.step_linearization, rtol=1e-8)
+        np.testing.assert_allclose(b.feature_change, a.feature_change, rtol=1e-8, atol=1e-14)
+        for u, v in zip(jax.tree_util.tree_leaves(a.best_theta), jax.tree_util.tree_leaves(b.best_theta)):
+            np.testing.assert_allclose(v, u, rtol=1e-10, atol=1e-14)
+    if optimizer == "sgd":  # η = 1e300 overflows the squared loss: its run ends early, the others run all 12 steps
+        assert len(alone.runs[2].steps) < 5 and alone.runs[0].steps[-1] == 12
+    assert (alone.lr, alone.step) == (together.lr, together.step)

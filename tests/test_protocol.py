@@ -84,3 +84,27 @@ def test_official_asym_solver_uses_the_transposed_kernel(tmp_path) -> None:
     # float32 kernels of two implementations, through the solver: equal to 1e-2 of the scores' range
     np.testing.assert_allclose(arrays["test"], scores, atol=1e-2 * np.abs(scores).max())
     assert abs(record["accuracy"] - np.mean(solvers.predict_labels(scores) == y_test)) <= 1 / 32
+
+
+def test_ft_together_trains_the_learning_rate_grid_at_once(tmp_path, monkeypatch) -> None:
+    """``--ft-together`` reaches ``finetune.train(together=True)`` for the grid (its equality with the
+    sequential runs: tests/test_finetune.py); the default trains them one after another."""
+    from ntk_lab import finetune
+    from ntk_lab.compare import parse
+    from ntk_lab.protocol import context, encode_seed, finetune_method, prepare
+
+    config, _ = parse(["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--seeds", "13", "--test-cap", "8",
+                       "--optimizers", "sgd", "--ft-together"])
+    assert config.ft_together and not parse(["--task", "sst2"])[0].ft_together
+    seen = []
+
+    def stop(*args, **kwargs):
+        seen.append((kwargs["lrs"], kwargs["together"]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "train", stop)
+    setup = prepare(config)
+    ctx = context(setup, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_method(ctx, encode_seed(ctx, setup.splits[0]), "sgd")
+    assert seen == [((1e-4, 1e-3, 1e-2), True)]
