@@ -12,7 +12,8 @@ TOKENS the tokens it saw in pretraining). For every (model, task, k, prompt or n
 run over the seeds measures zero-shot, ``kernel-sgd`` and ``kernel-asigngd`` against ``ft-sgd`` and
 ``ft-adam`` (their theory's counterparts), the kernel predictors' agreement with fine-tuning,
 Definition 3.2's per-step linearization error and the kernel's drift over fine-tuning. Every cell of
-the table is one such run; its config, this command and the commit are in the JSON.
+the table is one such run; its config, this command and the commit are in the JSON. ``--ft_together 1``
+trains each optimizer's learning rates at once (``compare --ft-together``; for a GPU).
 
 The table and the figure are made from the JSON alone (``rows``, ``figure``), so committed results
 render anywhere. ``crossover`` says, per task, k and prompt, from which scale on each kernel predictor
@@ -98,7 +99,8 @@ def compute(args: Any) -> dict[str, Any]:
                         seeds=tuple(int(s) for s in args.seeds.split(",")), test_cap=args.test_cap,
                         no_prompt=not prompt, kernels=("sgd", "asigngd"), optimizers=("sgd", "adam"),
                         steps=args.steps, eval_every=args.eval_every, implementation=args.implementation,
-                        lr_sgd=floats(args.lr_sgd), lr_adam=floats(args.lr_adam))
+                        lr_sgd=floats(args.lr_sgd), lr_adam=floats(args.lr_adam),
+                        ft_together=bool(args.ft_together))
                     compared = run(config, folder)
                     compared.write(folder)
                     cells.append(cell(label, model, tokens, compared.as_json()))
@@ -228,7 +230,7 @@ def figure(result: dict[str, Any]) -> Any:
 DEFAULTS = {"checkpoints": "random,miniberta-small@26.2e6", "tasks": "sst2", "ks": "16", "seeds": "13,42",
             "prompt": "both", "data_dir": "sample", "test_cap": 1000, "steps": 1000, "eval_every": 100,
             "lr_sgd": "1e-4,1e-3,1e-2", "lr_adam": "1e-5,1e-4,1e-3", "implementation": "auto",
-            "out": "runs/pretraining_scale"}
+            "ft_together": 0, "out": "runs/pretraining_scale"}  # ft_together 1: compare --ft-together
 
 if __name__ == "__main__":
     report.cli("pretraining_scale", __doc__, DEFAULTS, compute, rows, figure)

@@ -53,7 +53,7 @@ fi
 # the comparisons resume from $RUNS/scale (their records) and $NTK_LAB_CACHE (kernel tiles)
 # shellcheck disable=SC2086
 python3 -m experiments.pretraining_scale --checkpoints "$checkpoints" --tasks "$TASKS" --ks "$KS" --seeds "$SEEDS" \
-  --data_dir "$DATA" --out "$RUNS/scale" $EXTRA 2>&1 | tee "$OUT/pretraining_scale.log" | grep -E -v '^(step|  )' || true
+  --data_dir "$DATA" --ft_together 1 --out "$RUNS/scale" $EXTRA 2>&1 | tee "$OUT/pretraining_scale.log" | grep -E -v '^(step|  )' || true
 cp "$RUNS/scale/pretraining_scale.json" "$RUNS/scale/pretraining_scale.png" "$OUT/" 2>/dev/null || echo "the experiment did not finish: its state comes back"
 tar -C "$DATA" --exclude 'runs/cache/xla' --exclude '*.msgpack' --exclude 'rows.npy' -cf - runs | split -b 15m -d - "$OUT/scale.tar.part-"
 ls -l "$OUT"
