@@ -25,9 +25,8 @@ import numpy as np
 from experiments import report
 from experiments.icl_pretraining import trained
 from icl_bayes import bma
-from icl_bayes.evaluate import predictive_regret, regret
+from icl_bayes.evaluate import predictive_regret, regret, regret_summary
 from icl_bayes.model import FinitePrior, GaussianPrior, LinearICL, Prompts, stream
-from icl_bayes.pretrain import Pretrainer
 from icl_bayes.rates import (
     Z95,
     average,
@@ -110,27 +109,22 @@ def decomposition(test: Prompts, sigma: float, tf: np.ndarray, steps: int) -> di
             "steps": steps}
 
 
-def transformer_regret(model: LinearICL, test: Prompts, net: Pretrainer) -> dict[str, Any]:
-    """The likelihood-pretrained transformer's cumulative log-loss regret against the oracle at every T, with
-    its 95% interval, against its expectation: BMA's closed form ``½ E log det(I + τ²/σ² XᵀX)`` plus the
-    summed ``KL(BMA's predictive || the transformer's)`` (``icl_bayes.evaluate.predictive_regret``); the
-    difference of the two, per prompt, has mean zero."""
-    r = predictive_regret(model, test, net.predict(test.x, test.y), net.predictive_variance(test.x, test.y))
-    mean, lo, hi = mean_interval(r["simulated"])
-    diff, diff_lo, diff_hi = mean_interval(r["simulated"] - r["expected"])
-    return {"T": list(range(1, test.T + 1)), "mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
-            "expected": r["expected"].mean(0)[1:].tolist(), "bma_closed_form": r["bma"].mean(0)[1:].tolist(),
-            "kl": r["kl"].mean(0)[1:].tolist(),
-            "simulated_minus_expected": [float(diff[-1]), float(diff_lo[-1]), float(diff_hi[-1])]}
+def transformer_regret(model: LinearICL, test: Prompts, mean: np.ndarray, var: np.ndarray) -> dict[str, Any]:
+    """The likelihood-pretrained transformer's cumulative log-loss regret against the oracle at every T (its
+    predictive ``N(mean, var)``), with its 95% interval, against its expectation: BMA's closed form
+    ``½ E log det(I + τ²/σ² XᵀX)`` plus the summed ``KL(BMA's predictive || the transformer's)``
+    (``icl_bayes.evaluate.predictive_regret``); the difference of the two, per prompt, has mean zero."""
+    return {"T": list(range(1, test.T + 1)), **regret_summary(predictive_regret(model, test, mean, var))}
 
 
 def run(d: int = 4, T: int = 200, sigma: float = 0.5, trials: int = 4000, steps: int = 300, seed: int = 0) -> dict[str, Any]:
     model = LinearICL(d, sigma, GaussianPrior(1.0))
     test = model.sample(trials, 16, seed=stream(seed, "evaluation", 3))
     net = trained(model, 16, steps, 2, seed, loss="nll")
+    mean = net.predict(test.x, test.y)
     return {"excess": excess_rates(d, T, sigma, trials, seed), "regret": regrets(d, T, sigma, min(trials, 2000), seed),
-            "decomposition": decomposition(test, sigma, net.predict(test.x, test.y), steps),
-            "transformer_regret": transformer_regret(model, test, net),
+            "decomposition": decomposition(test, sigma, mean, steps),
+            "transformer_regret": transformer_regret(model, test, mean, net.predictive_variance(test.x, test.y)),
             "config": {"d": d, "T": T, "noise": sigma, "trials": trials, "steps": steps, "seed": seed,
                        "decomposition_T": 16}}
 

@@ -93,6 +93,18 @@ def predictive_regret(model: LinearICL, prompts: Prompts, mean: np.ndarray, var:
     return {"simulated": simulated, "expected": closed + kl, "bma": closed, "kl": kl}
 
 
+def regret_summary(regrets: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """``predictive_regret``'s curves as JSON, at T = 1..T: the simulated regret's mean with its 95%
+    interval (``mean``, ``lo``, ``hi``), the means of ``expected``, ``bma_closed_form`` and ``kl``, and at the
+    last T the simulated minus the expected regret with its interval (``simulated_minus_expected``)."""
+    mean, lo, hi = mean_interval(regrets["simulated"])
+    diff, diff_lo, diff_hi = mean_interval(regrets["simulated"] - regrets["expected"])
+    return {"mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
+            "expected": regrets["expected"].mean(0)[1:].tolist(), "bma_closed_form": regrets["bma"].mean(0)[1:].tolist(),
+            "kl": regrets["kl"].mean(0)[1:].tolist(),
+            "simulated_minus_expected": [float(diff[-1]), float(diff_lo[-1]), float(diff_hi[-1])]}
+
+
 def curves(model: LinearICL, prompts: Prompts, preds: dict[str, np.ndarray], config: dict) -> dict:
     """The ``curves.json`` content for ``preds`` on ``prompts``."""
     T = prompts.T

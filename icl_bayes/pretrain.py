@@ -35,9 +35,9 @@ from icl_bayes.evaluate import (
     predictions,
     predictive_regret,
     print_summary,
+    regret_summary,
 )
 from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, stream
-from icl_bayes.rates import mean_interval
 from icl_bayes.simulate import _parser, setup
 from icl_bayes.transformer import ICLTransformer
 from ntk_lab.cli import cli_main
@@ -225,10 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     result = curves(model, prompts, preds, config)
     result["transformer_vs_bma"] = np.mean((preds["transformer"] - preds["bma"]) ** 2, axis=0)[1:].tolist()
     if args.loss == "nll" and isinstance(model.prior, GaussianPrior):
-        r = predictive_regret(model, prompts, preds["transformer"], trainer.predictive_variance(prompts.x, prompts.y))
-        mean, lo, hi = mean_interval(r["simulated"])
-        result["transformer_regret"] = {"mean": mean[1:].tolist(), "lo": lo[1:].tolist(), "hi": hi[1:].tolist(),
-                                        "expected": r["expected"].mean(0)[1:].tolist(), "kl": r["kl"].mean(0)[1:].tolist()}
+        result["transformer_regret"] = regret_summary(predictive_regret(
+            model, prompts, preds["transformer"], trainer.predictive_variance(prompts.x, prompts.y)))
     result["training"] = {"steps": trainer.step, "steps_per_s": steps_per_s,
                           "loss": trainer.losses[:: max(1, len(trainer.losses) // 200)]}
     (out / "curves.json").write_text(json.dumps(result, indent=1))
