@@ -68,15 +68,19 @@ def predict_labels(scores: np.ndarray) -> np.ndarray:
     return (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(1)
 
 
+def flat(k: np.ndarray) -> np.ndarray:
+    """``K [n, c, m, c]`` as the float64 matrix ``[n·c, m·c]``, rows and columns ordered (example, output);
+    a matrix already ``[N, M]`` is only cast."""
+    k = np.asarray(k, np.float64)
+    if k.ndim == 2:
+        return k
+    n, c = k.shape[:2]
+    return k.reshape(n * c, -1)
+
+
 def sigma_max(k: np.ndarray) -> float:
     """The largest singular value of the flattened train kernel ``[n·c, n·c]``."""
-    n, c = k.shape[:2]
-    return float(np.linalg.norm(np.asarray(k, np.float64).reshape(n * c, n * c), 2))
-
-
-def _flat(k: np.ndarray) -> np.ndarray:
-    n, c = k.shape[:2]
-    return np.asarray(k, np.float64).reshape(n * c, -1)
+    return float(np.linalg.norm(flat(k), 2))
 
 
 def ridge(k: np.ndarray, labels: np.ndarray, f0: np.ndarray, lam: float, scale: float) -> KernelFit:
@@ -87,7 +91,7 @@ def ridge(k: np.ndarray, labels: np.ndarray, f0: np.ndarray, lam: float, scale: 
     """
     n, c = k.shape[:2]
     residual = targets(labels, c) - offset(f0, scale)
-    a = _flat(k).T + lam * sigma_max(k) * np.eye(n * c)
+    a = flat(k).T + lam * sigma_max(k) * np.eye(n * c)
     alpha = np.linalg.lstsq(a, residual.reshape(-1), rcond=None)[0]
     return KernelFit(alpha.reshape(n, c), np.zeros(c), scale)
 
@@ -142,7 +146,7 @@ def logistic_objective(k: np.ndarray, labels: np.ndarray, f0: np.ndarray, lam: f
     ``log(1 + exp(-y F))`` in binary mode. ``∇L = K (∂ℓ/∂F) + λ' K α`` for symmetric K.
     """
     n, c = k.shape[:2]
-    kf = _flat(k)
+    kf = flat(k)
     o = offset(f0, scale).reshape(-1)
     y = targets(labels, c)
     lam_abs = lam * sigma_max(k)

@@ -18,14 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def flat(k: np.ndarray) -> np.ndarray:
-    """``K [n, c, n, c]`` (or already ``[N, N]``) as the ``[n·c, n·c]`` float64 matrix."""
-    k = np.asarray(k, np.float64)
-    if k.ndim == 2:
-        return k
-    n, c = k.shape[:2]
-    return k.reshape(n * c, n * c)
+from ntk_lab.solvers import flat, targets
 
 
 def spectrum(k: np.ndarray) -> np.ndarray:
@@ -54,8 +47,6 @@ def target_alignment(k: np.ndarray, y: np.ndarray) -> float:
 def diagnostics(k: np.ndarray, labels: np.ndarray) -> dict[str, object]:
     """``{"spectrum": [n·c], "effective_rank", "target_alignment"}`` of a train kernel ``[n, c, n, c]`` and
     its class labels ``[n]`` (targets as the solvers build them)."""
-    from ntk_lab.solvers import targets
-
     values = spectrum(k)
     return {"spectrum": values.tolist(), "effective_rank": effective_rank(values),
             "target_alignment": target_alignment(k, targets(labels, np.shape(k)[1]))}
