@@ -30,13 +30,12 @@ Writes ``OUT/task_diversity.json``, ``.md`` and ``.png``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from experiments import report
+from experiments import report, sweeps
 from icl_bayes import bma
 from icl_bayes.model import (
     FinitePrior,
@@ -46,7 +45,7 @@ from icl_bayes.model import (
     Prompts,
     stream,
 )
-from icl_bayes.pretrain import Pretrainer, pretrain
+from icl_bayes.pretrain import Pretrainer
 
 MEASURED = ("to_pool", "to_ridge", "mse", "pool_bma_to_ridge", "pool_bma_mse")
 
@@ -79,21 +78,14 @@ def crossing(log_pools: np.ndarray, to_pool: np.ndarray, to_ridge: np.ndarray) -
 
 def crossover(pools: list[int], to_pool: np.ndarray, to_ridge: np.ndarray, resamples: int,
               seed: int = 0) -> dict[str, Any]:
-    """M* and its 95% percentile-bootstrap interval from per-prompt distances ``[seeds, pools, prompts]``.
-
-    Each resample draws training seeds and test prompts with replacement (the same prompts for every
-    pool, which keeps the pools' comparison paired). Bounds outside the grid are ``None`` with
-    ``below_grid`` / ``above_grid``, the share of resamples whose crossing fell there.
-    """
+    """M* and its 95% percentile-bootstrap interval from per-prompt distances ``[seeds, pools, prompts]``
+    (``sweeps.bootstrap``: seeds and test prompts resampled together, the same prompts for every pool).
+    Bounds outside the grid are ``None`` with ``below_grid`` / ``above_grid``, the share of resamples
+    whose crossing fell there."""
     log_pools = np.log2(np.asarray(pools, np.float64))
     estimate = crossing(log_pools, to_pool.mean(axis=(0, 2)), to_ridge.mean(axis=(0, 2)))
-    rng = np.random.default_rng(seed)
-    s, _, n = to_pool.shape
-    draws = np.empty(resamples)
-    for b in range(resamples):
-        seeds, prompts = rng.integers(0, s, s), rng.integers(0, n, n)
-        draws[b] = crossing(log_pools, to_pool[seeds][:, :, prompts].mean(axis=(0, 2)),
-                            to_ridge[seeds][:, :, prompts].mean(axis=(0, 2)))
+    draws = np.asarray(sweeps.bootstrap(lambda m: crossing(log_pools, m["to_pool"], m["to_ridge"]),
+                                        {"to_pool": to_pool, "to_ridge": to_ridge}, resamples, seed))
     lo, hi = np.quantile(draws, [0.025, 0.975], method="inverted_cdf")
     finite = lambda v: float(2.0**v) if np.isfinite(v) else None
     return {"M_star": finite(estimate), "lo": finite(lo), "hi": finite(hi),
@@ -104,54 +96,27 @@ def crossover(pools: list[int], to_pool: np.ndarray, to_ridge: np.ndarray, resam
 
 def cell(args: argparse.Namespace, m: int, s: int, test: Prompts, ridge: np.ndarray, folder: Path) -> dict[str, np.ndarray]:
     """The per-prompt measurements ``[n]`` (``MEASURED``) of the transformer pretrained on M = ``m`` tasks
-    with seed ``s`` and of the pool's BMA (loaded from ``folder`` when a finished cell with these
-    settings is there)."""
+    with seed ``s`` and of the pool's BMA (``sweeps.cached_cell``: resumed or read from ``folder``)."""
     settings = {k: getattr(args, k) for k in ("d", "T", "noise", "steps", "batch", "width", "depth", "heads",
                                               "lr", "trials", "seed")} | {"M": m, "training_seed": s}
-    done, checkpoint = folder / f"M{m}-seed{s}.npz", folder / f"M{m}-seed{s}.msgpack"
-    if done.exists():
-        saved = np.load(done)
-        if json.loads(str(saved["settings"])) == settings:
-            return {k: saved[k] for k in MEASURED}
-    folder.mkdir(parents=True, exist_ok=True)
     prior = FinitePrior.draw(m, args.d, seed=stream(s, "concepts"))
-    trainer = Pretrainer(args.width, args.depth, args.heads, args.lr, args.d, args.T, s)
-    if checkpoint.exists():
-        trainer.load(checkpoint, settings)
-    pretrain(trainer, LinearICL(args.d, args.noise, prior), args.T, args.steps, args.batch, s, None,
-             checkpoint, max(1, args.steps // 10), settings)
-    pred = trainer.predict(test.x, test.y)
-    pool_bma, _ = bma.finite_bma(test.x, test.y, prior, args.noise)
-    out = {"to_pool": per_prompt_distance(pred, pool_bma), "to_ridge": per_prompt_distance(pred, ridge),
-           "mse": per_prompt_distance(pred, test.y), "pool_bma_to_ridge": per_prompt_distance(pool_bma, ridge),
-           "pool_bma_mse": per_prompt_distance(pool_bma, test.y)}
-    np.savez(folder / ".cell.npz", allow_pickle=False, settings=np.asarray(json.dumps(settings)), **out)
-    (folder / ".cell.npz").replace(done)
-    checkpoint.unlink(missing_ok=True)
-    return out
 
+    def compute(checkpoint: Path) -> dict[str, np.ndarray]:
+        trainer = Pretrainer(args.width, args.depth, args.heads, args.lr, args.d, args.T, s)
+        sweeps.train(trainer, LinearICL(args.d, args.noise, prior), args.T, args.steps, args.batch, s, checkpoint,
+                     settings)
+        pred = trainer.predict(test.x, test.y)
+        pool_bma, _ = bma.finite_bma(test.x, test.y, prior, args.noise)
+        return {"to_pool": per_prompt_distance(pred, pool_bma), "to_ridge": per_prompt_distance(pred, ridge),
+                "mse": per_prompt_distance(pred, test.y), "pool_bma_to_ridge": per_prompt_distance(pool_bma, ridge),
+                "pool_bma_mse": per_prompt_distance(pool_bma, test.y)}
 
-def parse_ints(text: str, name: str) -> list[int]:
-    """``"2,8,32"`` -> ``[2, 8, 32]``; anything else is one error line."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InvalidArgument(f"--{name} takes comma-separated integers, got '{text}'") from None
-    if not values:
-        raise InvalidArgument(f"--{name} is empty: give comma-separated integers")
-    return values
-
-
-def seed_mean_sd(values: np.ndarray) -> tuple[list[float], list[float]]:
-    """``[seeds, pools, prompts]`` -> the mean per pool and the standard deviation of the seeds' means."""
-    per_seed = values.mean(axis=2)
-    sd = per_seed.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(per_seed.shape[1])
-    return per_seed.mean(axis=0).tolist(), sd.tolist()
+    return sweeps.cached_cell(folder, f"M{m}-seed{s}", settings, compute)
 
 
 def sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Every (pool size, training seed) cell, the distances and M* (see the module docstring)."""
-    pools, seeds = parse_ints(args.pools, "pools"), parse_ints(args.seeds, "seeds")
+    pools, seeds = sweeps.parse_ints(args.pools, "pools"), sweeps.parse_ints(args.seeds, "seeds")
     if sorted(set(pools)) != pools or pools[0] < 1:
         raise InvalidArgument(f"--pools must be increasing positive integers, got '{args.pools}'")
     test = LinearICL(args.d, args.noise, GaussianPrior(1.0)).sample(args.trials, args.T, seed=stream(args.seed, "evaluation"))
@@ -162,7 +127,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"config": vars(args), "pools": pools, "seeds": seeds,
                            "ridge_mse": float(per_prompt_distance(ridge, test.y).mean())}
     for key in stack:
-        out[key], out[f"{key}_seed_sd"] = seed_mean_sd(stack[key])
+        out[key], out[f"{key}_seed_sd"] = sweeps.seed_mean_sd(stack[key])
     out["crossover"] = crossover(pools, stack["to_pool"], stack["to_ridge"], args.bootstrap, args.seed)
     return out
 

@@ -66,7 +66,7 @@ def test_the_sweep_end_to_end_resumes_from_its_cells(tmp_path, monkeypatch) -> N
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr(task_diversity, "pretrain", no_training)
+    monkeypatch.setattr(task_diversity.sweeps, "pretrain", no_training)
     task_diversity.report._run("task_diversity", task_diversity.__doc__, task_diversity.DEFAULTS,
                                task_diversity.sweep, task_diversity.rows, task_diversity.figure, argv)
     second = json.loads((tmp_path / "task_diversity.json").read_text())
@@ -75,7 +75,7 @@ def test_the_sweep_end_to_end_resumes_from_its_cells(tmp_path, monkeypatch) -> N
 
 def test_bad_pool_lists_are_one_line() -> None:
     with pytest.raises(NtkLabError, match="--pools takes comma-separated integers"):
-        task_diversity.parse_ints("2,eight", "pools")
+        task_diversity.sweeps.parse_ints("2,eight", "pools")
     args = task_diversity.DEFAULTS | {"pools": "8,2"}
     with pytest.raises(NtkLabError, match="--pools must be increasing"):
         task_diversity.sweep(argparse.Namespace(**args))

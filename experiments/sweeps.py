@@ -1,0 +1,79 @@
+"""Sweeps over trained ICL transformers, one per setting and training seed (a *cell*): each finished
+cell is saved with the settings that made it and the running one is checkpointed, so an interrupted
+sweep resumes where it stopped; statistics get percentile-bootstrap intervals that resample
+training seeds and test prompts together."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icl_bayes.model import InvalidArgument, LinearICL
+from icl_bayes.pretrain import Pretrainer, pretrain
+
+
+def cached_cell(folder: Path, name: str, settings: dict[str, Any],
+                compute: Callable[[Path], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays of cell ``name``: read from ``folder/name.npz`` when it was saved with ``settings``,
+    else ``compute(checkpoint)`` (``checkpoint`` the path its training may resume from), saved
+    atomically, and its checkpoint removed."""
+    done, checkpoint = folder / f"{name}.npz", folder / f"{name}.msgpack"
+    if done.exists():
+        saved = np.load(done)
+        if json.loads(str(saved["settings"])) == settings:
+            return {k: saved[k] for k in saved.files if k != "settings"}
+    folder.mkdir(parents=True, exist_ok=True)
+    out = compute(checkpoint)
+    partial = folder / f".{name}.npz"
+    np.savez(partial, allow_pickle=False, settings=np.asarray(json.dumps(settings)), **out)
+    partial.replace(done)
+    checkpoint.unlink(missing_ok=True)
+    return out
+
+
+def train(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch: int, seed: int, checkpoint: Path,
+          settings: dict[str, Any], pool: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Pretrain ``trainer`` to ``steps`` (resuming from ``checkpoint`` when it holds these ``settings``),
+    checkpointing every tenth of the run."""
+    if checkpoint.exists():
+        trainer.load(checkpoint, settings)
+    pretrain(trainer, model, T, steps, batch, seed, pool, checkpoint, max(1, steps // 10), settings)
+
+
+def bootstrap(statistic: Callable[[dict[str, np.ndarray]], Any], per_prompt: dict[str, np.ndarray],
+              resamples: int, seed: int = 0) -> list[Any]:
+    """``statistic`` of the cell means, once per resample.
+
+    ``per_prompt`` maps names to arrays ``[seeds, cells, prompts]``; a resample draws seeds and test
+    prompts with replacement (the same draw for every cell and array, which keeps comparisons
+    between cells paired) and passes ``statistic`` the means ``[cells]`` over both.
+    """
+    rng = np.random.default_rng(seed)
+    s, _, n = next(iter(per_prompt.values())).shape
+    out = []
+    for _ in range(resamples):
+        seeds, prompts = rng.integers(0, s, s), rng.integers(0, n, n)
+        out.append(statistic({k: v[seeds][:, :, prompts].mean(axis=(0, 2)) for k, v in per_prompt.items()}))
+    return out
+
+
+def parse_ints(text: str, name: str) -> list[int]:
+    """``"2,8,32"`` -> ``[2, 8, 32]``; anything else is one error line."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidArgument(f"--{name} takes comma-separated integers, got '{text}'") from None
+    if not values:
+        raise InvalidArgument(f"--{name} is empty: give comma-separated integers")
+    return values
+
+
+def seed_mean_sd(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """``[seeds, cells, prompts]`` -> the mean per cell and the standard deviation of the seeds' means."""
+    per_seed = values.mean(axis=2)
+    sd = per_seed.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(per_seed.shape[1])
+    return per_seed.mean(axis=0).tolist(), sd.tolist()
