@@ -19,6 +19,7 @@ against the oracle beside its expectation, BMA's closed form plus ``Σ KL(BMA ||
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -61,6 +62,25 @@ def batch(model: LinearICL, T: int, size: int, seed: int, step: int, pool: tuple
     return pool[0][rows], pool[1][rows]
 
 
+@functools.lru_cache(maxsize=32)
+def _programs(width: int, depth: int, heads: int, lr: float, loss: str) -> tuple:
+    """The network, its optimizer and the jitted training step and forward pass of one architecture and
+    objective, shared by every ``Pretrainer`` of it (a sweep of many seeds or pools compiles once per shape)."""
+    net = ICLTransformer(width, depth, heads, outputs=1 if loss == "mse" else 2)
+    opt = optax.adam(lr)
+
+    def objective(params, x, y):
+        out = net.apply({"params": params}, x, y)
+        return jnp.mean((out - y) ** 2) if loss == "mse" else gaussian_nll(out[..., 0], out[..., 1], y)
+
+    def update(params, opt_state, x, y):
+        value, grads = jax.value_and_grad(objective)(params, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return net, opt, jax.jit(update), jax.jit(lambda params, x, y: net.apply({"params": params}, x, y))
+
+
 class Pretrainer:
     """The network, its optimizer, and the training state, saved to and resumed from a checkpoint."""
 
@@ -68,25 +88,12 @@ class Pretrainer:
                  loss: str = "mse") -> None:
         if loss not in LOSSES:
             raise InvalidArgument(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        self.net = ICLTransformer(width, depth, heads, outputs=1 if loss == "mse" else 2)
-        self.opt = optax.adam(lr)
+        self.net, self.opt, self._update, self._apply = _programs(width, depth, heads, lr, loss)
         x, y = jnp.zeros((1, T + 1, d)), jnp.zeros((1, T + 1))
         self.params = self.net.init(jax.random.PRNGKey(seed), x, y)["params"]
         self.opt_state = self.opt.init(self.params)
         self.step = 0
         self.losses: list[float] = []
-
-        def objective(params, x, y):
-            out = self.net.apply({"params": params}, x, y)
-            return jnp.mean((out - y) ** 2) if loss == "mse" else gaussian_nll(out[..., 0], out[..., 1], y)
-
-        def update(params, opt_state, x, y):
-            value, grads = jax.value_and_grad(objective)(params, x, y)
-            updates, opt_state = self.opt.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, value
-
-        self._update = jax.jit(update)
-        self._apply = jax.jit(lambda params, x, y: self.net.apply({"params": params}, x, y))
         self.loss = loss
 
     def state(self) -> dict:

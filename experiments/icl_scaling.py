@@ -1,0 +1,230 @@
+"""The pretraining error's two terms in Zhang et al. (2023), measured on trained transformers.
+
+    python -m experiments.icl_scaling [--loss nll] [--depths 1,2,4] [--budgets 1024,4096] [--lengths 8,16,32]
+
+The paper bounds the distance between the pretrained network's predictive distribution and the
+Bayes (BMA) predictive by an approximation error that falls exponentially with depth plus a
+generalization error Õ(1/√(N_p T_p)) in the number N_p and length T_p of the pretraining prompts.
+Both are measured against BMA's closed form under the Gaussian prior (``icl_bayes.bma.gaussian_bma``:
+predictive ``N(ŷ_BMA, σ²(1 + xᵀPx))``), per test prompt, as the mean over positions t = 1..T of
+
+- ``--loss nll`` (the paper's likelihood pretraining; the network predicts a mean and a variance):
+  ``KL(BMA predictive || network predictive)``, the Gaussian closed form ``bma.gaussian_kl``;
+- ``--loss mse``: ``(ŷ_network - ŷ_BMA)²``, the excess squared error over BMA.
+
+1. **Depth at matched compute.** Depth L trained for ``layer_steps / L`` steps on fresh prompts
+   (no pretraining set, so no generalization error): the same layer-steps for every depth. Fitted
+   ``log error = a - b·L``; the approximation term predicts b > 0.
+2. **Number and length of prompts at fixed token budgets.** For each budget B (examples seen in
+   pretraining, N_p·T_p) and length T_p, a fixed set of N_p = B / T_p prompts of T_p examples, trained
+   for ``data_steps`` steps (many epochs). Errors at positions 1..min(lengths), which every network was
+   trained on. Fitted ``log error = c - α log(N_p T_p) + β log T_p``; the bound's rate is α = 1/2 and
+   it depends on the split only through the product (β = 0).
+
+Every cell (setting x training seed) is saved and resumed (``experiments.sweeps``); the fits' 95%
+intervals are the percentile bootstrap over training seeds and test prompts. Writes
+``OUT/icl_scaling.json``, ``.md`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments import report, sweeps
+from icl_bayes import bma
+from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, Prompts, stream
+from icl_bayes.pretrain import LOSSES, Pretrainer
+
+DEFAULTS: dict[str, Any] = {
+    "d": 4, "T": 16, "noise": 0.5, "loss": "nll", "width": 32, "heads": 4, "lr": 2e-3, "batch": 64,
+    "depths": "1,2,4", "layer_steps": 6000, "budgets": "1024,4096", "lengths": "8,16,32", "data_depth": 2,
+    "data_steps": 3000, "seeds": "0,1", "trials": 2000, "bootstrap": 1000, "seed": 0, "out": "runs/icl-scaling",
+}
+
+
+def distance(trainer: Pretrainer, test: Prompts, sigma: float, positions: int) -> dict[str, np.ndarray]:
+    """Per test prompt ``[n]``, the mean over t = 1..``positions``: ``error`` (the KL or the squared
+    distance to BMA, as the network was trained; see the module docstring) and ``to_bma``, the squared
+    distance of the predicted means."""
+    x, y = test.x[:, : positions + 1], test.y[:, : positions + 1]
+    mean_bma, var_bma = bma.gaussian_bma(x, y, sigma, 1.0)
+    mean = trainer.predict(x, y)
+    to_bma = np.mean((mean - mean_bma)[:, 1:] ** 2, axis=1)
+    if trainer.loss == "mse":
+        return {"error": to_bma, "to_bma": to_bma}
+    kl = bma.gaussian_kl(mean_bma, var_bma, mean.astype(np.float64), trainer.predictive_variance(x, y).astype(np.float64))
+    return {"error": np.mean(kl[:, 1:], axis=1), "to_bma": to_bma}
+
+
+def linear_fit(features: np.ndarray, log_errors: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of ``log_errors [k] ≈ features [k, p] @ coef``."""
+    return np.linalg.lstsq(features, log_errors, rcond=None)[0]
+
+
+def depth_features(depths: list[int]) -> np.ndarray:
+    """``[k, 2]``: columns 1 and -L, so the coefficients are ``(a, b)`` of ``a - b·L``."""
+    return np.stack([np.ones(len(depths)), -np.asarray(depths, np.float64)], axis=1)
+
+
+def data_features(budgets: list[int], lengths: list[int]) -> np.ndarray:
+    """``[k, 3]`` for the cells (budget-major): columns 1, -log(N_p T_p), log T_p, so the coefficients are
+    ``(c, α, β)``."""
+    b, t = (np.asarray(v, np.float64).ravel() for v in np.meshgrid(budgets, lengths, indexing="ij"))
+    return np.stack([np.ones_like(b), -np.log(b), np.log(t)], axis=1)
+
+
+def fit_with_interval(features: np.ndarray, errors: np.ndarray, names: tuple[str, ...], resamples: int,
+                      seed: int) -> dict[str, dict[str, float]]:
+    """Each coefficient of the log-linear fit to the cell means of ``errors [seeds, cells, prompts]``,
+    with its 95% bootstrap interval (``sweeps.bootstrap``)."""
+    estimate = linear_fit(features, np.log(errors.mean(axis=(0, 2))))
+    draws = np.asarray(sweeps.bootstrap(lambda m: linear_fit(features, np.log(m["error"])), {"error": errors},
+                                        resamples, seed))
+    lo, hi = np.quantile(draws, [0.025, 0.975], axis=0)
+    return {name: {"estimate": float(estimate[i]), "lo": float(lo[i]), "hi": float(hi[i])}
+            for i, name in enumerate(names)}
+
+
+def settings_of(args: argparse.Namespace, **cell: int) -> dict[str, Any]:
+    keys = ("d", "noise", "loss", "width", "heads", "lr", "batch", "trials", "seed")
+    return {k: getattr(args, k) for k in keys} | cell
+
+
+def depth_sweep(args: argparse.Namespace, seeds: list[int], folder: Path) -> dict[str, Any]:
+    """Part 1: the error of each depth at matched compute, on fresh prompts (module docstring)."""
+    depths = sweeps.parse_ints(args.depths, "depths")
+    gaussian = LinearICL(args.d, args.noise, GaussianPrior(1.0))
+    test = gaussian.sample(args.trials, args.T, seed=stream(args.seed, "evaluation"))
+    cells = []
+    for s in seeds:
+        row = []
+        for depth in depths:
+            steps = args.layer_steps // depth
+
+            def compute(checkpoint: Path, depth: int = depth, steps: int = steps, s: int = s) -> dict[str, np.ndarray]:
+                trainer = Pretrainer(args.width, depth, args.heads, args.lr, args.d, args.T, s, args.loss)
+                sweeps.train(trainer, gaussian, args.T, steps, args.batch, s, checkpoint,
+                             settings_of(args, T=args.T, depth=depth, steps=steps, training_seed=s))
+                return distance(trainer, test, args.noise, args.T)
+
+            row.append(sweeps.cached_cell(folder, f"depth{depth}-seed{s}",
+                                          settings_of(args, T=args.T, depth=depth, steps=steps, training_seed=s), compute))
+        cells.append(row)
+    stack = {k: np.asarray([[c[k] for c in row] for row in cells]) for k in ("error", "to_bma")}
+    out: dict[str, Any] = {"depths": depths, "steps": [args.layer_steps // L for L in depths]}
+    for key in stack:
+        out[key], out[f"{key}_seed_sd"] = sweeps.seed_mean_sd(stack[key])
+    out["fit"] = fit_with_interval(depth_features(depths), stack["error"], ("a", "b"), args.bootstrap, args.seed)
+    return out
+
+
+def data_sweep(args: argparse.Namespace, seeds: list[int], folder: Path) -> dict[str, Any]:
+    """Part 2: the error of each (budget, prompt length) at a fixed number of steps (module docstring)."""
+    budgets, lengths = sweeps.parse_ints(args.budgets, "budgets"), sweeps.parse_ints(args.lengths, "lengths")
+    gaussian = LinearICL(args.d, args.noise, GaussianPrior(1.0))
+    positions = min(lengths)
+    test = gaussian.sample(args.trials, positions, seed=stream(args.seed, "evaluation"))
+    cells = []
+    for s in seeds:
+        row = []
+        for budget in budgets:
+            for length in lengths:
+                n = budget // length
+                settings = settings_of(args, T=length, prompts=n, depth=args.data_depth, steps=args.data_steps,
+                                       training_seed=s)
+
+                def compute(checkpoint: Path, length: int = length, n: int = n, s: int = s,
+                            settings: dict[str, Any] = settings) -> dict[str, np.ndarray]:
+                    fixed = gaussian.sample(n, length, seed=stream(s, "pool", length))
+                    trainer = Pretrainer(args.width, args.data_depth, args.heads, args.lr, args.d, length, s, args.loss)
+                    sweeps.train(trainer, gaussian, length, args.data_steps, args.batch, s, checkpoint, settings,
+                                 (fixed.x, fixed.y))
+                    return distance(trainer, test, args.noise, positions)
+
+                row.append(sweeps.cached_cell(folder, f"B{budget}-T{length}-seed{s}", settings, compute))
+        cells.append(row)
+    stack = {k: np.asarray([[c[k] for c in row] for row in cells]) for k in ("error", "to_bma")}
+    out: dict[str, Any] = {"budgets": budgets, "lengths": lengths, "positions": positions,
+                           "cells": [{"budget": b, "length": t, "prompts": b // t} for b in budgets for t in lengths]}
+    for key in stack:
+        out[key], out[f"{key}_seed_sd"] = sweeps.seed_mean_sd(stack[key])
+    out["fit"] = fit_with_interval(data_features(budgets, lengths), stack["error"], ("c", "alpha", "beta"),
+                                   args.bootstrap, args.seed)
+    return out
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every setting that could stop the sweep, checked before anything trains (one error line)."""
+    if args.loss not in LOSSES:
+        raise InvalidArgument(f"--loss must be one of {', '.join(LOSSES)}, got '{args.loss}'")
+    depths = sweeps.parse_ints(args.depths, "depths")
+    if min(depths) < 1 or any(args.layer_steps < L for L in depths):
+        raise InvalidArgument(f"--depths must be positive and at most --layer_steps ({args.layer_steps}), got '{args.depths}'")
+    budgets, lengths = sweeps.parse_ints(args.budgets, "budgets"), sweeps.parse_ints(args.lengths, "lengths")
+    bad = [(b, t) for b in budgets for t in lengths if t < 1 or b % t]
+    if bad:
+        raise InvalidArgument(f"every --budgets value must be a multiple of every --lengths value (not {bad[0][0]} of {bad[0][1]})")
+    sweeps.parse_ints(args.seeds, "seeds")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    check(args)
+    seeds = sweeps.parse_ints(args.seeds, "seeds")
+    folder = Path(args.out) / "cells"
+    metric = "KL(BMA || network)" if args.loss == "nll" else "E(ŷ - ŷ_BMA)²"
+    return {"config": vars(args), "seeds": seeds, "metric": metric,
+            "depth": depth_sweep(args, seeds, folder), "data": data_sweep(args, seeds, folder)}
+
+
+def _interval(fit: dict[str, float]) -> str:
+    return f"{fit['estimate']:.3f} [{fit['lo']:.3f}, {fit['hi']:.3f}]"
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    dep, data, metric = result["depth"], result["data"], result["metric"]
+    out = [(f"{metric}, depth {L} ({steps} steps)", f"{e:.4f} ± {sd:.4f}", "falls exponentially with depth")
+           for L, steps, e, sd in zip(dep["depths"], dep["steps"], dep["error"], dep["error_seed_sd"])]
+    out.append(("b in exp(a - b·depth) [95% bootstrap]", _interval(dep["fit"]["b"]), "> 0"))
+    out += [(f"{metric}, N_p = {c['prompts']} prompts of T_p = {c['length']}", f"{e:.4f} ± {sd:.4f}",
+             "depends on N_p·T_p only")
+            for c, e, sd in zip(data["cells"], data["error"], data["error_seed_sd"])]
+    out.append(("α in (N_p T_p)^-α", _interval(data["fit"]["alpha"]), "1/2 (the bound's rate)"))
+    out.append(("β in T_p^β at fixed N_p T_p", _interval(data["fit"]["beta"]), "0"))
+    return out
+
+
+def figure(result: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+
+    dep, data, metric = result["depth"], result["data"], result["metric"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    depths = np.asarray(dep["depths"])
+    ax.errorbar(depths, dep["error"], yerr=dep["error_seed_sd"], fmt="o", label="measured (± seed sd)")
+    a, b = dep["fit"]["a"]["estimate"], dep["fit"]["b"]["estimate"]
+    ax.plot(depths, np.exp(a - b * depths), "k--", label=f"exp({a:.2f} - {b:.2f}·depth)")
+    ax.set(yscale="log", xlabel="layers (matched compute)", ylabel=metric, title="approximation error vs depth")
+    ax.legend(fontsize=7)
+    fit = data["fit"]
+    budgets = np.asarray(data["budgets"], np.float64)
+    errors = np.asarray(data["error"]).reshape(len(data["budgets"]), len(data["lengths"]))
+    for j, length in enumerate(data["lengths"]):
+        line = bx.plot(budgets, errors[:, j], "o", label=f"T_p = {length}")[0]
+        model = np.exp(fit["c"]["estimate"] - fit["alpha"]["estimate"] * np.log(budgets) + fit["beta"]["estimate"] * np.log(length))
+        bx.plot(budgets, model, "--", color=line.get_color())
+    bx.set(xscale="log", yscale="log", xlabel="pretraining examples N_p·T_p", ylabel=metric,
+           title=f"generalization error: α = {fit['alpha']['estimate']:.2f}, β = {fit['beta']['estimate']:.2f}")
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def main() -> None:
+    report.cli("icl_scaling", __doc__, DEFAULTS, run, rows, figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The pretraining-error scalings (issue 19 item 9, issue 22 item 3): the fits recover known
+exponents, the distance to BMA is the KL the docstring names, and the sweep runs end to end and
+resumes from its cells."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import icl_scaling
+from icl_bayes import bma
+from icl_bayes.model import GaussianPrior, LinearICL, stream
+from icl_bayes.pretrain import Pretrainer
+from ntk_lab.errors import NtkLabError
+
+
+def test_the_fits_recover_known_exponents() -> None:
+    depths = [1, 2, 4, 8]
+    errors = np.exp(0.3 - 0.45 * np.asarray(depths, np.float64))
+    a, b = icl_scaling.linear_fit(icl_scaling.depth_features(depths), np.log(errors))
+    assert (a, b) == (pytest.approx(0.3, abs=1e-12), pytest.approx(0.45, abs=1e-12))
+    budgets, lengths = [256, 1024, 4096], [4, 8, 16]
+    product, length = icl_scaling.data_features(budgets, lengths)[:, 1:].T
+    errors = np.exp(1.2 + 0.5 * product + 0.1 * np.log(np.tile(lengths, 3)))  # -log(B) is the second column
+    assert np.allclose(np.exp(-product), np.repeat(budgets, 3)) and np.allclose(np.exp(length), np.tile(lengths, 3))
+    c, alpha, beta = icl_scaling.linear_fit(icl_scaling.data_features(budgets, lengths), np.log(errors))
+    assert (c, alpha, beta) == (pytest.approx(1.2), pytest.approx(0.5), pytest.approx(0.1))
+
+
+def test_the_bootstrap_interval_covers_the_exponent_under_noise() -> None:
+    """Per-prompt errors log-normal around exp(1 - 0.6·L) (2 seeds x 300 prompts, 40% noise):
+    b within 0.05 of 0.6 and inside its 95% interval."""
+    depths = [1, 2, 3, 4]
+    rng = np.random.default_rng(3)
+    mean = np.exp(1.0 - 0.6 * np.asarray(depths, np.float64))
+    errors = mean[None, :, None] * np.exp(0.4 * rng.standard_normal((2, 4, 300)) - 0.08)
+    fit = icl_scaling.fit_with_interval(icl_scaling.depth_features(depths), errors, ("a", "b"), 300, 0)
+    assert fit["b"]["estimate"] == pytest.approx(0.6, abs=0.05) and fit["b"]["lo"] < 0.6 < fit["b"]["hi"]
+
+
+def test_the_distance_is_the_kl_from_bmas_predictive_to_the_networks() -> None:
+    """KL(N(ŷ_BMA, v_BMA) || N(μ, s²)) of an untrained likelihood network, against numerical integration
+    of p_BMA log(p_BMA / p_network) on a grid, for every position of two prompts."""
+    sigma, positions = 0.5, 5
+    test = LinearICL(3, sigma, GaussianPrior(1.0)).sample(2, 7, seed=stream(0, "evaluation"))
+    trainer = Pretrainer(8, 1, 2, 1e-3, 3, 7, 0, "nll")
+    got = icl_scaling.distance(trainer, test, sigma, positions)
+    x, y = test.x[:, : positions + 1], test.y[:, : positions + 1]
+    mean_bma, var_bma = bma.gaussian_bma(x, y, sigma, 1.0)
+    mu, var = trainer.predict(x, y).astype(np.float64), trainer.predictive_variance(x, y).astype(np.float64)
+    density = lambda z, m, v: np.exp(-((z - m) ** 2) / (2 * v)) / np.sqrt(2 * np.pi * v)
+    for i in range(2):
+        kls = []
+        for t in range(1, positions + 1):
+            z = np.linspace(mean_bma[i, t] - 12 * np.sqrt(var_bma[i, t]), mean_bma[i, t] + 12 * np.sqrt(var_bma[i, t]), 20_001)
+            p, q = density(z, mean_bma[i, t], var_bma[i, t]), density(z, mu[i, t], var[i, t])
+            kls.append(np.trapezoid(p * np.log(p / q), z))
+        assert got["error"][i] == pytest.approx(np.mean(kls), rel=1e-5)
+        assert got["to_bma"][i] == pytest.approx(np.mean((mu[i, 1:] - mean_bma[i, 1:]) ** 2), rel=1e-5)
+
+
+def test_the_sweep_end_to_end_at_matched_compute_resumes_from_its_cells(tmp_path, monkeypatch) -> None:
+    argv = ["--d", "2", "--T", "4", "--depths", "1,2", "--layer_steps", "6", "--budgets", "16,32", "--lengths", "2,4",
+            "--data_steps", "3", "--trials", "60", "--bootstrap", "20", "--width", "8", "--heads", "2",
+            "--loss", "mse", "--seeds", "0", "--out", str(tmp_path)]
+    icl_scaling.report._run("icl_scaling", icl_scaling.__doc__, icl_scaling.DEFAULTS, icl_scaling.run,
+                            icl_scaling.rows, icl_scaling.figure, argv)
+    first = json.loads((tmp_path / "icl_scaling.json").read_text())
+    assert first["depth"]["steps"] == [6, 3] and first["metric"] == "E(ŷ - ŷ_BMA)²"
+    assert [c["prompts"] for c in first["data"]["cells"]] == [8, 4, 16, 8] and first["data"]["positions"] == 2
+    assert first["depth"]["error"] == first["depth"]["to_bma"]  # with --loss mse the error is the squared distance
+    assert set(first["data"]["fit"]) == {"c", "alpha", "beta"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(icl_scaling.sweeps, "pretrain", no_training)
+    icl_scaling.report._run("icl_scaling", icl_scaling.__doc__, icl_scaling.DEFAULTS, icl_scaling.run,
+                            icl_scaling.rows, icl_scaling.figure, argv)
+    second = json.loads((tmp_path / "icl_scaling.json").read_text())
+    assert {k: v for k, v in second.items() if k != "commit"} == {k: v for k, v in first.items() if k != "commit"}
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--budgets", "30", "--lengths", "4"], "must be a multiple of every --lengths value"),
+    (["--depths", "1,x"], "--depths takes comma-separated integers"),
+    (["--loss", "l1"], "--loss must be one of mse, nll"),
+    (["--depths", "2,8", "--layer_steps", "4"], "at most --layer_steps"),
+])
+def test_bad_sweeps_are_one_line(tmp_path, flags, message) -> None:
+    import argparse
+
+    args = argparse.Namespace(**(icl_scaling.DEFAULTS | {"out": str(tmp_path), "layer_steps": 4, "data_steps": 1,
+                                                          "trials": 4, "d": 2, "T": 2, "width": 8, "heads": 2}))
+    for flag, value in zip(flags[::2], flags[1::2]):
+        setattr(args, flag[2:], int(value) if flag == "--layer_steps" else value)
+    with pytest.raises(NtkLabError, match=message):
+        icl_scaling.run(args)
+    assert not (tmp_path / "cells").exists()  # checked before anything trains
