@@ -41,8 +41,8 @@ from icl_bayes.pretrain import LOSSES, Pretrainer
 
 DEFAULTS: dict[str, Any] = {
     "d": 4, "T": 16, "noise": 0.5, "loss": "nll", "width": 32, "heads": 4, "lr": 2e-3, "batch": 64,
-    "depths": "1,2,4", "layer_steps": 6000, "budgets": "1024,4096", "lengths": "8,16,32", "data_depth": 2,
-    "data_steps": 3000, "seeds": "0,1", "trials": 2000, "bootstrap": 1000, "seed": 0, "out": "runs/icl-scaling",
+    "depths": "1,2,4", "layer_steps": 4000, "budgets": "1024,4096", "lengths": "8,16,32", "data_depth": 2,
+    "data_steps": 2000, "seeds": "0,1", "trials": 2000, "bootstrap": 1000, "seed": 0, "out": "runs/icl-scaling",
 }
 
 
