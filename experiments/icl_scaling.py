@@ -115,9 +115,7 @@ def depth_sweep(args: argparse.Namespace, seeds: list[int], folder: Path) -> dic
                                           settings_of(args, T=args.T, depth=depth, steps=steps, training_seed=s), compute))
         cells.append(row)
     stack = {k: np.asarray([[c[k] for c in row] for row in cells]) for k in ("error", "to_bma")}
-    out: dict[str, Any] = {"depths": depths, "steps": [args.layer_steps // L for L in depths]}
-    for key in stack:
-        out[key], out[f"{key}_seed_sd"] = sweeps.seed_mean_sd(stack[key])
+    out: dict[str, Any] = {"depths": depths, "steps": [args.layer_steps // L for L in depths], **sweeps.summarize(stack)}
     out["fit"] = fit_with_interval(depth_features(depths), stack["error"], ("a", "b"), args.bootstrap, args.seed)
     return out
 
@@ -149,9 +147,8 @@ def data_sweep(args: argparse.Namespace, seeds: list[int], folder: Path) -> dict
         cells.append(row)
     stack = {k: np.asarray([[c[k] for c in row] for row in cells]) for k in ("error", "to_bma")}
     out: dict[str, Any] = {"budgets": budgets, "lengths": lengths, "positions": positions,
-                           "cells": [{"budget": b, "length": t, "prompts": b // t} for b in budgets for t in lengths]}
-    for key in stack:
-        out[key], out[f"{key}_seed_sd"] = sweeps.seed_mean_sd(stack[key])
+                           "cells": [{"budget": b, "length": t, "prompts": b // t} for b in budgets for t in lengths],
+                           **sweeps.summarize(stack)}
     out["fit"] = fit_with_interval(data_features(budgets, lengths), stack["error"], ("c", "alpha", "beta"),
                                    args.bootstrap, args.seed)
     return out
@@ -203,7 +200,9 @@ def figure(result: dict[str, Any]) -> Any:
     dep, data, metric = result["depth"], result["data"], result["metric"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     depths = np.asarray(dep["depths"])
-    ax.errorbar(depths, dep["error"], yerr=dep["error_seed_sd"], fmt="o", label="measured (± seed sd)")
+    ax.plot(depths, dep["error"], "o", label="measured (mean; x: each seed)")
+    for seed_values in dep["error_per_seed"]:
+        ax.plot(depths, seed_values, "x", color="0.5")
     a, b = dep["fit"]["a"]["estimate"], dep["fit"]["b"]["estimate"]
     ax.plot(depths, np.exp(a - b * depths), "k--", label=f"exp({a:.2f} - {b:.2f}·depth)")
     ax.set(yscale="log", xlabel="layers (matched compute)", ylabel=metric, title="approximation error vs depth")
@@ -211,8 +210,11 @@ def figure(result: dict[str, Any]) -> Any:
     fit = data["fit"]
     budgets = np.asarray(data["budgets"], np.float64)
     errors = np.asarray(data["error"]).reshape(len(data["budgets"]), len(data["lengths"]))
+    per_seed = np.asarray(data["error_per_seed"]).reshape(-1, len(data["budgets"]), len(data["lengths"]))
     for j, length in enumerate(data["lengths"]):
         line = bx.plot(budgets, errors[:, j], "o", label=f"T_p = {length}")[0]
+        for seed_errors in per_seed:
+            bx.plot(budgets, seed_errors[:, j], "x", color=line.get_color(), alpha=0.6)
         model = np.exp(fit["c"]["estimate"] - fit["alpha"]["estimate"] * np.log(budgets) + fit["beta"]["estimate"] * np.log(length))
         bx.plot(budgets, model, "--", color=line.get_color())
     bx.set(xscale="log", yscale="log", xlabel="pretraining examples N_p·T_p", ylabel=metric,

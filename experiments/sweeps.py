@@ -72,8 +72,12 @@ def parse_ints(text: str, name: str) -> list[int]:
     return values
 
 
-def seed_mean_sd(values: np.ndarray) -> tuple[list[float], list[float]]:
-    """``[seeds, cells, prompts]`` -> the mean per cell and the standard deviation of the seeds' means."""
-    per_seed = values.mean(axis=2)
-    sd = per_seed.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(per_seed.shape[1])
-    return per_seed.mean(axis=0).tolist(), sd.tolist()
+def summarize(per_prompt: dict[str, np.ndarray]) -> dict[str, list]:
+    """For each ``name: [seeds, cells, prompts]``: ``name`` the mean per cell, ``name_per_seed`` each
+    seed's means ``[seeds][cells]`` and ``name_seed_sd`` their standard deviation per cell."""
+    out: dict[str, list] = {}
+    for name, values in per_prompt.items():
+        per_seed = values.mean(axis=2)
+        sd = per_seed.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(per_seed.shape[1])
+        out |= {name: per_seed.mean(axis=0).tolist(), f"{name}_per_seed": per_seed.tolist(), f"{name}_seed_sd": sd.tolist()}
+    return out

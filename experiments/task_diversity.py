@@ -125,9 +125,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     cells = [[cell(args, m, s, test, ridge, folder) for m in pools] for s in seeds]
     stack = {k: np.asarray([[c[k] for c in row] for row in cells]) for k in MEASURED}  # [seeds, pools, n]
     out: dict[str, Any] = {"config": vars(args), "pools": pools, "seeds": seeds,
-                           "ridge_mse": float(per_prompt_distance(ridge, test.y).mean())}
-    for key in stack:
-        out[key], out[f"{key}_seed_sd"] = sweeps.seed_mean_sd(stack[key])
+                           "ridge_mse": float(per_prompt_distance(ridge, test.y).mean()), **sweeps.summarize(stack)}
     out["crossover"] = crossover(pools, stack["to_pool"], stack["to_ridge"], args.bootstrap, args.seed)
     return out
 
@@ -156,9 +154,9 @@ def figure(result: dict[str, Any]) -> Any:
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for key, label, style in [("to_pool", "transformer to the pool's BMA", "o-"), ("to_ridge", "transformer to ridge", "s-"),
                               ("pool_bma_to_ridge", "pool's BMA to ridge", "k--")]:
-        mean, sd = np.asarray(result[key]), np.asarray(result[f"{key}_seed_sd"])
-        ax.plot(pools, mean, style, label=label)
-        ax.fill_between(pools, np.maximum(mean - sd, 1e-12), mean + sd, alpha=0.2)
+        line = ax.plot(pools, result[key], style, label=f"{label} (thin: each seed)")[0]
+        for seed_values in result[f"{key}_per_seed"]:
+            ax.plot(pools, seed_values, style[-1], color=line.get_color(), lw=0.6, alpha=0.5)
     c = result["crossover"]
     if c["M_star"] is not None:
         ax.axvline(c["M_star"], color="0.3", ls=":", label=f"M* = {c['M_star']:.0f}")
