@@ -26,6 +26,7 @@ import numpy as np
 from icl_bayes import attention, bma
 from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, Prompts, stream
 from icl_bayes.rates import (
+    Z95,
     average,
     fit_range,
     loglog_slope,
@@ -105,6 +106,24 @@ def regret_summary(regrets: dict[str, np.ndarray]) -> dict[str, list[float]]:
             "simulated_minus_expected": [float(diff[-1]), float(diff_lo[-1]), float(diff_hi[-1])]}
 
 
+def relative_excess(pred: np.ndarray, bma_pred: np.ndarray, risk: np.ndarray, tolerance: float = 0.05) -> dict:
+    """A predictor's relative excess over the Bayes risk at each position t = 1..T, ``[T]``:
+
+        (E(ŷ_t - y_t)² - R_t) / R_t = E(ŷ_t - ŷ_BMA,t)² / R_t,
+
+    an identity because BMA is the posterior mean (the cross term vanishes), so it is estimated from
+    ``(ŷ - ŷ_BMA)²``, which carries no label noise; ``R_t`` is the closed-form risk ``risk [n, T+1]``
+    (BMA's ``σ²(1 + x_tᵀP_t x_t)`` per prompt), averaged over the same prompts. The 95% interval of this
+    ratio of means is the delta method's. ``within`` says whether the interval's upper end is below
+    ``tolerance`` at every t.
+    """
+    a, b = (np.asarray(pred, np.float64) - bma_pred)[:, 1:] ** 2, np.asarray(risk, np.float64)[:, 1:]
+    ratio = a.mean(axis=0) / b.mean(axis=0)
+    half = Z95 * (a - ratio * b).std(axis=0, ddof=1) / np.sqrt(len(a)) / b.mean(axis=0)
+    return {"mean": ratio.tolist(), "lo": (ratio - half).tolist(), "hi": (ratio + half).tolist(),
+            "max": float(ratio.max()), "tolerance": tolerance, "within": bool(np.all(ratio + half < tolerance))}
+
+
 def curves(model: LinearICL, prompts: Prompts, preds: dict[str, np.ndarray], config: dict) -> dict:
     """The ``curves.json`` content for ``preds`` on ``prompts``."""
     T = prompts.T
@@ -126,6 +145,9 @@ def curves(model: LinearICL, prompts: Prompts, preds: dict[str, np.ndarray], con
         upper = model.prior.regret_upper(t, model.sigma, model.cov, model.d)
         risk = model.prior.bayes_risk(prompts.x, prompts.y, model.sigma)
         assert upper is not None and risk is not None  # a prior with an exact regret has both closed forms
+        if not config.get("misspecified"):  # the identity needs labels from the model itself
+            out["relative_excess"] = {name: relative_excess(pred, preds["bma"], risk)
+                                      for name, pred in preds.items() if name not in ("bma", "oracle")}
         out["closed_form"] = {"bma_mse": risk.mean(0)[1:].tolist(),
                               "regret": closed.mean(0)[1:].tolist(), "regret_upper": upper.tolist(),
                               "average_regret_slope": loglog_slope(fit, average(closed.mean(0))[fit - 1]),

@@ -1,13 +1,15 @@
 """``python -m icl_bayes.pretrain``: pretrain a small transformer on ICL prompts, then compare it with BMA.
 
     python -m icl_bayes.pretrain --d 8 --T 32 --steps S --out DIR [--layers 2] [--prompts N] [--prior finite:M]
+        [--curriculum D0,T0,EVERY]
 
 Pretraining minimizes the squared error of every label given the prompt before it,
 ``(1/(T+1)) Σ_t (ŷ_t - y_t)²`` (``--loss mse``), or its Gaussian negative log-likelihood
 ``(1/(T+1)) Σ_t ½[log 2π s_t² + (y_t - ŷ_t)² / s_t²]`` with a predicted variance ``s_t²`` (``--loss nll``:
 the likelihood the paper's pretraining maximizes; BMA's own predictive is ``N(ŷ_BMA, σ²(1 + xᵀPx))``), with Adam, on fresh prompts each step (or on a fixed set of
 ``--prompts N`` prompts, the pretraining set). Each step's batch comes from the stream ``(seed, "pretraining", step)``, so a run
-is deterministic; ``DIR/checkpoint.msgpack`` is written atomically every ``--checkpoint-every`` steps
+is deterministic; ``--curriculum`` trains on fewer active dimensions and examples first (Garg et al.,
+``curriculum_stage``). ``DIR/checkpoint.msgpack`` is written atomically every ``--checkpoint-every`` steps
 with the settings that determine training (``TRAINING_SETTINGS``), and a rerun with the same settings
 resumes from it (``--steps`` may grow); other settings are one error line, ``--restart`` starts over.
 Then ``DIR/curves.json`` holds the simulate curves with ``transformer`` added, and ``transformer_vs_bma``: the mean of ``(ŷ_transformer - ŷ_BMA)²`` at every T, the
@@ -38,7 +40,7 @@ from icl_bayes.evaluate import (
     print_summary,
     regret_summary,
 )
-from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, stream
+from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, Prompts, stream
 from icl_bayes.simulate import _parser, setup
 from icl_bayes.transformer import ICLTransformer
 from ntk_lab.cli import cli_main
@@ -53,11 +55,34 @@ def gaussian_nll(mean: jax.Array, log_var: jax.Array, y: jax.Array) -> jax.Array
     return jnp.mean(0.5 * (np.log(2 * np.pi) + log_var + (y - mean) ** 2 * jnp.exp(-log_var)))
 
 
-def batch(model: LinearICL, T: int, size: int, seed: int, step: int, pool: tuple[np.ndarray, np.ndarray] | None):
-    """The batch of ``step``: fresh prompts from ``(seed, step)``, or rows of the fixed ``pool``."""
+def curriculum_stage(curriculum: tuple[int, int, int] | None, d: int, T: int, step: int) -> tuple[int, int]:
+    """The active dimensions and examples ``(d_t, T_t)`` at ``step`` of Garg et al.'s curriculum
+    ``(d0, T0, every)``: ``d0`` dimensions and ``T0`` examples at first, one dimension and two examples
+    more every ``every`` steps, up to ``(d, T)``; without a curriculum, ``(d, T)``."""
+    if curriculum is None:
+        return d, T
+    d0, T0, every = curriculum
+    k = step // every
+    return min(d, d0 + k), min(T, T0 + 2 * k)
+
+
+def restrict(prompts: Prompts, active: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of the same prompts in the first ``active`` dimensions: the other coordinates of x set to
+    0 and their share ``<w, x>`` taken out of y, so the labels are ``<w_{:active}, x_{:active}> + ε`` with
+    the same noise."""
+    x = prompts.x.copy()
+    x[..., active:] = 0
+    return x, prompts.y - np.einsum("ntd,nd->nt", prompts.x[..., active:], prompts.w[:, active:])
+
+
+def batch(model: LinearICL, T: int, size: int, seed: int, step: int, pool: tuple[np.ndarray, np.ndarray] | None,
+          curriculum: tuple[int, int, int] | None = None):
+    """The batch of ``step``: fresh prompts from ``(seed, step)`` (at the curriculum's stage: ``T_t``
+    examples in ``d_t`` active dimensions, ``restrict``), or rows of the fixed ``pool``."""
     if pool is None:
-        prompts = model.sample(size, T, seed=stream(seed, "pretraining", step))
-        return prompts.x, prompts.y
+        d_t, T_t = curriculum_stage(curriculum, model.d, T, step)
+        prompts = model.sample(size, T_t, seed=stream(seed, "pretraining", step))
+        return restrict(prompts, d_t) if d_t < model.d else (prompts.x, prompts.y)
     rows = np.random.default_rng(stream(seed, "pretraining", step)).integers(0, len(pool[0]), size)
     return pool[0][rows], pool[1][rows]
 
@@ -158,15 +183,15 @@ class Pretrainer:
 
 def pretrain(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch_size: int, seed: int,
              pool: tuple[np.ndarray, np.ndarray] | None, checkpoint: Path | None, every: int,
-             settings: dict | None = None) -> float:
-    """Train until ``trainer.step == steps``, checkpointing (with ``settings``) every ``every`` steps;
-    returns steps/s."""
+             settings: dict | None = None, curriculum: tuple[int, int, int] | None = None) -> float:
+    """Train until ``trainer.step == steps`` (on ``batch``es, with the ``curriculum`` if given),
+    checkpointing (with ``settings``) every ``every`` steps; returns steps/s."""
     from ntk_lab.progress import progress
 
     start, first = time.perf_counter(), trainer.step
     with progress(total=steps, initial=trainer.step, desc="pretrain", unit="step") as bar:
         while trainer.step < steps:
-            loss = trainer.train_step(*batch(model, T, batch_size, seed, trainer.step, pool))
+            loss = trainer.train_step(*batch(model, T, batch_size, seed, trainer.step, pool, curriculum))
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if checkpoint is not None and (trainer.step % every == 0 or trainer.step == steps):
@@ -180,11 +205,28 @@ EPILOG = """outputs, in --out:
                       --checkpoint-every steps); run the same command again to resume, --restart to
                       start over
   curves.json         the simulate curves with 'transformer' added, transformer_vs_bma (the mean of
-                      (ŷ_transformer - ŷ_BMA)² at every T) and the training loss; with --loss nll
+                      (ŷ_transformer - ŷ_BMA)² at every T) and the training loss; with a Gaussian
+                      prior, relative_excess: each predictor's E(ŷ - ŷ_BMA)² / Bayes risk at every
+                      T with a 95% interval (transformer within 5% everywhere: 'within'); with --loss nll
                       and a Gaussian prior, transformer_regret: its cumulative log-loss regret
                       against the oracle and its expectation, BMA's closed form + Σ KL
   mse.png, excess.png, regret.png  as python -m icl_bayes.simulate draws them
 """
+
+
+def parse_curriculum(text: str | None, d: int, T: int, prompts: int) -> tuple[int, int, int] | None:
+    """``"D0,T0,EVERY"`` -> ``(D0, T0, EVERY)`` with 1 <= D0 <= d, 1 <= T0 <= T, EVERY >= 1; bad values are one line."""
+    if text is None:
+        return None
+    try:
+        d0, T0, every = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidArgument(f"--curriculum takes D0,T0,EVERY (three integers, e.g. 5,11,2000), got '{text}'") from None
+    if not (1 <= d0 <= d and 1 <= T0 <= T and every >= 1):
+        raise InvalidArgument(f"--curriculum {text}: need 1 <= D0 <= --d ({d}), 1 <= T0 <= --T ({T}) and EVERY >= 1")
+    if prompts:
+        raise InvalidArgument("--curriculum draws fresh prompts at each stage: it cannot be combined with --prompts")
+    return d0, T0, every
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", type=int, default=0, help="pretraining-set size (0: fresh prompts every step)")
     p.add_argument("--loss", default="mse", choices=LOSSES,
                    help="pretraining objective: squared error, or the Gaussian negative log-likelihood with a predicted variance")
+    p.add_argument("--curriculum", default=None, metavar="D0,T0,EVERY",
+                   help="Garg et al.'s curriculum: start with D0 active dimensions and T0 examples, one dimension "
+                        "and two examples more every EVERY steps, up to --d and --T (e.g. 5,11,2000 for d = 20, T = 40)")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and train from step 0")
     args = p.parse_args(argv)
@@ -210,13 +255,16 @@ def main(argv: list[str] | None = None) -> None:
         raise InvalidArgument(f"--width ({args.width}) must be a multiple of --heads ({args.heads})")
     if args.prompts < 0:
         raise InvalidArgument(f"--prompts must be 0 (fresh prompts) or positive, got {args.prompts}")
+    curriculum = parse_curriculum(args.curriculum, args.d, args.T, args.prompts)
     model, config = setup(args)
     config.update({k: getattr(args, k) for k in ("steps", "batch_size", "lr", "layers", "width", "heads", "prompts", "loss")})
+    if curriculum:
+        config["curriculum"] = ",".join(map(str, curriculum))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.msgpack"
     trainer = Pretrainer(args.width, args.layers, args.heads, args.lr, args.d, args.T, args.seed, args.loss)
-    settings = {k: config[k] for k in TRAINING_SETTINGS}
+    settings = {k: config[k] for k in TRAINING_SETTINGS} | ({"curriculum": config["curriculum"]} if curriculum else {})
     if checkpoint.exists() and not args.restart:
         trainer.load(checkpoint, settings)
         print(f"resumed from step {trainer.step}", flush=True)
@@ -225,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         fixed = model.sample(args.prompts, args.T, seed=stream(args.seed, "pool"))
         pool = (fixed.x, fixed.y)
     steps_per_s = pretrain(trainer, model, args.T, args.steps, args.batch_size, args.seed, pool, checkpoint,
-                           args.checkpoint_every, settings)
+                           args.checkpoint_every, settings, curriculum)
     prompts = model.sample(args.trials, args.T, seed=stream(args.seed, "evaluation"), misspecified=args.misspecified)
     preds = predictions(model, prompts, config["beta"], args.ridge_lambda)
     preds["transformer"] = trainer.predict(prompts.x, prompts.y)
@@ -242,6 +290,12 @@ def main(argv: list[str] | None = None) -> None:
     gap = result["transformer_vs_bma"]
     print(f"transformer vs BMA, mean (ŷ_tf - ŷ_bma)²: T=1 {gap[0]:.4f}, T={args.T // 2} {gap[args.T // 2 - 1]:.4f}, "
           f"T={args.T} {gap[-1]:.4f}; {steps_per_s:.1f} steps/s")
+    if "relative_excess" in result:
+        rel = result["relative_excess"]["transformer"]
+        worst = int(np.argmax(rel["mean"]))
+        print(f"transformer's relative excess over BMA's Bayes risk, E(ŷ_tf - ŷ_bma)² / R_T: largest at T={worst + 1}, "
+              f"{rel['mean'][worst]:.3f} [{rel['lo'][worst]:.3f}, {rel['hi'][worst]:.3f}]; within "
+              f"{rel['tolerance']:.0%} at every T: {'yes' if rel['within'] else 'no'}")
     if "transformer_regret" in result:
         tr = result["transformer_regret"]
         print(f"transformer's regret after T={args.T}: simulated {tr['mean'][-1]:.3f} [{tr['lo'][-1]:.3f}, {tr['hi'][-1]:.3f}], "

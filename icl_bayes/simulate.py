@@ -88,7 +88,8 @@ def setup(args: argparse.Namespace) -> tuple[LinearICL, dict]:
 
 EPILOG = """outputs, in --out:
   curves.json   per predictor the mean squared error at every T with its 95% interval and the excess
-                risk; BMA's closed-form risk and regret; the simulated regret; log-log slopes
+                risk; BMA's closed-form risk and regret; the simulated regret; log-log slopes; with
+                a Gaussian prior, each predictor's relative excess over the Bayes risk
   mse.png       error against prompt length
   excess.png    excess risk over the oracle (log-log, and times T)
   regret.png    average log-loss regret R_T / T against its closed form or bound

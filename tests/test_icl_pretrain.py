@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from icl_bayes.pretrain import Pretrainer, cli
+from icl_bayes.model import GaussianPrior, LinearICL
+from icl_bayes.pretrain import Pretrainer, batch, cli, curriculum_stage, restrict
 
 
 def test_interrupted_pretraining_resumes_to_the_same_parameters(tmp_path, capsys):
@@ -65,6 +66,9 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys):
     (["--prior", "finite:0"], "the number of concepts M must be at least 1"),
     (["--prior", "finite:x"], "--prior finite:M needs an integer M"),
     (["--width", "10", "--heads", "4"], "must be a multiple of --heads"),
+    (["--curriculum", "5,2"], "--curriculum takes D0,T0,EVERY"),
+    (["--d", "4", "--curriculum", "5,2,10"], "need 1 <= D0 <= --d (4)"),
+    (["--curriculum", "1,2,10", "--prompts", "8"], "cannot be combined with --prompts"),
 ])
 def test_bad_arguments_get_one_line(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
@@ -103,3 +107,35 @@ def test_likelihood_pretraining_predicts_a_mean_and_a_variance(tmp_path, capsys)
     with pytest.raises(SystemExit):
         cli([*common, "--loss", "mse"])
     assert "(loss: --loss nll)" in capsys.readouterr().err
+
+
+def test_the_curriculum_grows_dimensions_and_examples_and_keeps_the_noise():
+    """Garg et al.'s schedule (5, 11, every 2000) for d = 20, T = 40; a restricted prompt's labels are
+    the active coordinates' share plus the same noise."""
+    stage = lambda step: curriculum_stage((5, 11, 2000), 20, 40, step)
+    assert [stage(s) for s in (0, 1999, 2000, 4000, 29_999, 30_000, 10**6)] == [
+        (5, 11), (5, 11), (6, 13), (7, 15), (19, 39), (20, 40), (20, 40)]
+    assert curriculum_stage(None, 20, 40, 0) == (20, 40)
+    model = LinearICL(6, 0.5, GaussianPrior(1.0))
+    prompts = model.sample(7, 5, seed=3)
+    x, y = restrict(prompts, 2)
+    assert np.all(x[..., 2:] == 0) and np.array_equal(x[..., :2], prompts.x[..., :2])
+    np.testing.assert_allclose(y - np.einsum("ntd,nd->nt", x[..., :2], prompts.w[:, :2]), prompts.y - prompts.clean,
+                               atol=1e-12)
+    bx, by = batch(model, 9, 4, 0, 1, None, (2, 3, 1))  # step 1: 3 active dimensions, 5 examples
+    assert bx.shape == (4, 6, 6) and by.shape == (4, 6) and np.all(bx[..., 3:] == 0) and np.any(bx[..., 2] != 0)
+
+
+def test_pretraining_with_a_curriculum_records_it_and_the_relative_excess(tmp_path, capsys):
+    cli(["--d", "3", "--T", "6", "--trials", "200", "--width", "16", "--heads", "2", "--layers", "1",
+         "--batch-size", "16", "--steps", "6", "--curriculum", "1,2,2", "--out", str(tmp_path)])
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert curves["config"]["curriculum"] == "1,2,2"
+    rel = curves["relative_excess"]["transformer"]
+    assert len(rel["mean"]) == 6 and all(lo <= m <= hi for m, lo, hi in zip(rel["mean"], rel["lo"], rel["hi"]))
+    assert rel["within"] is False  # six steps of training are far from Bayes
+    assert "relative excess over BMA's Bayes risk" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the curriculum is a training setting: another one does not resume
+        cli(["--d", "3", "--T", "6", "--trials", "200", "--width", "16", "--heads", "2", "--layers", "1",
+             "--batch-size", "16", "--steps", "8", "--curriculum", "1,2,3", "--out", str(tmp_path)])
+    assert "other settings (curriculum: --curriculum 1,2,2)" in capsys.readouterr().err
