@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,9 +56,7 @@ def _run(name: str, doc: str, defaults: dict[str, Any], compute: Callable[[argpa
 
 
 def provenance(name: str, argv: list[str] | None) -> dict[str, Any]:
-    """``{"command", "commit", "machine"}``: what made a result (``commit`` ends in ``+dirty`` when the
-    checkout differs from it), kept at the head of its JSON."""
-    from ntk_lab.pretrain import git_commit, machine
+    """``ntk_lab.cli.provenance`` of ``python -m experiments.NAME``."""
+    from ntk_lab.cli import provenance as of_command
 
-    args = sys.argv[1:] if argv is None else argv
-    return {"command": " ".join([f"python -m experiments.{name}", *args]), "commit": git_commit(), "machine": machine()}
+    return of_command(f"python -m experiments.{name}", argv)

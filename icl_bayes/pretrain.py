@@ -43,7 +43,7 @@ from icl_bayes.evaluate import (
 from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, Prompts, stream
 from icl_bayes.simulate import _parser, setup
 from icl_bayes.transformer import ICLTransformer
-from ntk_lab.cli import cli_main
+from ntk_lab.cli import cli_main, provenance
 
 TRAINING_SETTINGS = ("d", "T", "prior", "noise", "tau", "seed", "lr", "batch_size", "layers", "width", "heads", "prompts",
                      "loss")
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = model.sample(args.trials, args.T, seed=stream(args.seed, "evaluation"), misspecified=args.misspecified)
     preds = predictions(model, prompts, config["beta"], args.ridge_lambda)
     preds["transformer"] = trainer.predict(prompts.x, prompts.y)
-    result = curves(model, prompts, preds, config)
+    result = {**provenance("python -m icl_bayes.pretrain", argv), **curves(model, prompts, preds, config)}
     result["transformer_vs_bma"] = np.mean((preds["transformer"] - preds["bma"]) ** 2, axis=0)[1:].tolist()
     if args.loss == "nll" and isinstance(model.prior, GaussianPrior):
         result["transformer_regret"] = regret_summary(predictive_regret(

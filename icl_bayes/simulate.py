@@ -23,7 +23,7 @@ from icl_bayes.model import (
     LinearICL,
     stream,
 )
-from ntk_lab.cli import cli_main
+from ntk_lab.cli import cli_main, provenance
 
 
 def parse_prior(text: str, d: int, tau: float, seed: int) -> GaussianPrior | FinitePrior:
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                    EPILOG).parse_args(argv)
     model, config = setup(args)
     prompts = model.sample(args.trials, args.T, stream(args.seed, "evaluation"), args.misspecified)
-    result = curves(model, prompts, predictions(model, prompts, config["beta"], args.ridge_lambda), config)
+    result = {**provenance("python -m icl_bayes.simulate", argv),
+              **curves(model, prompts, predictions(model, prompts, config["beta"], args.ridge_lambda), config)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "curves.json").write_text(json.dumps(result, indent=1))

@@ -11,6 +11,7 @@ import pytest
 
 from icl_bayes.model import GaussianPrior, LinearICL
 from icl_bayes.pretrain import Pretrainer, batch, cli, curriculum_stage, restrict
+from ntk_lab.pretrain import git_commit
 
 
 def test_interrupted_pretraining_resumes_to_the_same_parameters(tmp_path, capsys):
@@ -130,7 +131,8 @@ def test_pretraining_with_a_curriculum_records_it_and_the_relative_excess(tmp_pa
     cli(["--d", "3", "--T", "6", "--trials", "200", "--width", "16", "--heads", "2", "--layers", "1",
          "--batch-size", "16", "--steps", "6", "--curriculum", "1,2,2", "--out", str(tmp_path)])
     curves = json.loads((tmp_path / "curves.json").read_text())
-    assert curves["config"]["curriculum"] == "1,2,2"
+    assert curves["config"]["curriculum"] == "1,2,2" and curves["command"].startswith("python -m icl_bayes.pretrain --d 3")
+    assert curves["commit"] == git_commit() and curves["machine"]
     rel = curves["relative_excess"]["transformer"]
     assert len(rel["mean"]) == 6 and all(lo <= m <= hi for m, lo, hi in zip(rel["mean"], rel["lo"], rel["hi"]))
     assert rel["within"] is False  # six steps of training are far from Bayes
