@@ -69,7 +69,7 @@ def main() -> None:
     args = p.parse_args()
     import jax
 
-    from ntk_lab.pretrain import git_commit, machine
+    from ntk_lab.provenance import git_commit, machine
 
     lrs = tuple(float(v) for v in args.lrs.split(","))
     out = {"command": "python benchmarks/finetune.py " + " ".join(

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import first_and_best  # noqa: E402
 
 from ntk_lab.cli import parser  # noqa: E402
-from ntk_lab.pretrain import PretrainConfig, Trainer, compute_dtype, machine, step_flops  # noqa: E402
+from ntk_lab.pretrain import PretrainConfig, Trainer, compute_dtype, step_flops  # noqa: E402
+from ntk_lab.provenance import machine  # noqa: E402
 
 
 def matmul_peak(dtype: jnp.dtype, n: int = 4096) -> float:

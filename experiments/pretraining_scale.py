@@ -73,8 +73,8 @@ def cell(label: str, model: str, tokens: float, saved: dict[str, Any]) -> dict[s
 
 def compute(args: Any) -> dict[str, Any]:
     from experiments.miniberta import random_twin
-    from ntk_lab.pretrain import git_commit, machine
     from ntk_lab.protocol import CompareConfig, run
+    from ntk_lab.provenance import git_commit, machine
 
     out = Path(args.out)
     checkpoints = parse_checkpoints(args.checkpoints)

@@ -56,7 +56,7 @@ def _run(name: str, doc: str, defaults: dict[str, Any], compute: Callable[[argpa
 
 
 def provenance(name: str, argv: list[str] | None) -> dict[str, Any]:
-    """``ntk_lab.cli.provenance`` of ``python -m experiments.NAME``."""
-    from ntk_lab.cli import provenance as of_command
+    """``ntk_lab.provenance.provenance`` of ``python -m experiments.NAME``."""
+    from ntk_lab.provenance import provenance as of_command
 
     return of_command(f"python -m experiments.{name}", argv)

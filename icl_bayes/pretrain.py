@@ -43,7 +43,8 @@ from icl_bayes.evaluate import (
 from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, Prompts, stream
 from icl_bayes.simulate import _parser, setup
 from icl_bayes.transformer import ICLTransformer
-from ntk_lab.cli import cli_main, provenance
+from ntk_lab.cli import cli_main
+from ntk_lab.provenance import provenance
 
 TRAINING_SETTINGS = ("d", "T", "prior", "noise", "tau", "seed", "lr", "batch_size", "layers", "width", "heads", "prompts",
                      "loss")

@@ -23,7 +23,8 @@ from icl_bayes.model import (
     LinearICL,
     stream,
 )
-from ntk_lab.cli import cli_main, provenance
+from ntk_lab.cli import cli_main
+from ntk_lab.provenance import provenance
 
 
 def parse_prior(text: str, d: int, tau: float, seed: int) -> GaussianPrior | FinitePrior:

@@ -68,13 +68,3 @@ def cli_main(main: Callable[[list[str] | None], None], on_interrupt: str = RESUM
             raise SystemExit(130) from None
 
     return wrapped
-
-
-def provenance(program: str, argv: list[str] | None) -> dict[str, Any]:
-    """``{"command", "commit", "machine"}``: what made a result (``program`` and its arguments, the
-    command line's when ``argv`` is None; ``commit`` ends in ``+dirty`` when the checkout differs from
-    it), kept at the head of its JSON."""
-    from ntk_lab.pretrain import git_commit, machine
-
-    args = sys.argv[1:] if argv is None else argv
-    return {"command": " ".join([program, *args]), "commit": git_commit(), "machine": machine()}

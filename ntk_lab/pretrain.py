@@ -52,6 +52,7 @@ import optax
 from ntk_lab.cache import writable_folder, write_atomically
 from ntk_lab.errors import NtkLabError
 from ntk_lab.models.encoder import EncoderConfig, MaskedLM
+from ntk_lab.provenance import git_commit, machine
 
 Params = dict[str, Any]
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
@@ -578,35 +579,6 @@ def pretrain(
         summary["model"] = str(out / "model")
     write_atomically(out / "pretrain.json", json.dumps(summary, indent=1).encode())
     return summary
-
-
-def git_commit() -> str | None:
-    """The project's git commit (with ``+dirty`` if files differ from it), or None outside a checkout."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
-def machine() -> str:
-    """The processor and core count, or the accelerator, that ran this."""
-    import platform
-
-    device = jax.devices()[0]
-    if device.platform != "cpu":
-        return f"{device.device_kind} ({device.platform})"
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 def with_overrides(config: PretrainConfig, **numbers: int | None) -> PretrainConfig:

@@ -108,7 +108,7 @@ def test_an_experiments_json_records_its_command_commit_and_machine(tmp_path) ->
     import matplotlib.pyplot as plt
 
     from experiments import report
-    from ntk_lab.pretrain import git_commit
+    from ntk_lab.provenance import git_commit
 
     argv = ["--n", "3", "--out", str(tmp_path)]
     report._run("demo", "A demonstration.", {"n": 2, "out": "x"}, lambda a: {"n": a.n},

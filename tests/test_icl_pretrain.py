@@ -11,7 +11,7 @@ import pytest
 
 from icl_bayes.model import GaussianPrior, LinearICL
 from icl_bayes.pretrain import Pretrainer, batch, cli, curriculum_stage, restrict
-from ntk_lab.pretrain import git_commit
+from ntk_lab.provenance import git_commit
 
 
 def test_interrupted_pretraining_resumes_to_the_same_parameters(tmp_path, capsys):
