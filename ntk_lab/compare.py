@@ -12,6 +12,7 @@ from ntk_lab.cli import cli_main
 from ntk_lab.errors import NtkLabError
 from ntk_lab.protocol import (
     ASYM_SOLVERS,
+    FT_PRECISIONS,
     HEADS,
     KIND_NAMES,
     OPTIMIZER_NAMES,
@@ -113,6 +114,14 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
                    help="fine-tune each optimizer's learning rates at once, their parameters stacked and the step "
                         "vmapped (one program that fills an accelerator; the sequential runs' results up to rounding, "
                         "with a copy of the parameters and optimizer state per learning rate)")
+    p.add_argument("--ft-precision", default="float32", choices=FT_PRECISIONS,
+                   help="fine-tuning's compute dtype: bfloat16 is mixed precision (bfloat16 forward and backward, "
+                        "float32 parameters and optimizer state; dev selection, test outputs and the diagnostics "
+                        "in float32), faster on a GPU; its error: benchmarks/finetune.py --variants")
+    p.add_argument("--scan-layers", action="store_true",
+                   help="fine-tune with the layers as one jax.lax.scan (the same function and parameters; a deep "
+                        "model's programs compile once per layer instead of once per layer and depth); the kernels "
+                        "keep the unrolled model, which the structured kernels need")
     for name in OPTIMIZER_NAMES:
         p.add_argument(f"--lr-{name}", default=",".join(f"{v:g}" for v in getattr(CompareConfig, f"lr_{name}")), help=f"{name} learning rates to try (the best on dev is kept)")
     p.add_argument("--out", default="runs/compare", help="output folder")

@@ -126,30 +126,35 @@ def _evaluate(apply: Callable, params: Any, x: Any, batch_size: int) -> np.ndarr
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(f: Callable, treedef: Any, chosen: tuple, optimizer: str, loss: str) -> tuple[Callable, Callable]:
+def _compiled(f: Callable, step_f: Callable, treedef: Any, chosen: tuple, optimizer: str,
+              loss: str) -> tuple[Callable, Callable]:
     """Jitted ``step(θ, frozen, state, x, y)`` and ``outputs(θ, frozen, x)``, built once per
-    (classifier, parameter layout, optimizer, loss) and reused across seeds and learning rates."""
-    step, outputs = _step_and_outputs(f, treedef, chosen, optimizer, loss)
+    (classifiers, parameter layout, optimizer, loss) and reused across seeds and learning rates."""
+    step, outputs = _step_and_outputs(f, step_f, treedef, chosen, optimizer, loss)
     return jax.jit(step), jax.jit(outputs)
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_together(f: Callable, treedef: Any, chosen: tuple, optimizer: str, loss: str) -> tuple[Callable, Callable]:
+def _compiled_together(f: Callable, step_f: Callable, treedef: Any, chosen: tuple, optimizer: str,
+                       loss: str) -> tuple[Callable, Callable]:
     """``_compiled``'s step and outputs mapped over a leading axis of stacked parameters and optimizer
     states (one per learning rate): L runs advance in one program on the same batch."""
-    step, outputs = _step_and_outputs(f, treedef, chosen, optimizer, loss)
+    step, outputs = _step_and_outputs(f, step_f, treedef, chosen, optimizer, loss)
     return jax.jit(jax.vmap(step, in_axes=(0, None, 0, None, None))), jax.jit(jax.vmap(outputs, in_axes=(0, None, None)))
 
 
-def _step_and_outputs(f: Callable, treedef: Any, chosen: tuple, optimizer: str, loss: str) -> tuple[Callable, Callable]:
-    """``step(θ, frozen, state, x, y) -> (θ', state', loss)`` and ``outputs(θ, frozen, x) -> [b, C]``."""
+def _step_and_outputs(f: Callable, step_f: Callable, treedef: Any, chosen: tuple, optimizer: str,
+                      loss: str) -> tuple[Callable, Callable]:
+    """``step(θ, frozen, state, x, y) -> (θ', state', loss)``, the loss and its gradient by ``step_f``,
+    and ``outputs(θ, frozen, x) -> [b, C]`` by ``f``."""
     opt = make_optimizer(optimizer, 0.0)
 
     def outputs(theta, frozen, x):
         return f(merge_params(theta, frozen, treedef, chosen), x)
 
     def step(theta, frozen, state, x, y):
-        value, grads = jax.value_and_grad(lambda t: loss_value(outputs(t, frozen, x), y, loss))(theta)
+        trained = lambda t: step_f(merge_params(t, frozen, treedef, chosen), x).astype(jnp.float32)
+        value, grads = jax.value_and_grad(lambda t: loss_value(trained(t), y, loss))(theta)
         updates, state = opt.update(grads, state, theta)
         return optax.apply_updates(theta, updates), state, value
 
@@ -213,6 +218,7 @@ def train(
     keep: str = "best",
     track: int = 0,
     together: bool = False,
+    step_f: Callable[[Any, Any], jax.Array] | None = None,
     desc: str = "fine-tune",
 ) -> FinetuneResult:
     """Fine-tune ``f`` from ``params0`` for each learning rate; keep the best dev checkpoint.
@@ -228,6 +234,10 @@ def train(
     ``together=True`` trains every learning rate at once, their parameters and optimizer states
     stacked and the step vmapped over them (one program; fills an accelerator, holds L copies of
     the parameters and optimizer state), to the sequential runs' results up to float rounding.
+    ``step_f`` (default ``f``): the classifier whose loss gradient the optimizer steps on, the same
+    function of the same parameters computed another way (``LoadedMaskedLM.variant``: bfloat16 for
+    mixed precision, the parameters and optimizer state staying float32); ``f`` measures the dev
+    accuracy that selects the checkpoint and Definition 3.2's kernel behaviour.
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
@@ -236,7 +246,7 @@ def train(
     runs = [run for group in groups
             for run in _fit(f, split, group, x_train, y_train, x_dev, y_dev, optimizer=optimizer, steps=steps,
                             eval_every=eval_every, loss=loss, batch_size=batch_size, seed=seed,
-                            eval_batch_size=eval_batch_size, keep=keep, track=track, desc=desc)]
+                            eval_batch_size=eval_batch_size, keep=keep, track=track, step_f=step_f or f, desc=desc)]
     best = max(runs, key=lambda r: r.best_dev)  # first on ties: the smallest learning rate listed first
     _, frozen, treedef, chosen = split
     params = merge_params(best.best_theta, frozen, treedef, chosen)
@@ -245,7 +255,8 @@ def train(
 
 def _fit(f: Callable, split: tuple, lrs: tuple[float, ...], x_train: Any, y_train: np.ndarray, x_dev: Any,
          y_dev: np.ndarray, *, optimizer: str, steps: int, eval_every: int, loss: str, batch_size: int | None,
-         seed: int | tuple[int, ...], eval_batch_size: int, keep: str, track: int, desc: str) -> list[Run]:
+         seed: int | tuple[int, ...], eval_batch_size: int, keep: str, track: int, step_f: Callable,
+         desc: str) -> list[Run]:
     """``train``'s loop for the learning rates ``lrs``: one run (unstacked), or several stacked along a
     leading axis and stepped together."""
     from ntk_lab.progress import progress
@@ -253,13 +264,13 @@ def _fit(f: Callable, split: tuple, lrs: tuple[float, ...], x_train: Any, y_trai
     theta0, frozen, treedef, chosen = split
     together = len(lrs) > 1
     if together:
-        step_fn, outputs = _compiled_together(f, treedef, chosen, optimizer, loss)
+        step_fn, outputs = _compiled_together(f, step_f, treedef, chosen, optimizer, loss)
         stack = lambda trees: jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
         theta = stack([theta0] * len(lrs))
         state = stack([make_optimizer(optimizer, lr).init(theta0) for lr in lrs])
         pick = lambda tree, i: jax.tree_util.tree_map(lambda a: a[i], tree)
     else:
-        step_fn, outputs = _compiled(f, treedef, chosen, optimizer, loss)
+        step_fn, outputs = _compiled(f, step_f, treedef, chosen, optimizer, loss)
         theta, state = theta0, make_optimizer(optimizer, lrs[0]).init(theta0)
         pick = lambda tree, i: tree
     apply = lambda theta, xb: outputs(theta, frozen, xb)

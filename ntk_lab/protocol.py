@@ -54,6 +54,7 @@ THEORY = {"kernel-sgd": ("ft-sgd",), "kernel-signgd": ("ft-signgd", "ft-adam"),
 COUNTERPART = {kernel: runs[0] for kernel, runs in THEORY.items()}  # the fine-tuning its agreement refers to
 HEADS = ("probe", "random")  # the no-prompt head's initialisation (ntk_lab.probe, or N(0, 0.02²))
 ASYM_SOLVERS = ("derivation", "official")  # solvers.asym_lssvm, solvers.asym_official
+FT_PRECISIONS = ("float32", "bfloat16")  # fine-tuning's compute dtype; the parameters stay float32
 ORDER_STREAM = 1  # the random stream (seed, ORDER_STREAM) of the second example order, for the ceiling
 METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
 DIAGNOSTICS = ("f1", "agreement", "agreement_ceiling", "linearization", "linearized_accuracy", "step_linearization",
@@ -97,6 +98,8 @@ class CompareConfig:
     track: int = 8  # dev examples on which Definition 3.2's kernel behaviour is measured per logged step
     ft_batch_size: int | None = None  # None: each optimizer's kernel regime (finetune.REGIME_BATCH_SIZE); 0: full
     ft_together: bool = False  # train an optimizer's learning rates at once, vmapped (finetune.train(together=True))
+    ft_precision: str = "float32"  # bfloat16: mixed-precision steps (bfloat16 compute, float32 master weights)
+    scan_layers: bool = False  # fine-tuning runs the layers as one scan (compiles once per layer, not L times)
     lr_sgd: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     lr_adam: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
     lr_signgd: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
@@ -122,6 +125,7 @@ class CompareConfig:
                                         ("--binary", (self.binary,), ("auto", "on", "off")),
                                         ("--implementation", (self.implementation,), (AUTO, *IMPLEMENTATIONS)),
                                         ("--kernel-precision", (self.kernel_precision,), PRECISIONS),
+                                        ("--ft-precision", (self.ft_precision,), FT_PRECISIONS),
                                         ("--loss", (self.loss,), ("ce", "mse"))):
             unknown = [v for v in values if v not in allowed]
             if unknown:
@@ -250,6 +254,37 @@ class Context:
     @property
     def param_filter(self) -> Any:
         return None if self.full else self.f.param_filter
+
+    def _variant(self, dtype: Any, scan: bool) -> Any:
+        """``f`` with the model computed in ``dtype`` and/or with its layers scanned; ``f`` itself
+        when neither changes (so compiled programs are shared)."""
+        import dataclasses
+
+        import jax.numpy as jnp
+
+        if dtype == jnp.float32 and not scan:
+            return self.f
+        from ntk_lab.subsets import SubsetClassifier
+
+        base = dataclasses.replace(self.base_f, model=self.model.variant(dtype, scan))
+        return base if self.full else SubsetClassifier(base, self.subset)
+
+    @functools.cached_property
+    def ft_f(self) -> Any:
+        """The classifier fine-tuning is measured with (dev selection, test outputs, linearization,
+        Definition 3.2): ``f`` in float32, its layers scanned with ``scan_layers``."""
+        import jax.numpy as jnp
+
+        return self._variant(jnp.float32, self.config.scan_layers)
+
+    @functools.cached_property
+    def step_f(self) -> Any:
+        """The classifier fine-tuning's optimizer steps differentiate: ``ft_f`` in ``ft_precision``."""
+        import jax.numpy as jnp
+
+        if self.config.ft_precision == "float32":
+            return self.ft_f
+        return self._variant(jnp.dtype(self.config.ft_precision), self.config.scan_layers)
 
     def entk(self, kind: str, implementation: str, base: bool = False) -> Any:
         """One ``entk_fn`` per (kind, implementation, classifier), so its compiled code serves every seed;
@@ -447,22 +482,23 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
     n = len(y["train"])
     batch_size = config.batch_size_of(name, n)
     options = dict(optimizer=name, loss=config.loss, batch_size=batch_size if batch_size < n else None,
-                   eval_batch_size=config.batch_size, param_filter=ctx.param_filter)
+                   eval_batch_size=config.batch_size, param_filter=ctx.param_filter, step_f=ctx.step_f)
+    f = ctx.ft_f
     with ctx.timer.stage("fine-tune"):
-        result = finetune.train(ctx.f, data.params0, x["train"], y["train"], x["dev"], y["dev"], lrs=config.lrs[name],
+        result = finetune.train(f, data.params0, x["train"], y["train"], x["dev"], y["dev"], lrs=config.lrs[name],
                                 steps=config.steps, eval_every=config.eval_every, seed=seed, track=config.track,
                                 together=config.ft_together, desc=f"{method} seed {seed}", **options)
         test_encoded = _subset(data.encoded, parts["test"])
-        f_ft = batched_outputs(ctx.f, result.params, test_encoded, config.batch_size, desc=f"{method} test")
-        f_lin = finetune.linearized_outputs(ctx.f, data.params0, result.params, x["test"], config.batch_size)
+        f_ft = batched_outputs(f, result.params, test_encoded, config.batch_size, desc=f"{method} test")
+        f_lin = finetune.linearized_outputs(f, data.params0, result.params, x["test"], config.batch_size)
         order_agreement = None
         if batch_size < n and result.step == 0:
             order_agreement = 1.0  # neither run moved from θ0
         elif batch_size < n:  # the ceiling: the same run (learning rate, steps) in another example order
-            other = finetune.train(ctx.f, data.params0, x["train"], y["train"], x["dev"], y["dev"], lrs=(result.lr,),
+            other = finetune.train(f, data.params0, x["train"], y["train"], x["dev"], y["dev"], lrs=(result.lr,),
                                    steps=result.step, eval_every=result.step, keep="last", seed=(seed, ORDER_STREAM),
                                    desc=f"{method} seed {seed}, another order", **options)
-            f_other = batched_outputs(ctx.f, other.params, test_encoded, config.batch_size, desc=f"{method} test")
+            f_other = batched_outputs(f, other.params, test_encoded, config.batch_size, desc=f"{method} test")
             order_agreement = float(np.mean(f_other.argmax(1) == f_ft.argmax(1)))
     with ctx.timer.stage("kernels"):
         kind = finetune.KERNEL_OF[name]
@@ -480,6 +516,7 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
                  "feature_change": best.feature_change[best.steps.index(result.step)] if best.feature_change else None}
     record = _scored(ctx, data, method, {**behaviour,
         "lr": result.lr, "step": result.step, "dev_accuracy": result.dev_accuracy, "batch_size": batch_size,
+        "precision": config.ft_precision,
         "order_agreement": order_agreement,
         "linearization": None if not np.isfinite(fraction) else fraction,
         "linearized_accuracy": float(np.mean(f_lin.argmax(1) == y["test"])),

@@ -9,6 +9,7 @@ tokenizer files. Parameter names map one to one: ``encoder/layer_3/attention/sel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -191,6 +192,15 @@ class LoadedMaskedLM:
     def vocab_logits(self, params: Params, hidden: jax.Array, rows: jax.Array | None = None) -> jax.Array:
         """The MLM head on hidden states ``[..., h]``: ``[..., vocab]`` or ``[..., len(rows)]``."""
         return cast(jax.Array, self.module.apply({"params": params}, hidden, rows, method=MaskedLM.vocab_logits))
+
+    def variant(self, dtype: jnp.dtype | None = None, scan: bool | None = None) -> LoadedMaskedLM:
+        """The same model and parameters computed another way: in ``dtype`` (Flax casts the parameters
+        to it in each layer, so float32 parameters trained through a bfloat16 variant are mixed
+        precision: bfloat16 compute, float32 master weights) and/or with the layers as one scan
+        (``Encoder``). ``None`` keeps the current setting."""
+        module = MaskedLM(self.config, self.module.dtype if dtype is None else dtype,
+                          self.module.scan if scan is None else scan)
+        return dataclasses.replace(self, module=module)
 
 
 SHIPPED = Path(__file__).resolve().parent / "pretrained"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import flax.linen as nn
 import jax
@@ -215,9 +216,26 @@ class Layer(nn.Module):
         return Output(self.config, self.dtype, name="output")(u, h)
 
 
+def _layer_input(h: jax.Array, deep: jax.Array | None, vectors: jax.Array | None, special: jax.Array | None) -> jax.Array:
+    """A layer's input: ``deep [n, h]`` in place of positions ``1..n``; ``+ special @ vectors [k, h]``."""
+    if deep is not None:
+        n = deep.shape[0]
+        h = h.at[:, 1 : 1 + n].set(jnp.broadcast_to(deep, (h.shape[0], n, h.shape[2])))
+    if vectors is not None and special is not None:
+        h = h + jnp.einsum("blk,kh->blh", special.astype(h.dtype), vectors)
+    return h
+
+
 class Encoder(nn.Module):
+    """``L`` identical layers, unrolled (``scan=False``) or as one ``jax.lax.scan`` over the layers'
+    parameters stacked on the fly (``scan=True``): the same function of the same parameter tree
+    (``layer_0`` ... ``layer_{L-1}``), but XLA compiles one layer's body instead of L copies, so the
+    first call of a deep model's Jacobians or training step compiles several times faster. The
+    structured kernels read dense layers off the top level of f's program and need the unrolled form."""
+
     config: EncoderConfig
     dtype: jnp.dtype = jnp.float32
+    scan: bool = False
 
     @nn.compact
     def __call__(
@@ -230,13 +248,22 @@ class Encoder(nn.Module):
         """``L`` layers. Before layer i: ``deep_prompt [L, n, h]`` replaces the hidden states of positions
         ``1..n`` by ``deep_prompt[i]`` (deep prompt tuning, as VPT-deep); ``pasta = (vectors [L, k, h],
         special [b, l, k])`` adds ``vectors[i, j]`` to the positions of special-token kind j (PASTA)."""
-        for i in range(self.config.num_hidden_layers):
-            if deep_prompt is not None:
-                n = deep_prompt.shape[1]
-                h = h.at[:, 1 : 1 + n].set(jnp.broadcast_to(deep_prompt[i], (h.shape[0], n, h.shape[2])))
-            if pasta is not None:
-                vectors, special = pasta
-                h = h + jnp.einsum("blk,kh->blh", special.astype(h.dtype), vectors[i])
+        vectors, special = pasta if pasta is not None else (None, None)
+        layers = range(self.config.num_hidden_layers)
+        if self.scan and not self.is_initializing():
+            params = self.variables["params"]
+            stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[params[f"layer_{i}"] for i in layers])
+            layer = Layer(self.config, self.dtype, parent=None)
+
+            def body(h: jax.Array, xs: tuple) -> tuple[jax.Array, None]:
+                p, deep, vector = xs
+                out = layer.apply({"params": p}, _layer_input(h, deep, vector, special), mask)
+                return cast(jax.Array, out), None
+
+            return jax.lax.scan(body, h, (stacked, deep_prompt, vectors))[0]
+        for i in layers:
+            pick = lambda a: None if a is None else a[i]
+            h = _layer_input(h, pick(deep_prompt), pick(vectors), special)
             h = Layer(self.config, self.dtype, name=f"layer_{i}")(h, mask)
         return h
 
@@ -265,11 +292,12 @@ class MaskedLM(nn.Module):
 
     config: EncoderConfig
     dtype: jnp.dtype = jnp.float32
+    scan: bool = False  # the layers as one scan (see ``Encoder``)
 
     def setup(self) -> None:
         c = self.config
         self.embeddings = Embeddings(c, self.dtype)
-        self.encoder = Encoder(c, self.dtype)
+        self.encoder = Encoder(c, self.dtype, self.scan)
         self.lm_head = LMHead(c, self.dtype)
         self.lm_bias = self.param("lm_bias", nn.initializers.zeros, (c.vocab_size,), self.dtype)
         if not c.tie_word_embeddings:
