@@ -153,7 +153,10 @@ def _step_and_outputs(f: Callable, step_f: Callable, treedef: Any, chosen: tuple
         return f(merge_params(theta, frozen, treedef, chosen), x)
 
     def step(theta, frozen, state, x, y):
-        trained = lambda t: step_f(merge_params(t, frozen, treedef, chosen), x).astype(jnp.float32)
+        def trained(t):  # the loss in float32 at least, whatever the variant computes in
+            scores = step_f(merge_params(t, frozen, treedef, chosen), x)
+            return scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
+
         value, grads = jax.value_and_grad(lambda t: loss_value(trained(t), y, loss))(theta)
         updates, state = opt.update(grads, state, theta)
         return optax.apply_updates(theta, updates), state, value

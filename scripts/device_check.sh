@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:?set OUT to the folder whose files come back}"
 SIZE="${SIZE:-base}"  # the benchmarks' model: base is roberta-base's shape
-TESTS="${TESTS:-tests/test_kernels.py tests/test_theory.py tests/test_solvers.py tests/test_finetune.py tests/test_kernel_store.py tests/test_subsets.py tests/test_models.py tests/test_spectra.py}"
+TESTS="${TESTS:-tests/test_kernels.py tests/test_theory.py tests/test_solvers.py tests/test_finetune.py tests/test_kernel_store.py tests/test_subsets.py tests/test_models.py tests/test_spectra.py tests/test_variants.py}"
 TEST_BUDGET="${TEST_BUDGET:-120}"  # seconds for the tests; the benchmarks get the rest of the 8 minutes
 export NTK_LAB_CACHE="${NTK_LAB_CACHE:-/tmp/ntk_lab_cache}"
 export JAX_COMPILATION_CACHE_DIR="$NTK_LAB_CACHE/xla"  # the persistent cache: the second run below is warm
@@ -41,4 +41,12 @@ bench() {  # name, seconds, then the command; its JSON is $OUT/name.json, writte
 bench entk_torch_cold 170 benchmarks/entk_torch.py --size "$SIZE" --tiles
 bench entk_torch_warm 60 benchmarks/entk_torch.py --size "$SIZE"
 bench precision 120 benchmarks/precision.py --size "$SIZE" --precisions float32,default
+# 3. what is left of the 8 minutes (bash's SECONDS counts this script's): fine-tuning's variants
+#    (bfloat16 mixed precision, scanned layers), compile and step time and their error, row by row
+left=$((480 - SECONDS))
+if [ "$left" -gt 45 ]; then
+  bench ft_variants "$left" benchmarks/ft_variants.py --size "$SIZE" --n 32 --steps 10
+else
+  echo "ft_variants: skipped (${left} s left of the 8 minutes)"
+fi
 ls -l "$OUT"

@@ -108,3 +108,43 @@ def test_ft_together_trains_the_learning_rate_grid_at_once(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         finetune_method(ctx, encode_seed(ctx, setup.splits[0]), "sgd")
     assert seen == [((1e-4, 1e-3, 1e-2), True)]
+
+
+def test_ft_precision_and_scan_layers_reach_fine_tuning_only(tmp_path, monkeypatch) -> None:
+    """``--ft-precision bfloat16 --scan-layers``: fine-tuning's steps differentiate a bfloat16, scanned
+    variant of the classifier, fine-tuning is measured with the float32 scanned one, and the kernels
+    keep the unrolled float32 model (the structured kernels need it); the subset reparameterization
+    wraps the variants too. An unknown precision is one line."""
+    import jax.numpy as jnp
+
+    from ntk_lab import finetune
+    from ntk_lab.compare import parse
+    from ntk_lab.protocol import context, encode_seed, finetune_method, prepare
+    from ntk_lab.subsets import SubsetClassifier
+
+    with pytest.raises(NtkLabError, match=re.escape("--ft-precision: unknown ['float16']")):
+        CompareConfig(task="sst2", ft_precision="float16")
+    config, _ = parse(["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--seeds", "13", "--test-cap", "8",
+                       "--optimizers", "sgd", "--ft-precision", "bfloat16", "--scan-layers"])
+    setup = prepare(config)
+    ctx = context(setup, tmp_path)
+    module = lambda f: f.model.module
+    assert (module(ctx.step_f).dtype, module(ctx.step_f).scan) == (jnp.bfloat16, True)
+    assert (module(ctx.ft_f).dtype, module(ctx.ft_f).scan) == (jnp.float32, True)
+    assert ctx.f is setup.f and not module(ctx.f).scan and module(ctx.f).dtype == jnp.float32
+    assert ctx.step_f.label_ids is setup.f.label_ids and ctx.step_f.model.params is setup.model.params
+    subset = context(setup, tmp_path / "bias", "bitfit")
+    assert isinstance(subset.step_f, SubsetClassifier) and module(subset.step_f.f).dtype == jnp.bfloat16
+    default = context(prepare(CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13,))), tmp_path / "d")
+    assert default.step_f is default.ft_f is default.f  # nothing changes: the compiled programs are shared
+
+    seen = []
+
+    def stop(f, *args, **kwargs):
+        seen.append((f, kwargs["step_f"]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "train", stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_method(ctx, encode_seed(ctx, setup.splits[0]), "sgd")
+    assert seen == [(ctx.ft_f, ctx.step_f)]

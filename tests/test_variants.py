@@ -14,6 +14,14 @@ from ntk_lab.models.encoder import MaskedLM
 BF16_ROUNDOFF = 2.0**-8  # bfloat16's unit roundoff (8 significand bits)
 
 
+@pytest.fixture(autouse=True)
+def float32_matmuls():
+    """The claims are against float32: on a GPU, whose default matmul precision is TF32, they would
+    compare two TF32 roundings instead."""
+    with jax.default_matmul_precision("float32"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def setup(tiny):
     from ntk_lab.prompts import PromptedClassifier, encode, inputs
