@@ -104,17 +104,17 @@ def depth_sweep(args: argparse.Namespace, seeds: list[int], folder: Path) -> dic
         row = []
         for depth in depths:
             steps = args.layer_steps // depth
+            settings = settings_of(args, T=args.T, depth=depth, steps=steps, training_seed=s)
 
-            def compute(checkpoint: Path, depth: int = depth, steps: int = steps, s: int = s) -> dict[str, np.ndarray]:
+            def compute(checkpoint: Path, depth: int = depth, steps: int = steps, s: int = s,
+                        settings: dict[str, Any] = settings) -> dict[str, np.ndarray]:
                 trainer = Pretrainer(args.width, depth, args.heads, args.lr, args.d, args.T, s, args.loss)
-                sweeps.train(trainer, gaussian, args.T, steps, args.batch, s, checkpoint,
-                             settings_of(args, T=args.T, depth=depth, steps=steps, training_seed=s))
+                sweeps.train(trainer, gaussian, args.T, steps, args.batch, s, checkpoint, settings)
                 return distance(trainer, test, args.noise, args.T)
 
-            row.append(sweeps.cached_cell(folder, f"depth{depth}-seed{s}",
-                                          settings_of(args, T=args.T, depth=depth, steps=steps, training_seed=s), compute))
+            row.append(sweeps.cached_cell(folder, f"depth{depth}-seed{s}", settings, compute))
         cells.append(row)
-    stack = {k: np.asarray([[c[k] for c in row] for row in cells]) for k in ("error", "to_bma")}
+    stack = sweeps.stack(cells, ("error", "to_bma"))
     out: dict[str, Any] = {"depths": depths, "steps": [args.layer_steps // L for L in depths], **sweeps.summarize(stack)}
     out["fit"] = fit_with_interval(depth_features(depths), stack["error"], ("a", "b"), args.bootstrap, args.seed)
     return out
@@ -145,7 +145,7 @@ def data_sweep(args: argparse.Namespace, seeds: list[int], folder: Path) -> dict
 
                 row.append(sweeps.cached_cell(folder, f"B{budget}-T{length}-seed{s}", settings, compute))
         cells.append(row)
-    stack = {k: np.asarray([[c[k] for c in row] for row in cells]) for k in ("error", "to_bma")}
+    stack = sweeps.stack(cells, ("error", "to_bma"))
     out: dict[str, Any] = {"budgets": budgets, "lengths": lengths, "positions": positions,
                            "cells": [{"budget": b, "length": t, "prompts": b // t} for b in budgets for t in lengths],
                            **sweeps.summarize(stack)}

@@ -72,6 +72,11 @@ def parse_ints(text: str, name: str) -> list[int]:
     return values
 
 
+def stack(cells: list[list[dict[str, np.ndarray]]], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The cells' arrays ``cells[seed][cell][name] [prompts]`` as ``name: [seeds, cells, prompts]``."""
+    return {name: np.asarray([[cell[name] for cell in row] for row in cells]) for name in names}
+
+
 def summarize(per_prompt: dict[str, np.ndarray]) -> dict[str, list]:
     """For each ``name: [seeds, cells, prompts]``: ``name`` the mean per cell, ``name_per_seed`` each
     seed's means ``[seeds][cells]`` and ``name_seed_sd`` their standard deviation per cell."""

@@ -123,7 +123,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     ridge, _ = bma.gaussian_bma(test.x, test.y, args.noise, 1.0)
     folder = Path(args.out) / "cells"
     cells = [[cell(args, m, s, test, ridge, folder) for m in pools] for s in seeds]
-    stack = {k: np.asarray([[c[k] for c in row] for row in cells]) for k in MEASURED}  # [seeds, pools, n]
+    stack = sweeps.stack(cells, MEASURED)  # [seeds, pools, n]
     out: dict[str, Any] = {"config": vars(args), "pools": pools, "seeds": seeds,
                            "ridge_mse": float(per_prompt_distance(ridge, test.y).mean()), **sweeps.summarize(stack)}
     out["crossover"] = crossover(pools, stack["to_pool"], stack["to_ridge"], args.bootstrap, args.seed)

@@ -92,8 +92,13 @@ def adam_sign(g: jax.Array, eps: float = 1e-8) -> jax.Array:
     return jnp.where(jnp.abs(g) > eps, jnp.sign(g), 0).astype(g.dtype)
 
 
+#: whether each kernel signs (x1's, x2's) gradient: <∇f, ∇f'>, <sign ∇f, sign ∇f'>, <sign ∇f, ∇f'>
+SIGNED = {"sgd": (False, False), "signgd": (True, True), "asigngd": (True, False)}
+
+
 def signs(kind: str, eps: float) -> tuple[Callable, Callable]:
     """The maps applied to (x1's, x2's) Jacobian leaves for ``kind``: identity, or ``adam_sign``."""
     identity = lambda leaves: leaves
     sign = lambda leaves: [adam_sign(v, eps) for v in leaves]
-    return {"sgd": (identity, identity), "signgd": (sign, sign), "asigngd": (sign, identity)}[kind]
+    first, second = SIGNED[kind]
+    return sign if first else identity, sign if second else identity

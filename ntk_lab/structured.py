@@ -39,7 +39,15 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
-from ntk_lab.jacobians import HIGHEST, X, adam_sign, contract, on_one_example, signs
+from ntk_lab.jacobians import (
+    HIGHEST,
+    SIGNED,
+    X,
+    adam_sign,
+    contract,
+    on_one_example,
+    signs,
+)
 
 
 def _is_row_gather(e, v) -> bool:
@@ -192,7 +200,7 @@ def _gather_kernel(ids1, d1, ids2, d2, rows: int, kind: str = "sgd", eps: float 
     and contracting costs less (small tables), that is done instead."""
     (n1, u1), (n2, u2) = ids1.shape, ids2.shape
     c = d1.shape[1]
-    sign1, sign2 = kind != "sgd", kind == "signgd"
+    sign1, sign2 = SIGNED[kind]
     if n1 * n2 * u1 * u2 <= (n1 + n2) * rows + n1 * n2 * c * rows:
         same = (ids1[:, :, None, None] == ids2[None, None]).astype(d1.dtype)
         rows1 = _signed_rows(ids1, d1, eps) if sign1 else d1
@@ -209,7 +217,7 @@ def structured_kernel(g, theta, x1, x2, kind: str = "sgd", eps: float = 1e-8):
     free, j1, tapped, f1 = _structured_parts(g, theta, x1)
     _, j2, _, f2 = (free, j1, tapped, f1) if x2 is None else _structured_parts(g, theta, x2)
     s1, s2 = signs(kind, eps)
-    sign2 = kind == "signgd"
+    sign2 = SIGNED[kind][1]
     total = contract(s1(j1), s2(j2)) if free else 0.0
     uses: dict[int, list[int]] = {}  # leaf -> positions of its tapped equations
     for position, (leaf, _, _) in enumerate(tapped):
