@@ -75,3 +75,22 @@ def test_icl_bayes_is_layered() -> None:
     assert modules("icl_bayes.model") <= {"icl_bayes.bma", "icl_bayes.attention", "icl_bayes.rates", "ntk_lab.errors"}
     assert modules("icl_bayes.rates") == set()
     assert not modules("icl_bayes.evaluate") & {"icl_bayes.simulate", "icl_bayes.pretrain"}
+
+
+def test_device_scripts_parse_and_name_what_exists() -> None:
+    """The GPU scripts run where nobody watches them: each parses (``bash -n``), and every benchmark or
+    script path and every ``python -m`` module it names exists here."""
+    import importlib.util
+    import re
+    import subprocess
+
+    scripts = sorted((ROOT / "scripts").glob("device_*.sh"))
+    assert len(scripts) >= 5
+    for script in scripts:
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0, script.name
+        text = script.read_text()
+        paths = set(re.findall(r"\b((?:benchmarks|scripts)/[\w.]+\.(?:py|sh))\b", text))
+        missing = [p for p in paths if not (ROOT / p).exists()]
+        modules = set(re.findall(r"(?:-m |module=\")((?:ntk_lab|icl_bayes|experiments)\.[\w.]+)", text))
+        missing += [m for m in modules if importlib.util.find_spec(m) is None]
+        assert not missing, f"{script.name} names {missing}"
