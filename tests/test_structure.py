@@ -1,5 +1,6 @@
 """The package's structure: no import cycle between its modules (counting imports inside functions),
-and ``ntk_lab.models`` imports nothing from the layers above it (tasks, prompts, the offline builders)."""
+and ``ntk_lab.models`` imports nothing from the layers above it (tasks, prompts, the offline builders);
+the GPU scripts name only what exists."""
 
 from __future__ import annotations
 
