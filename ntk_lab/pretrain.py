@@ -487,6 +487,7 @@ def pretrain(
     save_dtype: str = "float32",
     restart: bool = False,
     stop_after: int | None = None,
+    max_seconds: float | None = None,
     progress: Callable[[str], None] = print,
     command: str | None = None,
 ) -> dict[str, Any]:
@@ -494,7 +495,10 @@ def pretrain(
 
     Returns the summary that is also written to ``OUT/pretrain.json``: the config, tokens seen, wall
     time, the log (training loss, validation loss and accuracy per evaluation). ``stop_after``
-    ends the run early after that many steps in total (a resume continues it); ``command`` is recorded.
+    ends the run early after that many steps in total (a resume continues it). ``max_seconds`` ends
+    it once this invocation has trained that long: the state is checkpointed (a resume continues it)
+    and the weights so far are exported to ``OUT/model-stepN``, a model of the tokens seen, so a call
+    with a time limit (the GPU machine's) always gives one. ``command`` is recorded.
     """
     out = writable_folder(Path(out))
     config.architecture_numbers()
@@ -538,8 +542,15 @@ def pretrain(
     run_start = time.perf_counter()
     base_elapsed = elapsed
     window_start, window_steps, window_loss = run_start, 0, 0.0
-    last_save = step
+    last_save = first = step
+    timed_out = False
     while step < end:
+        if max_seconds is not None and step > first and time.perf_counter() - run_start >= max_seconds:
+            timed_out = True
+            progress(f"stopped at step {step} of {config.steps}: --max-seconds {max_seconds:g} reached")
+            if last_save < step:
+                save_checkpoint(out, step, params, opt_state, log, base_elapsed + time.perf_counter() - run_start)
+            break
         rows = jnp.asarray(train_rows[rows_for_step(config, step, len(train_rows))])
         params, opt_state, value, accuracy = trainer.step(params, opt_state, rows, trainer.step_key(step))
         step += 1
@@ -577,6 +588,8 @@ def pretrain(
     if step == config.steps:
         export(out / "model", trainer, tokenizer, params, save_dtype)
         summary["model"] = str(out / "model")
+    elif timed_out:
+        summary["model"] = str(export(out / f"model-step{step}", trainer, tokenizer, params, save_dtype))
     write_atomically(out / "pretrain.json", json.dumps(summary, indent=1).encode())
     return summary
 
@@ -631,6 +644,9 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, Any]:
     p.add_argument("--save-dtype", default="float32", choices=("float32", "float16"), help="dtype of model.safetensors")
     p.add_argument("--init-from", default=None, help="continue pretraining a checkpoint folder (its tokenizer and "
                    "weights; the architecture flags must match it)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="train at most this long in this invocation, then checkpoint (the same command resumes) and "
+                        "export the weights so far to OUT/model-stepN (for a machine lent for minutes)")
     p.add_argument("--restart", action="store_true", help="discard what OUT holds and start over")
     args = p.parse_args(argv)
     for option in ("tokens", "vocab_size", "seq_len", "batch_size", "val_sequences", "log_every", "eval_every",
@@ -639,6 +655,8 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, Any]:
             raise NtkLabError(f"--{option.replace('_', '-')} must be at least 1")
     if args.seq_len < 8:
         raise NtkLabError("--seq-len must be at least 8")
+    if args.max_seconds is not None and not args.max_seconds >= 0:
+        raise NtkLabError("--max-seconds must be a number of seconds, 0 or more")
     if not 0 < args.mask_prob < 1:
         raise NtkLabError("--mask-prob must lie in (0, 1)")
     if not args.lr > 0 or not 0 <= args.warmup < 1:
@@ -669,7 +687,7 @@ def main(argv: list[str] | None = None) -> None:
         config, args = parse_args(argv)
         summary = pretrain(config, args.out, log_every=args.log_every, eval_every=args.eval_every,
                            checkpoint_every=args.checkpoint_every, save_dtype=args.save_dtype, restart=args.restart,
-                           progress=lambda line: print(line, flush=True),
+                           max_seconds=args.max_seconds, progress=lambda line: print(line, flush=True),
                            command=" ".join(["python -m ntk_lab.pretrain", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]))
         final = summary["final"] or {}
         print(f"done: {summary['tokens_seen'] / 1e6:.2f}M tokens in {summary['wall_s']:.0f} s; validation MLM loss "

@@ -165,6 +165,7 @@ def test_bad_inputs_are_one_line(corpus, tmp_path, capsys):
         "cannot hold": ["--corpus", str(corpus), "--vocab-size", "300"],
         "unknown|invalid choice": ["--corpus", str(corpus), "--config", "huge"],
         "is a file": ["--corpus", str(corpus), "--out", str(empty)],
+        "--max-seconds must be": ["--corpus", str(corpus), "--max-seconds", "-1"],
     }
     for i, (expected, argv) in enumerate(cases.items()):
         argv = argv if "--out" in argv else [*argv, "--out", str(tmp_path / f"out{i}")]
@@ -230,3 +231,31 @@ def test_init_from_continues_a_checkpoint_and_checks_its_architecture(trained, c
     assert more["vocab_size"] == summary["vocab_size"]
     with pytest.raises(NtkLabError, match="another architecture .*hidden_size 32 vs 64"):
         pretrain(replace(config, architecture={"hidden_size": 64}), tmp_path / "other", progress=lambda line: None)
+
+
+def test_max_seconds_stops_checkpoints_and_exports_the_weights_so_far(corpus, tmp_path):
+    """``max_seconds=0``: one step, then the state is checkpointed and the weights exported to
+    ``model-step1`` (they load, and equal the checkpoint's); the same run without the limit resumes
+    from step 1 and ends with the parameters of a run that never stopped."""
+    from safetensors.numpy import load_file
+
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.pretrain import Trainer, load_checkpoint
+
+    config = _config(corpus, tokens=16 * 32 * 4)
+    lines = []
+    first = pretrain(config, tmp_path / "run", eval_every=2, checkpoint_every=100, max_seconds=0, progress=lines.append)
+    assert first["steps_done"] == 1 and first["model"] == str(tmp_path / "run" / "model-step1")
+    assert any(line.startswith("stopped at step 1 of 4") for line in lines)
+    exported = load_masked_lm(first["model"])
+    trainer = Trainer(config, len(exported.tokenizer), np.zeros((1, config.seq_len), np.int32))
+    step, params, _, _, _ = load_checkpoint(tmp_path / "run", *trainer.init())
+    assert step == 1
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(exported.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    second = pretrain(config, tmp_path / "run", eval_every=2, checkpoint_every=100, progress=lines.append)
+    straight = pretrain(config, tmp_path / "straight", eval_every=2, checkpoint_every=100, progress=lambda line: None)
+    assert second["steps_done"] == straight["steps_done"] == 4 and any(line.startswith("resumed at step 1") for line in lines)
+    a, b = (load_file(folder / "model" / "model.safetensors") for folder in (tmp_path / "run", tmp_path / "straight"))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
