@@ -547,9 +547,13 @@ def pretrain(
     while step < end:
         if max_seconds is not None and step > first and time.perf_counter() - run_start >= max_seconds:
             timed_out = True
-            progress(f"stopped at step {step} of {config.steps}: --max-seconds {max_seconds:g} reached")
-            if last_save < step:
-                save_checkpoint(out, step, params, opt_state, log, base_elapsed + time.perf_counter() - run_start)
+            if not log or log[-1]["step"] != step or "val_loss" not in log[-1]:  # the exported model's own numbers
+                val_loss, val_accuracy = trainer.validate(params)
+                log.append({"step": step, "tokens": step * tokens_per_step, "val_loss": val_loss,
+                            "val_accuracy": val_accuracy, "elapsed_s": base_elapsed + time.perf_counter() - run_start})
+            progress(f"stopped at step {step} of {config.steps}: --max-seconds {max_seconds:g} reached "
+                     f"(val loss {log[-1]['val_loss']:.3f}, val acc {log[-1]['val_accuracy']:.3f})")
+            save_checkpoint(out, step, params, opt_state, log, base_elapsed + time.perf_counter() - run_start)
             break
         rows = jnp.asarray(train_rows[rows_for_step(config, step, len(train_rows))])
         params, opt_state, value, accuracy = trainer.step(params, opt_state, rows, trainer.step_key(step))

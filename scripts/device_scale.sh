@@ -27,27 +27,30 @@ TASKS="${TASKS:-sst2,cr,mpqa,subj}"
 KS="${KS:-16}"
 SEEDS="${SEEDS:-13,21,42,87,100}"
 EXTRA="${EXTRA:-}"  # more experiment flags
+PRETRAIN_BUDGET="${PRETRAIN_BUDGET:-300}"  # seconds of pretraining in this call, all scales together
 CORPUS="$DATA/imdb-train-unsup.txt.xz"
 RUNS="$DATA/runs"
 mkdir -p "$OUT" "$RUNS"
 export NTK_LAB_CACHE="$RUNS/cache"  # kernels computed earlier come back with the state
 python3 -c "import jax; print('jax', jax.__version__, 'devices', jax.devices())"
 
-pretrain() {  # tokens, seed: a MiniBERTa of CONFIG in $RUNS/CONFIG-tokens[-sSEED] (resumes; skipped when done)
-  local name="$CONFIG-$1${2:+-s$2}"
+pretrain() {  # tokens, seed: a MiniBERTa of CONFIG in $RUNS/CONFIG-tokens[-sSEED] (skipped when done), within
+  # what is left of PRETRAIN_BUDGET; succeeds only when the model is complete
+  local name="$CONFIG-$1${2:+-s$2}" left=$((PRETRAIN_BUDGET - SECONDS))
   [ -f "$RUNS/$name/model/model.safetensors" ] && return 0
-  python3 -m ntk_lab.pretrain --corpus "$CORPUS" --config "$CONFIG" --tokens "$1" --vocab-size 8192 \
-    ${2:+--seed "$2"} --save-dtype float16 --log-every 100 --eval-every 500 --checkpoint-every 500 \
-    --out "$RUNS/$name" 2>&1 | grep -v '^step' || true
+  if [ "$left" -gt 30 ]; then
+    python3 -m ntk_lab.pretrain --corpus "$CORPUS" --config "$CONFIG" --tokens "$1" --vocab-size 8192 \
+      ${2:+--seed "$2"} --save-dtype float16 --log-every 100 --eval-every 500 --checkpoint-every 500 \
+      --max-seconds "$left" --out "$RUNS/$name" 2>&1 | grep -v '^step' || true
+  fi
+  [ -f "$RUNS/$name/model/model.safetensors" ] || { echo "$name: not finished in the pretraining budget, left out"; return 1; }
 }
 checkpoints="random"
 for tokens in ${TOKENS//,/ }; do
-  pretrain "$tokens" ""
-  checkpoints="$checkpoints,$CONFIG-$tokens=$RUNS/$CONFIG-$tokens/model@$tokens"
+  pretrain "$tokens" "" && checkpoints="$checkpoints,$CONFIG-$tokens=$RUNS/$CONFIG-$tokens/model@$tokens"
 done
 if [ -n "$SEED2" ]; then
-  pretrain "$SEED2" 1
-  checkpoints="$checkpoints,$CONFIG-$SEED2-s1=$RUNS/$CONFIG-$SEED2-s1/model@$SEED2"
+  pretrain "$SEED2" 1 && checkpoints="$checkpoints,$CONFIG-$SEED2-s1=$RUNS/$CONFIG-$SEED2-s1/model@$SEED2"
 fi
 
 # the comparisons resume from $RUNS/scale (their records) and $NTK_LAB_CACHE (kernel tiles)

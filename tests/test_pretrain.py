@@ -246,6 +246,7 @@ def test_max_seconds_stops_checkpoints_and_exports_the_weights_so_far(corpus, tm
     lines = []
     first = pretrain(config, tmp_path / "run", eval_every=2, checkpoint_every=100, max_seconds=0, progress=lines.append)
     assert first["steps_done"] == 1 and first["model"] == str(tmp_path / "run" / "model-step1")
+    assert first["final"]["step"] == 1 and np.isfinite(first["final"]["val_loss"])  # measured at the stop
     assert any(line.startswith("stopped at step 1 of 4") for line in lines)
     exported = load_masked_lm(first["model"])
     trainer = Trainer(config, len(exported.tokenizer), np.zeros((1, config.seq_len), np.int32))
