@@ -240,7 +240,8 @@ def train(
     ``step_f`` (default ``f``): the classifier whose loss gradient the optimizer steps on, the same
     function of the same parameters computed another way (``LoadedMaskedLM.variant``: bfloat16 for
     mixed precision, the parameters and optimizer state staying float32); ``f`` measures the dev
-    accuracy that selects the checkpoint and Definition 3.2's kernel behaviour.
+    accuracy that selects the checkpoint and Definition 3.2's kernel behaviour (the training loss
+    logged after step 0 is the one ``step_f`` computed for its step).
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
