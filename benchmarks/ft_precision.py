@@ -14,7 +14,6 @@ same label; and each run's fine-tuning seconds.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -47,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for precision in ("float32", "bfloat16"):
             config = CompareConfig(**{**base.as_dict(), "ft_precision": precision})
-            results = run(config, Path(scratch) / precision, dataclasses.replace(setup, config=config))
+            results = run(config, Path(scratch) / precision, setup)
             runs[precision] = {(r["seed"], r["method"]): r for r in results.runs}
             outputs[precision] = results.seed_outputs
             seconds[precision] = results.timer.seconds.get("fine-tune")

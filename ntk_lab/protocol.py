@@ -717,13 +717,26 @@ def context(setup: Setup, out: str | Path, subset: str = "full", timer: Timer | 
                    state, prompt_length(c, setup.task, setup.model.config.max_length), subset)
 
 
+#: the options ``prepare`` reads: a ``Setup`` serves every config that agrees with its own on these
+PREPARED = ("task", "model", "data_dir", "k", "seeds", "test_cap", "binary", "no_prompt", "init_missing_head")
+
+
 def run(config: CompareConfig, out: str | Path, setup: Setup | None = None) -> Results:
     """Every seed and subset of ``config``, resuming from what ``out/state`` holds; prints a line per
-    seed. ``setup``: a ``prepare(config)`` already made (its model is reused)."""
+    seed. ``setup``: a ``prepare(...)`` already made (its model and splits are reused) for a config
+    that agrees with ``config`` on ``PREPARED``; the rest of ``config`` applies."""
+    import dataclasses
+
     from ntk_lab.cache import writable_folder
 
     out = writable_folder(Path(out))
-    setup = setup or prepare(config)
+    if setup is None:
+        setup = prepare(config)
+    elif setup.config != config:
+        differ = [name for name in PREPARED if getattr(setup.config, name) != getattr(config, name)]
+        if differ:
+            raise NtkLabError(f"the setup was prepared for other {', '.join(differ)}: call prepare(config) for this config")
+        setup = dataclasses.replace(setup, config=config)
     task = setup.task
     c = config
     print(f"{task.name}, {c.model}, k={c.k}, train n={len(setup.splits[0].train)}, test n={len(setup.splits[0].test)}, "

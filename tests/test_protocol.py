@@ -148,3 +148,22 @@ def test_ft_precision_and_scan_layers_reach_fine_tuning_only(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         finetune_method(ctx, encode_seed(ctx, setup.splits[0]), "sgd")
     assert seen == [(ctx.ft_f, ctx.step_f)]
+
+
+def test_run_with_a_prepared_setup_applies_its_own_config(tmp_path, monkeypatch) -> None:
+    """``run(config, out, setup)`` reuses the setup's model and splits but runs ``config`` (its
+    fine-tuning precision here), and a setup prepared for other data is one line."""
+    import dataclasses
+
+    from ntk_lab import protocol
+
+    base = CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13,), kernels=(), optimizers=(), test_cap=8)
+    setup = protocol.prepare(base)
+    seen = []
+    real = protocol.context
+    monkeypatch.setattr(protocol, "context", lambda s, *args, **kwargs: seen.append(s.config) or real(s, *args, **kwargs))
+    other = dataclasses.replace(base, ft_precision="bfloat16")
+    results = protocol.run(other, tmp_path, setup)
+    assert seen == [other] and results.config == other and {r["method"] for r in results.runs} == {"zero-shot"}
+    with pytest.raises(NtkLabError, match=re.escape("the setup was prepared for other k")):
+        protocol.run(dataclasses.replace(base, k=8), tmp_path, setup)
