@@ -650,7 +650,7 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, Any]:
                    "weights; the architecture flags must match it)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="train at most this long in this invocation, then checkpoint (the same command resumes) and "
-                        "export the weights so far to OUT/model-stepN (for a machine lent for minutes)")
+                        "export the weights so far to OUT/model-stepN (for a machine lent for minutes); unset: no limit")
     p.add_argument("--restart", action="store_true", help="discard what OUT holds and start over")
     args = p.parse_args(argv)
     for option in ("tokens", "vocab_size", "seq_len", "batch_size", "val_sequences", "log_every", "eval_every",

@@ -33,7 +33,7 @@ def test_each_main_cli_names_itself_and_shows_defaults_and_outputs(module, capsy
     # every option with a value by default shows it: count the options, then the defaults shown
     options = set(re.findall(r"^  (--[a-z-]+) [A-Z_]+", text, flags=re.M)) - {"--task", "--corpus", "--out"}
     unset = {"--data-dir", "--beta", "--subsets", "--init-from", "--hidden-size", "--layers", "--heads",
-             "--intermediate-size"} if module == "ntk_lab.pretrain" else {"--data-dir", "--beta", "--subsets"}
+             "--intermediate-size", "--max-seconds"} if module == "ntk_lab.pretrain" else {"--data-dir", "--beta", "--subsets"}
     assert text.count("(default: ") >= len(options - unset) >= 8
 
 
