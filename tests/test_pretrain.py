@@ -236,9 +236,7 @@ def test_init_from_continues_a_checkpoint_and_checks_its_architecture(trained, c
 def test_max_seconds_stops_checkpoints_and_exports_the_weights_so_far(corpus, tmp_path):
     """``max_seconds=0``: one step, then the state is checkpointed and the weights exported to
     ``model-step1`` (they load, and equal the checkpoint's); the same run without the limit resumes
-    from step 1 and ends with the parameters of a run that never stopped."""
-    from safetensors.numpy import load_file
-
+    from step 1 to the end."""
     from ntk_lab.models import load_masked_lm
     from ntk_lab.pretrain import Trainer, load_checkpoint
 
@@ -255,8 +253,5 @@ def test_max_seconds_stops_checkpoints_and_exports_the_weights_so_far(corpus, tm
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(exported.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     second = pretrain(config, tmp_path / "run", eval_every=2, checkpoint_every=100, progress=lines.append)
-    straight = pretrain(config, tmp_path / "straight", eval_every=2, checkpoint_every=100, progress=lambda line: None)
-    assert second["steps_done"] == straight["steps_done"] == 4 and any(line.startswith("resumed at step 1") for line in lines)
-    a, b = (load_file(folder / "model" / "model.safetensors") for folder in (tmp_path / "run", tmp_path / "straight"))
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert second["steps_done"] == 4 and any(line.startswith("resumed at step 1") for line in lines)
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()  # resuming is exact: test_resume_gives_...
