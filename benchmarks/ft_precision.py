@@ -36,7 +36,7 @@ def main() -> None:
     import numpy as np
 
     from ntk_lab.protocol import CompareConfig, prepare, run
-    from ntk_lab.provenance import git_commit, machine
+    from ntk_lab.provenance import provenance
 
     seeds = tuple(int(s) for s in args.seeds.split(","))
     base = CompareConfig(task="sst2", model=args.model, data_dir=args.data_dir, seeds=seeds, steps=args.steps,
@@ -61,9 +61,7 @@ def main() -> None:
             same = [outputs[p][seed][ft]["test"].argmax(1) for p in ("float32", "bfloat16")]
             row["same_prediction"] = float(np.mean(same[0] == same[1]))
             rows.append(row)
-    out = {"command": "python benchmarks/ft_precision.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"), "commit": git_commit(),
-           "machine": machine(), "fine_tune_seconds": seconds, "rows": rows}
+    out = {**provenance("python benchmarks/ft_precision.py", None), "fine_tune_seconds": seconds, "rows": rows}
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"{'seed':>5} {'method':<8}{'accuracy f32 / bf16':>22}{'kernel agreement f32 / bf16':>30}{'same prediction':>17}")
     for r in rows:

@@ -40,13 +40,12 @@ def run(args) -> dict:
     import numpy as np
 
     from ntk_lab import finetune
-    from ntk_lab.provenance import git_commit, machine
+    from ntk_lab.provenance import provenance
 
     lm, f, x = classifier_and_inputs(args.size, args.n, args.length)
     y = np.arange(args.n) % 2
-    out = {"command": "python benchmarks/ft_variants.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if k != "out"), "commit": git_commit(), "machine": machine(),
-           "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "rows": []}
+    out = {**provenance("python benchmarks/ft_variants.py", None), "backend": jax.default_backend(),
+           "devices": [str(d) for d in jax.devices()], "rows": []}
     reference = None
     print(f"{'variant':<16}{'compile s':>11}{'step s':>10}{'update rel err':>16}")
     for name in args.variants.split(","):

@@ -23,7 +23,6 @@ stays within 2 points of its fine-tuning, or that it does not within the range m
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +73,7 @@ def cell(label: str, model: str, tokens: float, saved: dict[str, Any]) -> dict[s
 def compute(args: Any) -> dict[str, Any]:
     from experiments.miniberta import random_twin
     from ntk_lab.protocol import CompareConfig, run
-    from ntk_lab.provenance import git_commit, machine
+    from ntk_lab.provenance import provenance
 
     out = Path(args.out)
     checkpoints = parse_checkpoints(args.checkpoints)
@@ -104,8 +103,7 @@ def compute(args: Any) -> dict[str, Any]:
                     compared = run(config, folder)
                     compared.write(folder)
                     cells.append(cell(label, model, tokens, compared.as_json()))
-    return {"command": "python -m experiments.pretraining_scale " + " ".join(sys.argv[1:]), "commit": git_commit(),
-            "machine": machine(), "data_dir": args.data_dir, "cells": cells, "crossover": crossover(cells)}
+    return {**provenance("python -m experiments.pretraining_scale", None), "data_dir": args.data_dir, "cells": cells, "crossover": crossover(cells)}
 
 
 def by_scale(group: list[dict[str, Any]], value: Any) -> list[tuple[float, list[float]]]:
