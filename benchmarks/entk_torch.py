@@ -91,6 +91,7 @@ def run(args) -> dict:
     import torch
 
     from ntk_lab.kernels import entk_fn
+    from ntk_lab.provenance import provenance
     from ntk_lab.pytrees import count_params
 
     torch.backends.cuda.matmul.allow_tf32 = False  # full float32 on both sides
@@ -108,8 +109,8 @@ def run(args) -> dict:
                       "length": args.length, "jax_backend": jax.default_backend(),
                       "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
                       "torch": torch.__version__, "jax": jax.__version__}
-    save = lambda: _write(args.out, {**meta, "command": "python benchmarks/entk_torch.py " + " ".join(args.argv),
-                                     "cases": rows})  # after every row: a timeout keeps what finished
+    meta |= provenance("python benchmarks/entk_torch.py", args.argv)
+    save = lambda: _write(args.out, {**meta, "cases": rows})  # after every row: a timeout keeps what finished
     for kind in args.kinds.split(","):
         baseline = torch_kernel_fn(model, classifier.label_ids, kind, device)
         first, best, expected = first_and_best(lambda: baseline(as_torch(x1), as_torch(x2)))
@@ -129,7 +130,7 @@ def run(args) -> dict:
             rows.append(_tiled(args, kind, baseline, classifier, lm, as_jax, as_torch))
             print(_line(rows[-1]), flush=True)
             save()
-    return {**meta, "command": "python benchmarks/entk_torch.py " + " ".join(args.argv), "cases": rows}
+    return {**meta, "cases": rows}
 
 
 def _write(out: str, result: dict) -> None:

@@ -69,12 +69,10 @@ def main() -> None:
     args = p.parse_args()
     import jax
 
-    from ntk_lab.provenance import git_commit, machine
+    from ntk_lab.provenance import provenance
 
     lrs = tuple(float(v) for v in args.lrs.split(","))
-    out = {"command": "python benchmarks/finetune.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if k != "out"), "commit": git_commit(), "machine": machine(),
-           "backend": jax.default_backend(), "rows": []}
+    out = {**provenance("python benchmarks/finetune.py", None), "backend": jax.default_backend(), "rows": []}
     print(f"{'model':<16}{'optimizer':<10}{'sequential cold/warm s':>24}{'together cold/warm s':>22}{'warm x':>8}"
           f"{'max |Δθ|':>11}{'same pick':>11}")
     for model in args.models.split(","):

@@ -56,6 +56,7 @@ def run(args) -> dict:
 
     from ntk_lab.jacobians import adam_sign, per_example_jacobian
     from ntk_lab.kernels import entk_fn, matmul_precision
+    from ntk_lab.provenance import provenance
     from ntk_lab.pytrees import count_params, restrict, take_examples
 
     lm, classifier, x = classifier_and_inputs(args.size, args.n1 + args.n2, args.length)
@@ -83,7 +84,7 @@ def run(args) -> dict:
     return {"size": args.size, "params": count_params(lm.params), "n1": args.n1, "n2": args.n2, "length": args.length,
             "implementation": args.implementation, "backend": jax.default_backend(),
             "device": jax.devices()[0].device_kind, "jax": jax.__version__,
-            "command": "python benchmarks/precision.py " + " ".join(args.argv), "cases": rows}
+            **provenance("python benchmarks/precision.py", args.argv), "cases": rows}
 
 
 def _line(r: dict) -> str:

@@ -23,7 +23,7 @@ from bench_common import first_and_best  # noqa: E402
 
 from ntk_lab.cli import parser  # noqa: E402
 from ntk_lab.pretrain import PretrainConfig, Trainer, compute_dtype, step_flops  # noqa: E402
-from ntk_lab.provenance import machine  # noqa: E402
+from ntk_lab.provenance import machine, provenance  # noqa: E402
 
 
 def matmul_peak(dtype: jnp.dtype, n: int = 4096) -> float:
@@ -76,8 +76,8 @@ def main() -> None:
         shape = f"{a['num_hidden_layers']}x{a['hidden_size']}"
         print(f"{r['config']:8} {shape:>10} {r['first_step_s']:10.2f}s {r['step_s'] * 1e3:7.0f}ms "
               f"{r['tokens_per_s']:10,.0f} {r['tflops']:8.3f} {r['fraction_of_peak']:8.1%}")
-    out = {"machine": machine(), "backend": jax.default_backend(), "dtype": jnp.dtype(dtype).name,
-           "peak_tflops": peak / 1e12, "command": "python " + " ".join(sys.argv), "rows": rows}
+    out = {**provenance("python benchmarks/pretrain.py", None), "backend": jax.default_backend(),
+           "dtype": jnp.dtype(dtype).name, "peak_tflops": peak / 1e12, "rows": rows}
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")
 
