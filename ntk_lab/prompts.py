@@ -174,7 +174,7 @@ def encode(
 
 @functools.lru_cache(maxsize=16)
 def _jitted(f: Any) -> Any:
-    """One compiled ``f`` per classifier (classifiers hash by identity)."""
+    """One compiled ``f`` per classifier (classifiers hash by ``program_key``)."""
     return jax.jit(lambda params, batch: f(params, batch))
 
 
@@ -198,15 +198,38 @@ def batched_outputs(
     return np.concatenate(out)
 
 
+def program_key(model: LoadedMaskedLM) -> tuple:
+    """What a classifier's computation reads from its model besides the parameters it is given: the
+    module (architecture, dtype, scanned or not) and the special tokens PASTA marks.
+
+    Classifiers compare and hash by it, so checkpoints of one architecture and tokenizer (a random
+    initialisation and its pretrained scales, say) share every compiled program that the caches keyed
+    by classifier hold (``_jitted``, fine-tuning's steps, the protocol's kernels): the second model
+    compiles nothing. The parameters always come in as arguments, never from the cached classifier.
+    """
+    tokenizer = model.tokenizer
+    return (model.module, getattr(tokenizer, "cls_token_id", None), getattr(tokenizer, "sep_token_id", None))
+
+
 @dataclass(frozen=True, eq=False)
 class PromptedClassifier:
     """``f(params, batch) -> [b, C]``: the label words' logits at the mask position.
 
     Only the ``C`` label-word rows of the (tied) decoder are multiplied, never the full vocabulary.
+    Equal (and equally hashed) to another when its ``program_key`` and label words are the same.
     """
 
     model: LoadedMaskedLM
     label_ids: np.ndarray  # [C]
+
+    def _key(self) -> tuple:
+        return (program_key(self.model), tuple(np.asarray(self.label_ids).tolist()))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @classmethod
     def for_task(cls, model: LoadedMaskedLM, task: Task) -> PromptedClassifier:
@@ -232,10 +255,20 @@ class HeadClassifier:
 
     A new linear head on the first token's final hidden state (standard fine-tuning's input, no
     template, no label words). ``params = {"lm": encoder params, "head": {"kernel": [h, C], "bias": [C]}}``.
+    Equal (and equally hashed) to another when its ``program_key`` and class count are the same.
     """
 
     model: LoadedMaskedLM
     num_classes: int
+
+    def _key(self) -> tuple:
+        return (program_key(self.model), self.num_classes)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def init_params(self, seed: int = 0) -> dict[str, Any]:
         """The model's parameters with a head drawn from ``N(0, initializer_range²)`` and a zero bias."""

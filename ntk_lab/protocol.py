@@ -229,7 +229,6 @@ class Context:
     max_length: int
     subset_text: str = "full"
     params_fingerprint: dict[tuple, str] = field(default_factory=dict)
-    kernel_fns: dict[tuple, Any] = field(default_factory=dict)
 
     @property
     def full(self) -> bool:
@@ -287,20 +286,26 @@ class Context:
         return self._variant(jnp.dtype(self.config.ft_precision), self.config.scan_layers)
 
     def entk(self, kind: str, implementation: str, base: bool = False) -> Any:
-        """One ``entk_fn`` per (kind, implementation, classifier), so its compiled code serves every seed;
-        ``base=True``: the full model's kernel."""
-        from ntk_lab.kernels import SGD_ONLY, entk_fn
+        """One ``entk_fn`` per (kind, implementation, classifier), so its compiled code serves every seed,
+        and every model of the same architecture and tokenizer (classifiers compare by
+        ``prompts.program_key``); ``base=True``: the full model's kernel."""
+        from ntk_lab.kernels import SGD_ONLY
 
         if implementation in SGD_ONLY and kind != "sgd":
             implementation = "streamed"
-        key = (kind, implementation, base or self.full)
-        if key not in self.kernel_fns:
-            self.kernel_fns[key] = entk_fn(
-                self.base_f if key[2] else self.f, kind=kind, implementation=implementation, binary=self.binary,
-                chunk=self.config.chunk, param_filter=None if key[2] else self.param_filter,
-                precision=self.config.kernel_precision,
-            )
-        return self.kernel_fns[key]
+        whole = base or self.full
+        return _entk_fn(self.base_f if whole else self.f, kind, implementation, self.binary, self.config.chunk,
+                        None if whole else self.param_filter, self.config.kernel_precision)
+
+
+@functools.lru_cache(maxsize=16)
+def _entk_fn(f: Any, kind: str, implementation: str, binary: bool, chunk: Any, param_filter: Any,
+             precision: str) -> Any:
+    """``kernels.entk_fn`` built once per classifier and options in a process (``Context.entk``)."""
+    from ntk_lab.kernels import entk_fn
+
+    return entk_fn(f, kind=kind, implementation=implementation, binary=binary, chunk=chunk,
+                   param_filter=param_filter, precision=precision)
 
 
 def _subset(encoded: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
@@ -337,10 +342,12 @@ def base_params(ctx: Context, seed: int, train: dict[str, np.ndarray]) -> Any:
     return ctx.base_f.with_head(ctx.model.params, fitted.kernel, fitted.bias)
 
 
-def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, seed: int, base: bool = False) -> np.ndarray:
+def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, seed: int, base: bool = False,
+            column_width: int | None = None) -> np.ndarray:
     """``K(X_train, x_all) [n, c, N, c]`` at θ0 (``x_all``: train, dev and test), through the on-disk
-    kernel cache, in tiles of ``--kernel-block`` rows and ``--column-block`` columns. ``base=True``:
-    the full model's kernel, at the base parameters ``params0``."""
+    kernel cache, in tiles of ``--kernel-block`` rows and ``--column-block`` columns (each at least
+    ``column_width`` wide: ``compute_kernel``). ``base=True``: the full model's kernel, at the base
+    parameters ``params0``."""
     from ntk_lab.cache import cache_dir
     from ntk_lab.kernel_store import compute_kernel, kernel_key
 
@@ -352,7 +359,7 @@ def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, s
                      x1=x_train, x2=x_all, binary=ctx.binary, params=_params_fingerprint(ctx, seed, subset, params0),
                      **exact)
     return compute_kernel(kernel, params0, x_train, x_all, cache_dir("kernels", key), block=config.kernel_block,
-                          column_block=config.column_block, desc=f"kernel {kind} seed {seed}")
+                          column_block=config.column_block, column_width=column_width, desc=f"kernel {kind} seed {seed}")
 
 
 def _params_fingerprint(ctx: Context, seed: int, subset: str, params: Any) -> str:
@@ -476,6 +483,7 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
     from ntk_lab import finetune
     from ntk_lab.kernel_store import compute_kernel
     from ntk_lab.prompts import batched_outputs
+    from ntk_lab.pytrees import num_examples
 
     config, parts, x, y, seed = ctx.config, data.parts, data.x, data.y, data.seed
     method = f"ft-{name}"
@@ -502,12 +510,14 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
             order_agreement = float(np.mean(f_other.argmax(1) == f_ft.argmax(1)))
     with ctx.timer.stage("kernels"):
         kind = finetune.KERNEL_OF[name]
+        # K(X_train, X_train) in tiles as wide as K(X_train, x_all)'s: the program compiled for those
+        width = min(config.column_block, num_examples(_inputs(data.encoded)))
         if k0 is None:
-            k0 = _kernel(ctx, kind, data.params0, x["train"], x["train"], seed)
+            k0 = _kernel(ctx, kind, data.params0, x["train"], x["train"], seed, column_width=width)
         with tempfile.TemporaryDirectory(dir=ctx.state.folder) as scratch:
             k_t = compute_kernel(ctx.entk(kind, config.implementation), result.params, x["train"], x["train"],
                                  scratch, block=config.kernel_block, column_block=config.column_block,
-                                 desc=f"{method} kernel at θ_T")
+                                 column_width=width, desc=f"{method} kernel at θ_T")
         drift = finetune.kernel_drift(k0, k_t)
     fraction = finetune.linearization_fraction(data.f0[parts["test"]], f_lin, f_ft, y["test"], config.loss)
     best = next(r for r in result.runs if r.lr == result.lr)

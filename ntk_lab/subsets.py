@@ -137,9 +137,11 @@ def parse_subset(text: str, seed: int = 0) -> Subset:
     raise NtkLabError(f"unknown subset '{text}': choose from {SUBSET_FORMS} (R, N positive integers)")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class SubsetClassifier:
-    """``g({"frozen": θ0, "delta": δ}, x) = f(merge(θ0, δ), x)``; train and differentiate ``delta`` only."""
+    """``g({"frozen": θ0, "delta": δ}, x) = f(merge(θ0, δ), x)``; train and differentiate ``delta`` only.
+
+    Equal to another of an equal ``f`` and subset, so the two share compiled programs."""
 
     f: Any
     subset: Subset

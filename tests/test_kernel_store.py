@@ -64,6 +64,20 @@ def test_row_and_column_tiles_assemble_the_kernel_and_name_nan_columns(tmp_path)
         compute_kernel(kernel, PARAMS, X1, bad, tmp_path / "bad", block=4, column_block=3)
 
 
+def test_column_width_pads_narrow_tiles_to_a_wider_compiled_shape(tmp_path) -> None:
+    """``column_width`` runs a 4-column kernel at the 7-column tile shape of a wider one (the repeated
+    columns dropped), alone or in column tiles: the same kernel, one program for both."""
+    kernel = entk_fn(f)
+    shapes = []
+    counted = lambda p, a, b: shapes.append((len(a), len(b))) or kernel(p, a, b)
+    expected = np.asarray(kernel(PARAMS, X1, X2))
+    for folder, tiles in (("whole", None), ("tiles", 3)):
+        shapes.clear()
+        padded = compute_kernel(counted, PARAMS, X1, X2, tmp_path / folder, block=5, column_block=tiles, column_width=7)
+        assert set(shapes) == {(5, 7)} and padded.shape == expected.shape, (folder, shapes)
+        np.testing.assert_allclose(padded, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_nan_block_names_the_examples(tmp_path) -> None:
     bad = X1.at[4, 0].set(jnp.nan)
     with pytest.raises(NtkLabError, match=r"NaN/Inf at x1 examples \[4\] against x2 examples \[0, 1, 2, 3\]"):

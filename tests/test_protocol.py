@@ -167,3 +167,70 @@ def test_run_with_a_prepared_setup_applies_its_own_config(tmp_path, monkeypatch)
     assert seen == [other] and results.config == other and {r["method"] for r in results.runs} == {"zero-shot"}
     with pytest.raises(NtkLabError, match=re.escape("the setup was prepared for other k")):
         protocol.run(dataclasses.replace(base, k=8), tmp_path, setup)
+
+
+def test_checkpoints_of_one_architecture_share_compiled_programs(tmp_path) -> None:
+    """Classifiers compare by architecture and tokenizer (``prompts.program_key``): a second checkpoint
+    of the tiny architecture compiles next to nothing (under 10% of the first's XLA compile time), and
+    its results equal those of programs built for it alone, so no shared program keeps the first
+    checkpoint's parameters."""
+    import dataclasses
+    import logging
+    import re
+
+    import jax
+    import numpy as np
+
+    from ntk_lab import finetune, prompts, protocol
+
+    config = CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13,), kernels=("sgd",),
+                           optimizers=("sgd",), lr_sgd=(1e-2,), steps=4, eval_every=2, test_cap=8)
+    setup = protocol.prepare(config)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda p: p + 0.02 * rng.standard_normal(p.shape).astype(p.dtype), setup.model.params)
+    model = dataclasses.replace(setup.model, params=params)
+    other = dataclasses.replace(setup, model=model, f=dataclasses.replace(setup.f, model=model))
+    assert other.f == setup.f and hash(other.f) == hash(setup.f) and other.f is not setup.f
+    assert other.f != dataclasses.replace(setup.f, model=model.variant(scan=True))
+
+    seconds: list[float] = []
+
+    class Compiles(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found = re.match(r"Finished XLA compilation of .* in ([0-9.]+) sec", record.getMessage())
+            if found:
+                seconds.append(float(found.group(1)))
+
+    def compiled(out: str, setup: protocol.Setup) -> tuple[dict[str, np.ndarray], float]:
+        """The run's test outputs, kernel spectrum and fine-tuning curve, and its XLA compile seconds."""
+        seconds.clear()
+        logger, handler = logging.getLogger("jax._src.dispatch"), Compiles()
+        logger.addHandler(handler)
+        try:
+            with jax.log_compiles():
+                results = protocol.run(config, tmp_path / out, setup)
+        finally:
+            logger.removeHandler(handler)
+        numbers = {f"{m}/{k}": v for m, arrays in results.seed_outputs[13].items() for k, v in arrays.items()}
+        for r in results.runs:
+            numbers |= {f"{r['method']}/spectrum": np.array(r.get("spectrum", []))}
+            numbers |= {f"{r['method']}/{k}": np.array(v) for k, v in r.get("curve", {}).items() if k != "lr"}
+        return numbers, sum(seconds)
+
+    def forget() -> None:  # every cache of programs keyed by classifier, as in a new process
+        for cache in (protocol._entk_fn, prompts._jitted, finetune._compiled, finetune._compiled_together,
+                      finetune._behaviour, finetune._linearized):
+            cache.cache_clear()
+
+    forget()  # an earlier test in this process may have compiled the tiny model's programs
+    first, first_s = compiled("first", setup)
+    shared, shared_s = compiled("shared", other)
+    assert first_s > 1.0 and shared_s < 0.1 * first_s, (first_s, shared_s)
+    forget()
+    alone, _ = compiled("alone", other)
+    assert shared.keys() == alone.keys() and {"kernel-sgd/test", "ft-sgd/train_loss"} <= set(shared)
+    for name in shared:
+        np.testing.assert_allclose(shared[name], alone[name], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=name)
+    # the checkpoints differ, and so do their outputs
+    for name in ("kernel-sgd/test", "ft-sgd/test", "ft-sgd/train_loss"):
+        assert not np.allclose(shared[name], first[name], rtol=1e-3, atol=1e-4), name
