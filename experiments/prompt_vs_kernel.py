@@ -56,24 +56,31 @@ def lazy_regime(model_name: str, data_dir: str, k: int, seed: int, lr: float, st
     model = load_masked_lm(model_name)
     train, test = load_task_data(task, data_dir)
     split = kshot_split(train, test, 2, k, seed, test_cap)
-    enc = [encode(task, part, model.tokenizer, 64) for part in (split.train, split.dev, split.test)]
-    (x_train, x_dev, x_test), (y_train, y_dev, y_test) = [inputs(e) for e in enc], [e["labels"] for e in enc]
+    # one encoding of train, dev and test, so that every program below compiles for one length
+    encoded = inputs(encode(task, split.train + split.dev + split.test, model.tokenizer, 64))
+    y = np.array([e.label for e in split.train + split.dev + split.test])
+    n, n_dev = len(split.train), len(split.dev)
+    part = lambda rows: {key: v[rows] for key, v in encoded.items()}
+    x_train, x_dev, x_test = part(slice(0, n)), part(slice(n, n + n_dev)), part(slice(n + n_dev, None))
+    y_train, y_dev, y_test = y[:n], y[n : n + n_dev], y[n + n_dev :]
+    x_both = {key: np.concatenate([x_train[key], x_test[key]]) for key in encoded}  # train, then test
     f = PromptedClassifier.for_task(model, task)
     result = finetune.train(f, model.params, x_train, y_train, x_dev, y_dev, optimizer="sgd", lrs=(lr,), steps=steps,
                             eval_every=steps, loss="mse", keep="last")
     apply = jax.jit(f)
-    f0_train, f0_test = np.asarray(apply(model.params, x_train)), np.asarray(apply(model.params, x_test))
-    f_ft = np.asarray(apply(result.params, x_test))
-    kernel = kernels.entk_fn(f)
-    k0 = np.asarray(kernel(model.params, x_train))
-    k_test = np.asarray(kernels.flatten_kernel(kernel(model.params, x_test, x_train)))
+    f0 = np.asarray(apply(model.params, x_both))
+    f0_train, f0_test = f0[:n], f0[n:]
+    f_ft = np.asarray(apply(result.params, x_both))[n:]
+    kernel = kernels.entk_fn(f)  # K(x_both, X_train): one program for θ0 and θ_T
+    k_both = np.asarray(kernel(model.params, x_both, x_train))
+    k0, k_test = k_both[:n], np.asarray(kernels.flatten_kernel(k_both[n:]))
     _, f_kernel = linearized.predict(np.asarray(kernels.flatten_kernel(k0)), k_test, f0_train, f0_test,
                                      np.eye(2)[y_train], lr=lr, t=steps, normalization=len(y_train), discrete=True)
     f_lin = finetune.linearized_outputs(f, model.params, result.params, x_test)
     return {"lr": lr, "steps": steps, "agreement_with_kernel_gd": float(np.mean(f_ft.argmax(1) == f_kernel.argmax(1))),
             "output_error": float(np.linalg.norm(f_ft - f_kernel) / np.linalg.norm(f_ft - f0_test)),
             "linearization": finetune.linearization_fraction(f0_test, f_lin, f_ft, y_test, "mse"),
-            "kernel_drift": finetune.kernel_drift(k0, kernel(result.params, x_train)),
+            "kernel_drift": finetune.kernel_drift(k0, np.asarray(kernel(result.params, x_both, x_train))[:n]),
             "ft_accuracy": float(np.mean(f_ft.argmax(1) == y_test)),
             "kernel_gd_accuracy": float(np.mean(f_kernel.argmax(1) == y_test))}
 

@@ -362,6 +362,14 @@ def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, s
                           column_block=config.column_block, column_width=column_width, desc=f"kernel {kind} seed {seed}")
 
 
+def _column_width(ctx: Context, data: SeedData) -> int:
+    """The column tiles' width of ``K(X_train, x_all)``: a ``K(X_train, X_train)`` padded to it runs the
+    program compiled for that kernel instead of compiling its own (``compute_kernel(column_width=...)``)."""
+    from ntk_lab.pytrees import num_examples
+
+    return min(ctx.config.column_block, num_examples(_inputs(data.encoded)))
+
+
 def _params_fingerprint(ctx: Context, seed: int, subset: str, params: Any) -> str:
     """``kernel_store.fingerprint`` of a seed's θ0 (of ``subset``), computed once per run."""
     from ntk_lab.kernel_store import fingerprint
@@ -467,7 +475,8 @@ def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[s
     similarity = {"kernel_distance_to_full": 0.0, "kernel_alignment_to_full": 1.0}
     if not ctx.full:
         with ctx.timer.stage("kernels"):
-            k_full = _kernel(ctx, kind, data.base_params, data.x["train"], data.x["train"], seed, base=True)
+            k_full = _kernel(ctx, kind, data.base_params, data.x["train"], data.x["train"], seed, base=True,
+                             column_width=_column_width(ctx, data))
         k_sub = k[:, :, parts["train"]]
         similarity = {"kernel_distance_to_full": kernel_distance(k_sub, k_full),
                       "kernel_alignment_to_full": kernel_alignment(k_sub, k_full)}
@@ -483,7 +492,6 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
     from ntk_lab import finetune
     from ntk_lab.kernel_store import compute_kernel
     from ntk_lab.prompts import batched_outputs
-    from ntk_lab.pytrees import num_examples
 
     config, parts, x, y, seed = ctx.config, data.parts, data.x, data.y, data.seed
     method = f"ft-{name}"
@@ -510,8 +518,7 @@ def finetune_method(ctx: Context, data: SeedData, name: str, k0: np.ndarray | No
             order_agreement = float(np.mean(f_other.argmax(1) == f_ft.argmax(1)))
     with ctx.timer.stage("kernels"):
         kind = finetune.KERNEL_OF[name]
-        # K(X_train, X_train) in tiles as wide as K(X_train, x_all)'s: the program compiled for those
-        width = min(config.column_block, num_examples(_inputs(data.encoded)))
+        width = _column_width(ctx, data)
         if k0 is None:
             k0 = _kernel(ctx, kind, data.params0, x["train"], x["train"], seed, column_width=width)
         with tempfile.TemporaryDirectory(dir=ctx.state.folder) as scratch:
