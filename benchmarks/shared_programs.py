@@ -44,15 +44,6 @@ class _CompileSeconds(logging.Handler):
             self.seconds += float(found.group(1))
 
 
-def forget_programs() -> None:
-    """Clear every cache of compiled programs keyed by classifier, as a new process starts."""
-    from ntk_lab import finetune, prompts, protocol
-
-    for cache in (protocol._entk_fn, prompts._jitted, finetune._compiled, finetune._compiled_together,
-                  finetune._behaviour, finetune._linearized):
-        cache.cache_clear()
-
-
 def run(args) -> dict:
     import sys
 
@@ -61,7 +52,7 @@ def run(args) -> dict:
 
     sys.path.insert(0, str(ROOT))  # experiments/ is not installed
     from experiments.miniberta import random_twin
-    from ntk_lab.protocol import CompareConfig
+    from ntk_lab.protocol import CompareConfig, forget_programs
     from ntk_lab.protocol import run as run_protocol
     from ntk_lab.provenance import provenance
 

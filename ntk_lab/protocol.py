@@ -298,6 +298,16 @@ class Context:
                         None if whole else self.param_filter, self.config.kernel_precision)
 
 
+def forget_programs() -> None:
+    """Clear every cache of compiled programs keyed by classifier (``_entk_fn``, ``prompts._jitted``
+    and fine-tuning's), as a new process starts; the next use compiles again."""
+    from ntk_lab import finetune, prompts
+
+    for cache in (_entk_fn, prompts._jitted, finetune._compiled, finetune._compiled_together, finetune._behaviour,
+                  finetune._linearized):
+        cache.cache_clear()
+
+
 @functools.lru_cache(maxsize=16)
 def _entk_fn(f: Any, kind: str, implementation: str, binary: bool, chunk: Any, param_filter: Any,
              precision: str) -> Any:

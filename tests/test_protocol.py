@@ -181,7 +181,7 @@ def test_checkpoints_of_one_architecture_share_compiled_programs(tmp_path) -> No
     import jax
     import numpy as np
 
-    from ntk_lab import finetune, prompts, protocol
+    from ntk_lab import protocol
 
     config = CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13,), kernels=("sgd",),
                            optimizers=("sgd",), lr_sgd=(1e-2,), steps=4, eval_every=2, test_cap=7)  # shapes of its own:
@@ -217,16 +217,11 @@ def test_checkpoints_of_one_architecture_share_compiled_programs(tmp_path) -> No
             numbers |= {f"{r['method']}/{k}": np.array(v) for k, v in r.get("curve", {}).items() if k != "lr"}
         return numbers, sum(seconds)
 
-    def forget() -> None:  # every cache of programs keyed by classifier, as in a new process
-        for cache in (protocol._entk_fn, prompts._jitted, finetune._compiled, finetune._compiled_together,
-                      finetune._behaviour, finetune._linearized):
-            cache.cache_clear()
-
-    forget()  # an earlier test in this process may have compiled the tiny model's programs
+    protocol.forget_programs()  # an earlier test in this process may have compiled the tiny model's programs
     first, first_s = compiled("first", setup)
     shared, shared_s = compiled("shared", other)
     assert first_s > 1.0 and shared_s < 0.1 * first_s, (first_s, shared_s)
-    forget()
+    protocol.forget_programs()  # as in a new process
     alone, _ = compiled("alone", other)
     assert shared.keys() == alone.keys() and {"kernel-sgd/test", "ft-sgd/train_loss"} <= set(shared)
     for name in shared:
