@@ -19,9 +19,7 @@ persistent compilation cache is not used. The JSON is written after every row.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -29,19 +27,6 @@ from pathlib import Path
 from ntk_lab.cli import parser
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class _CompileSeconds(logging.Handler):
-    """Adds up the seconds of JAX's "Finished XLA compilation of ... in T sec" messages."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds = 0.0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        found = re.match(r"Finished XLA compilation of .* in ([0-9.]+) sec", record.getMessage())
-        if found:
-            self.seconds += float(found.group(1))
 
 
 def run(args) -> dict:
@@ -52,16 +37,12 @@ def run(args) -> dict:
 
     sys.path.insert(0, str(ROOT))  # experiments/ is not installed
     from experiments.miniberta import random_twin
+    from ntk_lab.cache import compile_seconds
     from ntk_lab.protocol import CompareConfig, forget_programs
     from ntk_lab.protocol import run as run_protocol
     from ntk_lab.provenance import provenance
 
     out = {**provenance("python benchmarks/shared_programs.py", None), "backend": jax.default_backend(), "rows": []}
-    handler = _CompileSeconds()
-    logger = logging.getLogger("jax._src.dispatch")  # logs each compilation's time at DEBUG, here only
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
     outputs: dict[tuple[str, str], dict] = {}
     print(f"{'mode':<10}{'model':<18}{'wall s':>9}{'XLA compile s':>15}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,12 +59,12 @@ def run(args) -> dict:
                                        seeds=tuple(int(s) for s in args.seeds.split(",")), test_cap=args.test_cap,
                                        steps=args.steps, eval_every=max(1, args.steps // 3), lr_sgd=(1e-2,),
                                        lr_adam=(1e-3,))
-                handler.seconds = 0.0
                 start = time.perf_counter()
-                results = run_protocol(config, Path(tmp) / mode / name)
+                with compile_seconds() as seconds:
+                    results = run_protocol(config, Path(tmp) / mode / name)
                 wall = time.perf_counter() - start
                 outputs[mode, name] = results.seed_outputs
-                row = {"mode": mode, "model": name, "wall_s": wall, "compile_s": handler.seconds}
+                row = {"mode": mode, "model": name, "wall_s": wall, "compile_s": sum(seconds)}
                 if mode == "shared":
                     theirs = outputs["separate", name]
                     row["same_outputs"] = all(
@@ -93,7 +74,7 @@ def run(args) -> dict:
                 out["rows"].append(row)
                 Path(args.out).write_text(json.dumps(out, indent=1))
                 same = f"  same outputs: {row['same_outputs']}" if "same_outputs" in row else ""
-                print(f"{mode:<10}{name:<18}{wall:>9.1f}{handler.seconds:>15.1f}{same}", flush=True)
+                print(f"{mode:<10}{name:<18}{wall:>9.1f}{sum(seconds):>15.1f}{same}", flush=True)
     return out
 
 

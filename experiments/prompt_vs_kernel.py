@@ -57,8 +57,8 @@ def lazy_regime(model_name: str, data_dir: str, k: int, seed: int, lr: float, st
     train, test = load_task_data(task, data_dir)
     split = kshot_split(train, test, 2, k, seed, test_cap)
     # one encoding of train, dev and test, so that every program below compiles for one length
-    encoded = inputs(encode(task, split.train + split.dev + split.test, model.tokenizer, 64))
-    y = np.array([e.label for e in split.train + split.dev + split.test])
+    batch = encode(task, split.train + split.dev + split.test, model.tokenizer, 64)
+    encoded, y = inputs(batch), batch["labels"]
     n, n_dev = len(split.train), len(split.dev)
     part = lambda rows: {key: v[rows] for key, v in encoded.items()}
     x_train, x_dev, x_test = part(slice(0, n)), part(slice(n, n + n_dev)), part(slice(n + n_dev, None))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ntk_lab.errors import NtkLabError
@@ -82,3 +85,31 @@ def enable_compilation_cache() -> Path | None:
     path = cache_dir("xla")
     jax.config.update("jax_compilation_cache_dir", str(path))
     return path
+
+
+@contextlib.contextmanager
+def compile_seconds() -> Iterator[list[float]]:
+    """Yields a list that receives the seconds of each XLA compilation inside the block, read from
+    JAX's own log line "Finished XLA compilation of NAME in T sec" (``jax._src.dispatch``, DEBUG).
+    The logger's level, propagation and handlers are restored on exit, and nothing is printed.
+    A program loaded from the persistent compilation cache logs no such line, so it counts 0."""
+    seconds: list[float] = []
+    pattern = re.compile(r"Finished XLA compilation of .* in ([0-9.eE+-]+) sec")
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found = pattern.match(record.getMessage())
+            if found:
+                seconds.append(float(found.group(1)))
+
+    logger, handler = logging.getLogger("jax._src.dispatch"), Handler()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield seconds
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

@@ -104,3 +104,31 @@ def test_every_cli_keeps_compiled_programs_unless_the_user_chose_a_folder(tmp_pa
         assert seen[-1] == str(tmp_path / "xla") and (tmp_path / "xla").is_dir()
     finally:
         jax.config.update("jax_compilation_cache_dir", chosen)
+
+
+def test_compile_seconds_counts_each_compilation_once_and_restores_the_logger() -> None:
+    """``cache.compile_seconds`` records one positive entry per program XLA compiles in the block
+    (a function of a new shape compiles; a call of a compiled one does not) and leaves JAX's
+    dispatch logger as it found it."""
+    import logging
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ntk_lab.cache import compile_seconds
+
+    logger = logging.getLogger("jax._src.dispatch")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    f = jax.jit(lambda a: jnp.tanh(a) @ a.T + 17.0)  # a program of its own, absent from the persistent cache
+    a, b, c = (jax.device_put(np.ones(shape, np.float32)) for shape in ((3, 5), (4, 7), (6, 2)))
+    f(a).block_until_ready()
+    with compile_seconds() as seconds:
+        f(a).block_until_ready()
+    assert seconds == []
+    with compile_seconds() as seconds:
+        f(b).block_until_ready()
+        f(b).block_until_ready()
+        f(c).block_until_ready()
+    assert len(seconds) == 2 and all(s > 0 for s in seconds), seconds
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before

@@ -175,13 +175,12 @@ def test_checkpoints_of_one_architecture_share_compiled_programs(tmp_path) -> No
     its results equal those of programs built for it alone, so no shared program keeps the first
     checkpoint's parameters."""
     import dataclasses
-    import logging
-    import re
 
     import jax
     import numpy as np
 
     from ntk_lab import protocol
+    from ntk_lab.cache import compile_seconds
 
     config = CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13,), kernels=("sgd",),
                            optimizers=("sgd",), lr_sgd=(1e-2,), steps=4, eval_every=2, test_cap=7)  # shapes of its own:
@@ -193,24 +192,10 @@ def test_checkpoints_of_one_architecture_share_compiled_programs(tmp_path) -> No
     assert other.f == setup.f and hash(other.f) == hash(setup.f) and other.f is not setup.f
     assert other.f != dataclasses.replace(setup.f, model=model.variant(scan=True))
 
-    seconds: list[float] = []
-
-    class Compiles(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            found = re.match(r"Finished XLA compilation of .* in ([0-9.]+) sec", record.getMessage())
-            if found:
-                seconds.append(float(found.group(1)))
-
     def compiled(out: str, setup: protocol.Setup) -> tuple[dict[str, np.ndarray], float]:
         """The run's test outputs, kernel spectrum and fine-tuning curve, and its XLA compile seconds."""
-        seconds.clear()
-        logger, handler = logging.getLogger("jax._src.dispatch"), Compiles()
-        logger.addHandler(handler)
-        try:
-            with jax.log_compiles():
-                results = protocol.run(config, tmp_path / out, setup)
-        finally:
-            logger.removeHandler(handler)
+        with compile_seconds() as seconds:
+            results = protocol.run(config, tmp_path / out, setup)
         numbers = {f"{m}/{k}": v for m, arrays in results.seed_outputs[13].items() for k, v in arrays.items()}
         for r in results.runs:
             numbers |= {f"{r['method']}/spectrum": np.array(r.get("spectrum", []))}
