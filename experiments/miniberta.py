@@ -9,7 +9,9 @@ it) the zero-shot accuracy of the prompt ``S It was <mask>.`` with ``great`` / `
 SGD-kernel predictor's accuracy (kernel ridge regression with the eNTK at θ0; λ and the f0 scale
 chosen on the k-shot dev split), and the zero-shot AUC of ``f_great - f_terrible`` on the test set
 (does the prompt rank the sentences by sentiment, whatever threshold argmax implies). Chance is 0.5. The issue that made the MiniBERTas set the goal: the
-pretrained model's zero-shot clearly above chance and its SGD kernel at 0.70 or more.
+pretrained model's zero-shot clearly above chance and its SGD kernel at 0.70 or more. Each model's
+attention to the previous and the next token on 128 test prompts (``ntk_lab.attention``) says
+whether it uses word order at all: uniform attention, a bag of words, pays ``1/n`` to each token.
 """
 
 from __future__ import annotations
@@ -57,6 +59,20 @@ def zero_shot_auc(model: str, data_dir: str) -> float:
     return float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum()))
 
 
+def word_order(model: str, data_dir: str, n: int = 128, task_name: str = "sst2") -> dict[str, Any]:
+    """``ntk_lab.attention.position_use`` on the first ``n`` test prompts of ``task_name``: each layer's
+    mean attention to the previous and the next token, against uniform attention's ``1/n``."""
+    from ntk_lab.attention import position_use
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.prompts import encode
+    from ntk_lab.tasks import TASKS, load_task_data
+
+    task = TASKS[task_name]
+    loaded = load_masked_lm(model)
+    test = load_task_data(task, data_dir)[1][:n]
+    return position_use(loaded, encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length)))
+
+
 def compute(args: Any) -> dict[str, Any]:
     from ntk_lab.protocol import CompareConfig, run
 
@@ -74,6 +90,7 @@ def compute(args: Any) -> dict[str, Any]:
         saved = compared.as_json()
         results["runs"][name] = {"summary": saved["summary"], "timing": saved["timing"],
                                  "zero_shot_auc": zero_shot_auc(model, args.data_dir),
+                                 "word_order": word_order(model, args.data_dir),
                                  "per_seed": {m: [r["accuracy"] for r in saved["runs"] if r["method"] == m]
                                               for m in saved["summary"]}}
     return results
@@ -88,6 +105,11 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                           "kernel-sgd": f"goal >= {GOAL:.2f}" if name == "pretrained" else "-"}.get(method, "-")
                 out.append((f"{name}: {method}", f"{stats['mean']:.3f} ± {stats['std']:.3f}", theory))
         out.append((f"{name}: zero-shot AUC of f_great - f_terrible", f"{run['zero_shot_auc']:.3f}", "no ranking 0.500"))
+        if "word_order" in run:  # results from before it was measured lack it
+            for offset, label in (("-1", "previous"), ("1", "next")):
+                layers = ", ".join(f"{a:.3f}" for a in run["word_order"]["offsets"][offset])
+                out.append((f"{name}: attention to the {label} token, layers 1..L", layers,
+                            f"word order ignored: {run['word_order']['uniform'][offset]:.3f} (1/n)"))
     return out
 
 

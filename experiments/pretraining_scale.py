@@ -18,6 +18,9 @@ trains each optimizer's learning rates at once (``compare --ft-together``; for a
 The table and the figure are made from the JSON alone (``rows``, ``figure``), so committed results
 render anywhere. ``crossover`` says, per task, k and prompt, from which scale on each kernel predictor
 stays within 2 points of its fine-tuning, or that it does not within the range measured.
+``word_order`` gives each checkpoint's attention to the previous and the next token on the first
+task's test prompts against uniform attention's ``1/n`` (``ntk_lab.attention``): whether, at that
+scale, the model reads word order or a bag of words.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def cell(label: str, model: str, tokens: float, saved: dict[str, Any]) -> dict[s
 
 
 def compute(args: Any) -> dict[str, Any]:
-    from experiments.miniberta import random_twin
+    from experiments.miniberta import random_twin, word_order
     from ntk_lab.protocol import CompareConfig, run
     from ntk_lab.provenance import provenance
 
@@ -87,8 +90,9 @@ def compute(args: Any) -> dict[str, Any]:
         raise NtkLabError(f"--prompt must be one of {', '.join(choices)}, got '{args.prompt}'")
     prompts = choices[args.prompt]
     floats = lambda text: tuple(float(v) for v in text.split(","))
-    cells = []
+    cells, order = [], {}
     for label, model, tokens in checkpoints:
+        order[label] = {"tokens": tokens, **word_order(model, args.data_dir, task_name=args.tasks.split(",")[0])}
         for task in args.tasks.split(","):
             for k in (int(v) for v in args.ks.split(",")):
                 for prompt in prompts:
@@ -103,7 +107,8 @@ def compute(args: Any) -> dict[str, Any]:
                     compared = run(config, folder)
                     compared.write(folder)
                     cells.append(cell(label, model, tokens, compared.as_json()))
-    return {**provenance("python -m experiments.pretraining_scale", None), "data_dir": args.data_dir, "cells": cells, "crossover": crossover(cells)}
+    return {**provenance("python -m experiments.pretraining_scale", None), "data_dir": args.data_dir, "cells": cells, "crossover": crossover(cells),
+            "word_order": order}
 
 
 def by_scale(group: list[dict[str, Any]], value: Any) -> list[tuple[float, list[float]]]:
@@ -154,6 +159,11 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 out.append((f"{where}: {kernel} vs {ft} (agreement)",
                             f"{a['mean']:.3f} ± {a['std']:.3f} vs {b['mean']:.3f} ± {b['std']:.3f} ({agreement:.3f})",
                             f"kernel regime: within {WITHIN:.2f}, agreement near 1"))
+    for label, found in result.get("word_order", {}).items():  # results from before it was measured lack it
+        for offset, which in (("-1", "previous"), ("1", "next")):
+            layers = ", ".join(f"{a:.3f}" for a in found["offsets"][offset])
+            out.append((f"{label} ({tokens_text(found['tokens'])}): attention to the {which} token, layers 1..L", layers,
+                        f"word order ignored: {found['uniform'][offset]:.3f} (1/n)"))
     for x in result["crossover"]:
         for tokens, values in x.get("replicate_gaps", []):
             out.append((f"{x['task']} k={x['k']}, {'prompt' if x['prompt'] else 'no prompt'}, {tokens_text(tokens)}: "

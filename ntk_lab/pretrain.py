@@ -377,6 +377,16 @@ class Trainer:
             sizes.append(len(rows))
         return float(np.average(losses, weights=sizes)), float(np.average(accs, weights=sizes))
 
+    def previous_attention(self, params: Params, rows: int = 16) -> float:
+        """The attention each token pays to the one before it, averaged over layers, heads and the
+        first ``rows`` validation rows (unmasked; ``ntk_lab.attention``): ``1 / seq_len`` while the model
+        reads a bag of words, rising as it learns word order."""
+        from ntk_lab.attention import attention_maps, offset_attention
+
+        ids = self.val_rows[:rows]
+        mask = np.ones_like(ids)
+        return float(offset_attention(attention_maps(self.module, params, ids, mask), mask, -1).mean())
+
 
 # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -550,7 +560,8 @@ def pretrain(
             if not log or log[-1]["step"] != step or "val_loss" not in log[-1]:  # the exported model's own numbers
                 val_loss, val_accuracy = trainer.validate(params)
                 log.append({"step": step, "tokens": step * tokens_per_step, "val_loss": val_loss,
-                            "val_accuracy": val_accuracy, "elapsed_s": base_elapsed + time.perf_counter() - run_start})
+                            "val_accuracy": val_accuracy, "val_previous_attention": trainer.previous_attention(params),
+                            "elapsed_s": base_elapsed + time.perf_counter() - run_start})
             progress(f"stopped at step {step} of {config.steps}: --max-seconds {max_seconds:g} reached "
                      f"(val loss {log[-1]['val_loss']:.3f}, val acc {log[-1]['val_accuracy']:.3f})")
             save_checkpoint(out, step, params, opt_state, log, base_elapsed + time.perf_counter() - run_start)
@@ -571,11 +582,13 @@ def pretrain(
                      "elapsed_s": elapsed}
             if evaluate:
                 entry["val_loss"], entry["val_accuracy"] = trainer.validate(params)
+                entry["val_previous_attention"] = trainer.previous_attention(params)
             log.append(entry)
             line = (f"step {step}/{config.steps}  tokens {entry['tokens'] / 1e6:.2f}M  "
                     f"{entry['tokens_per_s']:,.0f} tok/s  loss {entry['train_loss']:.3f}  lr {entry['lr']:.2e}")
             if evaluate:
-                line += f"  val loss {entry['val_loss']:.3f}  val acc {entry['val_accuracy']:.3f}"
+                line += (f"  val loss {entry['val_loss']:.3f}  val acc {entry['val_accuracy']:.3f}  "
+                         f"attention to the previous token {entry['val_previous_attention']:.3f} (1/L {1 / config.seq_len:.3f})")
             progress(line)
             window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
         if step - last_save >= checkpoint_every or step == end:

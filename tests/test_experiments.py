@@ -101,7 +101,10 @@ def test_the_experiment_end_to_end_on_the_tiny_model(tmp_path) -> None:
         assert c["config"]["no_prompt"] is not c["prompt"] and c["config"]["model"] == c["checkpoint"]
     assert len(result["crossover"]) == 2 and all(len(x["gaps"]) == 2 for x in result["crossover"])
     assert result["command"].startswith("python -m experiments.pretraining_scale")
-    json.dumps(result)
+    assert {label: found["tokens"] for label, found in result["word_order"].items()} == {"random": 0.0, "tiny": 1e4}
+    assert all(len(found["offsets"]["-1"]) == 2 for found in result["word_order"].values())  # per layer
+    saved = json.loads(json.dumps(result))
+    assert sum("attention to the previous token" in row[0] for row in pretraining_scale.rows(saved)) == 2
 
 
 def test_an_experiments_json_records_its_command_commit_and_machine(tmp_path) -> None:
@@ -116,3 +119,23 @@ def test_an_experiments_json_records_its_command_commit_and_machine(tmp_path) ->
     saved = json.loads((tmp_path / "demo.json").read_text())
     assert saved["command"] == f"python -m experiments.demo --n 3 --out {tmp_path}" and saved["n"] == 3
     assert saved["commit"] == git_commit() and saved["machine"]
+
+
+def test_miniberta_word_order_on_a_random_model_is_a_bag_of_words() -> None:
+    """``experiments.miniberta.word_order`` on the tiny random model (weights of std 0.02, so its
+    attention scores are near 0): every layer pays the previous and the next token uniform
+    attention's 1/n within 5%, and the table states both beside 1/n."""
+    import numpy as np
+
+    from experiments import miniberta
+
+    found = miniberta.word_order("tiny", "sample", n=8)
+    assert set(found["offsets"]) == set(found["uniform"]) == {"-1", "1"}
+    for offset in ("-1", "1"):
+        assert len(found["offsets"][offset]) == 2  # the tiny model's layers
+        assert 0.02 < found["uniform"][offset] < 0.5
+        np.testing.assert_allclose(found["offsets"][offset], found["uniform"][offset], rtol=0.05)
+    run = {"summary": {"zero-shot": {"mean": 0.5, "std": 0.0}}, "zero_shot_auc": 0.5, "word_order": found}
+    rows = miniberta.rows({"runs": {"random": run}})
+    previous = next(r for r in rows if "previous token" in r[0])
+    assert previous[1].count(",") == 1 and f"{found['uniform']['-1']:.3f} (1/n)" in previous[2]

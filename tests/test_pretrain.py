@@ -93,6 +93,23 @@ def test_loss_falls_on_a_small_corpus(trained):
     assert evals[-1]["val_accuracy"] > 0.1
 
 
+def test_each_evaluation_logs_the_attention_to_the_previous_token(trained):
+    """``val_previous_attention`` of the last evaluation is the exported model's mean attention to the
+    previous token on the first 16 held-out rows (``ntk_lab.attention``), recomputed here to 1e-5."""
+    from ntk_lab.attention import attention_maps, offset_attention
+    from ntk_lab.models import load_masked_lm
+
+    out, summary = trained
+    evals = [e for e in summary["log"] if "val_loss" in e]
+    assert all(0.0 < e["val_previous_attention"] < 1.0 for e in evals)
+    model = load_masked_lm(str(out / "model"))
+    rows = np.load(out / "rows.npy")[:16]
+    mask = np.ones_like(rows)
+    with jax.default_matmul_precision("float32"):
+        expected = offset_attention(attention_maps(model.module, model.params, rows, mask), mask, -1).mean()
+    assert evals[-1]["val_previous_attention"] == pytest.approx(float(expected), abs=1e-5)
+
+
 def test_every_label_word_is_one_token(trained):
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import label_word_ids

@@ -156,7 +156,10 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:
-        """``[b, l, h]``, mask ``[b, l]`` -> ``[b, l, h]``: softmax(QKᵀ/√d)V over the unmasked keys."""
+        """``[b, l, h]``, mask ``[b, l]`` -> ``[b, l, h]``: softmax(QKᵀ/√d)V over the unmasked keys.
+
+        The probabilities ``[b, heads, l, l]`` are sown into the ``intermediates`` collection as
+        ``attention`` (kept only when the caller makes it mutable; ``ntk_lab.attention``)."""
         c = self.config
         heads = c.num_attention_heads
         d = c.hidden_size // heads
@@ -166,7 +169,9 @@ class SelfAttention(nn.Module):
         v = split(_dense(c.hidden_size, self.dtype, "value")(h))
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.asarray(d, self.dtype))
         scores = jnp.where(mask[:, None, None, :] > 0, scores, jnp.finfo(self.dtype).min)
-        a = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
+        probs = jax.nn.softmax(scores, axis=-1)
+        self.sow("intermediates", "attention", probs)
+        a = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return a.reshape(h.shape)
 
 
