@@ -462,22 +462,33 @@ def prepare(config: PretrainConfig, out: Path, progress: Callable[[str], None]) 
     return AutoTokenizer.from_pretrained(tok_dir), rows[: config.val_sequences], rows[config.val_sequences :]
 
 
-def initial_weights(config: PretrainConfig, trainer: Trainer) -> Params:
-    """The float32 weights of ``config.init_from``, whose architecture must be the run's."""
+def initial_weights(config: PretrainConfig, trainer: Trainer, fresh: Params) -> Params:
+    """The float32 weights of ``config.init_from``, whose architecture must be the run's, except that
+    it may have been pretrained on shorter rows (a smaller ``--seq-len``, as BERT pretrained at 128
+    tokens before 512): its position table then gets the rows it lacks from ``fresh``, the run's own
+    initialisation, and those positions are learnt from here on."""
     from transformers import AutoConfig
 
     from ntk_lab.models.checkpoint import params_from_state_dict, read_state_dict
 
     assert config.init_from is not None  # called only when --init-from is given
     theirs = AutoConfig.from_pretrained(config.init_from)
-    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-            "max_position_embeddings")
+    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
     differ = [f"{k} {getattr(theirs, k, None)} vs {getattr(trainer.hf, k)}" for k in keys
               if getattr(theirs, k, None) != getattr(trainer.hf, k)]
+    rows, ours = theirs.max_position_embeddings, trainer.hf.max_position_embeddings
     if differ:
         raise NtkLabError(f"--init-from {config.init_from} has another architecture ({'; '.join(differ)}): "
-                          "give the same --config, overrides and --seq-len")
-    return params_from_state_dict(read_state_dict(Path(config.init_from)), EncoderConfig.from_hf(trainer.hf))
+                          "give the same --config and overrides")
+    if rows > ours:
+        raise NtkLabError(f"--init-from {config.init_from} holds {rows} positions, more than --seq-len "
+                          f"{config.seq_len} uses ({ours}): give --seq-len {rows - 2}")
+    params = params_from_state_dict(read_state_dict(Path(config.init_from)), EncoderConfig.from_hf(theirs))
+    if rows < ours:
+        table = fresh["embeddings"]["position_embeddings"]
+        extended = jnp.concatenate([params["embeddings"]["position_embeddings"], table[rows:]])
+        params = {**params, "embeddings": {**params["embeddings"], "position_embeddings": extended}}
+    return params
 
 
 def export(folder: Path, trainer: Trainer, tokenizer: Any, params: Params, dtype: str = "float32") -> Path:
@@ -535,7 +546,7 @@ def pretrain(
     trainer = Trainer(config, len(tokenizer), val_rows)
     params, opt_state = trainer.init()
     if config.init_from:
-        params = initial_weights(config, trainer)
+        params = initial_weights(config, trainer, params)
         opt_state = trainer.tx.init(params)
     n_params = sum(p.size for p in jax.tree.leaves(params))
     step, elapsed = 0, 0.0
@@ -660,7 +671,8 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, Any]:
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--save-dtype", default="float32", choices=("float32", "float16"), help="dtype of model.safetensors")
     p.add_argument("--init-from", default=None, help="continue pretraining a checkpoint folder (its tokenizer and "
-                   "weights; the architecture flags must match it)")
+                   "weights; the architecture flags must match it; a --seq-len longer than its own extends its "
+                   "position table with freshly initialised rows)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="train at most this long in this invocation, then checkpoint (the same command resumes) and "
                         "export the weights so far to OUT/model-stepN (for a machine lent for minutes); unset: no limit")

@@ -248,6 +248,30 @@ def test_init_from_continues_a_checkpoint_and_checks_its_architecture(trained, c
     assert more["vocab_size"] == summary["vocab_size"]
     with pytest.raises(NtkLabError, match="another architecture .*hidden_size 32 vs 64"):
         pretrain(replace(config, architecture={"hidden_size": 64}), tmp_path / "other", progress=lambda line: None)
+    with pytest.raises(NtkLabError, match="34 positions, more than --seq-len 24 uses .*--seq-len 32"):
+        pretrain(replace(config, seq_len=24), tmp_path / "shorter", progress=lambda line: None)
+
+
+def test_init_from_shorter_rows_extends_the_position_table(trained, corpus):
+    """A model pretrained on rows of 32 tokens continued on rows of 48: every weight is the
+    checkpoint's, and the position table's first 34 rows too; rows 34..49 are the run's own
+    initialisation."""
+    from safetensors.numpy import load_file
+
+    from ntk_lab.pretrain import Trainer, initial_weights
+
+    out, summary = trained
+    config = _config(corpus, seq_len=48, init_from=str(out / "model"))
+    trainer = Trainer(config, summary["vocab_size"], np.zeros((2, 48), np.int32))
+    fresh, _ = trainer.init()
+    params = initial_weights(config, trainer, fresh)
+    table = np.asarray(params["embeddings"]["position_embeddings"])
+    saved = load_file(out / "model" / "model.safetensors")
+    assert table.shape == (50, 32) and trainer.hf.max_position_embeddings == 50
+    np.testing.assert_array_equal(table[:34], saved["roberta.embeddings.position_embeddings.weight"])
+    np.testing.assert_array_equal(table[34:], np.asarray(fresh["embeddings"]["position_embeddings"])[34:])
+    np.testing.assert_array_equal(np.asarray(params["embeddings"]["word_embeddings"]),
+                                  saved["roberta.embeddings.word_embeddings.weight"])
 
 
 def test_max_seconds_stops_checkpoints_and_exports_the_weights_so_far(corpus, tmp_path):
