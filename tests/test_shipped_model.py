@@ -1,4 +1,5 @@
-"""The MiniBERTa that ships with the package: loads offline by name, fits its size, and reads language."""
+"""The MiniBERTas that ship with the package: each loads offline by name, fits its size, and reads
+language; ``miniberta-small`` reads a bag of words, ``miniberta-small-short-rows`` word order."""
 
 from __future__ import annotations
 
@@ -6,22 +7,24 @@ import json
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ntk_lab.models.checkpoint import SHIPPED, shipped_models
 
-NAME = "miniberta-small"
+NAMES = ("miniberta-small", "miniberta-small-short-rows")
 
 
-def test_ships_and_loads_offline_by_name():
+@pytest.mark.parametrize("name", NAMES)
+def test_ships_and_loads_offline_by_name(name: str):
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import label_word_ids
     from ntk_lab.tasks import TASKS
 
-    assert NAME in shipped_models()
-    folder = SHIPPED / NAME
+    assert name in shipped_models()
+    folder = SHIPPED / name
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size <= 20 * 2**20, f"{size / 2**20:.1f} MiB"
-    model = load_masked_lm(NAME)  # no network, no ../shared: the folder is in the package
+    model = load_masked_lm(name)  # no network, no ../shared: the folder is in the package
     assert model.config.family == "roberta" and model.params["lm_bias"].dtype == jnp.float32
     for task in TASKS.values():
         label_word_ids(task, model.tokenizer)  # every label word is one token
@@ -29,7 +32,8 @@ def test_ships_and_loads_offline_by_name():
     assert record["command"].startswith("python -m ntk_lab.pretrain") and record["final"]["val_loss"] > 0
 
 
-def test_it_predicts_masked_words_far_better_than_its_random_initialisation():
+@pytest.mark.parametrize("name", NAMES)
+def test_it_predicts_masked_words_far_better_than_its_random_initialisation(name: str):
     """Masked-LM loss on English it never saw (the offline sample's sentences), 15% masked, fixed masks.
 
     A random initialisation scores about log(V) = 9.0 nats; pretraining must bring it far below.
@@ -40,7 +44,7 @@ def test_it_predicts_masked_words_far_better_than_its_random_initialisation():
     from ntk_lab.pretrain import mask_tokens, mlm_loss
     from ntk_lab.sample import sentences
 
-    model = load_masked_lm(NAME)
+    model = load_masked_lm(name)
     text = " ".join(s for s, _ in sentences(400, seed=1))
     ids = np.asarray(model.tokenizer(text, add_special_tokens=False)["input_ids"], np.int32)
     rows = ids[: len(ids) // 62 * 62].reshape(-1, 62)
@@ -52,3 +56,23 @@ def test_it_predicts_masked_words_far_better_than_its_random_initialisation():
     theirs = float(mlm_loss(model.module, random_params, *masked)[0])
     assert theirs > np.log(len(model.tokenizer)) - 0.5
     assert ours < theirs - 2.0, (ours, theirs)
+
+
+@pytest.mark.parametrize("name, reads_order", [("miniberta-small", False), ("miniberta-small-short-rows", True)])
+def test_which_model_reads_word_order(name: str, reads_order: bool):
+    """On 64 sentences of the offline sample, mean attention to the previous token against uniform
+    attention's 1/n (``ntk_lab.attention``): ``miniberta-small`` at most 1.15/n in every layer, no
+    preference for the neighbour (a bag of words; a layer that attends to ``<s>`` pays less than 1/n),
+    ``miniberta-small-short-rows`` above 2/n in at least two layers (word order)."""
+    from ntk_lab.attention import position_use
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.sample import sentences
+
+    model = load_masked_lm(name)
+    batch = model.tokenizer([s for s, _ in sentences(64, seed=3)], padding=True, return_tensors="np")
+    found = position_use(model, dict(batch))
+    previous, uniform = np.array(found["offsets"]["-1"]), found["uniform"]["-1"]
+    if reads_order:
+        assert (previous > 2 * uniform).sum() >= 2, (previous, uniform)
+    else:
+        assert (previous <= 1.15 * uniform).all(), (previous, uniform)
