@@ -11,7 +11,9 @@ chosen on the k-shot dev split), and the zero-shot AUC of ``f_great - f_terrible
 (does the prompt rank the sentences by sentiment, whatever threshold argmax implies). Chance is 0.5. The issue that made the MiniBERTas set the goal: the
 pretrained model's zero-shot clearly above chance and its SGD kernel at 0.70 or more. Each model's
 attention to the previous and the next token on 128 test prompts (``ntk_lab.attention``) says
-whether it uses word order at all: uniform attention, a bag of words, pays ``1/n`` to each token.
+whether it uses word order at all: uniform attention, a bag of words, pays ``1/n`` to each token;
+``P(great) + P(terrible)`` at the mask (the whole vocabulary's softmax, 256 test prompts) says whether
+the prompt's slot calls for the label words at all.
 """
 
 from __future__ import annotations
@@ -73,12 +75,40 @@ def word_order(model: str, data_dir: str, n: int = 128, task_name: str = "sst2")
     return position_use(loaded, encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length)))
 
 
+def label_word_mass(model: str, data_dir: str, n: int = 256) -> float:
+    """Mean over the first ``n`` SST-2 test prompts of ``P(great) + P(terrible)`` at the mask, the
+    softmax over the whole vocabulary: does the prompt's slot call for the label words at all
+    (``2 / V`` for a model that knows nothing)."""
+    import jax
+    import numpy as np
+
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.prompts import encode, label_word_ids
+    from ntk_lab.tasks import TASKS, load_task_data
+
+    task = TASKS["sst2"]
+    loaded = load_masked_lm(model)
+    encoded = encode(task, load_task_data(task, data_dir)[1][:n], loaded.tokenizer, min(128, loaded.config.max_length))
+    words = label_word_ids(task, loaded.tokenizer)
+    masked = encoded["input_ids"] == loaded.tokenizer.mask_token_id  # one mask a prompt
+    total = 0.0
+    for start in range(0, len(masked), 64):
+        rows = slice(start, start + 64)
+        logits = loaded.apply(loaded.params, encoded["input_ids"][rows], encoded["attention_mask"][rows])
+        at_mask = np.asarray(jax.nn.softmax(logits[masked[rows]], axis=-1))  # [b, V]
+        total += float(at_mask[:, words].sum())
+    return total / len(masked)
+
+
 def compute(args: Any) -> dict[str, Any]:
     from ntk_lab.protocol import CompareConfig, run
 
     out = Path(args.out)
     models = {"pretrained": args.model, "random": str(random_twin(args.model, out / "random-init"))}
-    results = {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": args.seeds, "runs": {}}
+    from ntk_lab.models import load_masked_lm
+
+    results = {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": args.seeds,
+               "vocab_size": load_masked_lm(args.model).config.vocab_size, "runs": {}}
     for name, model in models.items():
         folder = out / name
         config = CompareConfig(task="sst2", model=model, data_dir=args.data_dir, k=args.k,
@@ -91,6 +121,7 @@ def compute(args: Any) -> dict[str, Any]:
         results["runs"][name] = {"summary": saved["summary"], "timing": saved["timing"],
                                  "zero_shot_auc": zero_shot_auc(model, args.data_dir),
                                  "word_order": word_order(model, args.data_dir),
+                                 "label_word_mass": label_word_mass(model, args.data_dir),
                                  "per_seed": {m: [r["accuracy"] for r in saved["runs"] if r["method"] == m]
                                               for m in saved["summary"]}}
     return results
@@ -105,6 +136,9 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                           "kernel-sgd": f"goal >= {GOAL:.2f}" if name == "pretrained" else "-"}.get(method, "-")
                 out.append((f"{name}: {method}", f"{stats['mean']:.3f} ± {stats['std']:.3f}", theory))
         out.append((f"{name}: zero-shot AUC of f_great - f_terrible", f"{run['zero_shot_auc']:.3f}", "no ranking 0.500"))
+        if "label_word_mass" in run:  # results from before it was measured lack it
+            out.append((f"{name}: P(great) + P(terrible) at the mask", f"{run['label_word_mass']:.4f}",
+                        f"no knowledge: 2/V = {2 / result.get('vocab_size', 8192):.4f}"))
         if "word_order" in run:  # results from before it was measured lack it
             for offset, label in (("-1", "previous"), ("1", "next")):
                 layers = ", ".join(f"{a:.3f}" for a in run["word_order"]["offsets"][offset])

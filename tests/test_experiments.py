@@ -139,3 +139,14 @@ def test_miniberta_word_order_on_a_random_model_is_a_bag_of_words() -> None:
     rows = miniberta.rows({"runs": {"random": run}})
     previous = next(r for r in rows if "previous token" in r[0])
     assert previous[1].count(",") == 1 and f"{found['uniform']['-1']:.3f} (1/n)" in previous[2]
+
+
+def test_miniberta_label_word_mass_is_near_two_over_v_for_a_random_model() -> None:
+    """``experiments.miniberta.label_word_mass`` on the tiny random model: its softmax at the mask is
+    near uniform (logits near 0), so P(great) + P(terrible) is within 10% of 2/V."""
+    from experiments import miniberta
+    from ntk_lab.models import load_masked_lm
+
+    mass = miniberta.label_word_mass("tiny", "sample", n=16)
+    two_over_v = 2 / load_masked_lm("tiny").config.vocab_size
+    assert mass == pytest.approx(two_over_v, rel=0.1), (mass, two_over_v)
