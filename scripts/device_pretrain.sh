@@ -10,7 +10,7 @@
 #   echo /.device-data/ >> .git/info/exclude
 # On the device:  run(command="CONFIG=medium TOKENS=1e6,1e7 bash scripts/device_pretrain.sh", carry=[".device-data"])
 # Back here:      cat FILES_AT/medium-1e7.tar.part-* | tar -x -C runs/   (gives runs/medium-1e7/model, pretrain.json)
-# Smoke test on a CPU: OUT=/tmp/out CONFIG=tiny TOKENS=2e4 CORPUS=FILE bash scripts/device_pretrain.sh
+# Smoke test on a CPU: OUT=/tmp/out CONFIG=tiny TOKENS=2e4 CORPUS=FILE [SHORT_FIRST=16] bash scripts/device_pretrain.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -20,23 +20,43 @@ TOKENS="${TOKENS:-1e6,1e7}"
 CORPUS="${CORPUS:-.device-data/imdb-train-unsup.txt.xz}"
 EXTRA="${EXTRA:-}"  # more pretrain flags, e.g. "--vocab-size 8192 --batch-size 128"
 BUDGET="${BUDGET:-500}"  # seconds of training for all runs; the rest of the 10 minutes exports and packs
+SHORT_FIRST="${SHORT_FIRST:-}"  # e.g. 32: SHORT_SHARE of each run's tokens on rows this long first (NAME-short),
+SHORT_SHARE="${SHORT_SHARE:-0.7}"  # then the rest at --seq-len 128 from it (--init-from): how miniberta-small-short-rows left the plateau
 mkdir -p "$OUT"
 python - <<'EOF'
 import jax
 print("jax", jax.__version__, "devices", jax.devices())
 EOF
+pretrain() {  # NAME TOKENS SECONDS [FLAGS...]: one run, its log in runs/NAME.log
+  local name=$1 tokens=$2 seconds=$3
+  shift 3
+  # shellcheck disable=SC2086
+  python -m ntk_lab.pretrain --corpus "$CORPUS" --config "$CONFIG" --tokens "$tokens" --save-dtype float16 \
+    --log-every 50 --eval-every 250 --checkpoint-every 1000 --max-seconds "$seconds" --out "runs/$name" "$@" $EXTRA 2>&1 \
+    | tee "runs/$name.log" | grep -v '^step' || true
+  tail -n 3 "runs/$name.log"
+}
+latest() {  # NAME: the model folder a run left (model, or its last model-stepN), or nothing
+  [ -f "runs/$1/model/model.safetensors" ] && { echo model; return; }
+  (cd "runs/$1" 2>/dev/null && ls -d model-step* 2>/dev/null | sort -V | tail -n 1)
+}
+calc() { python -c "print(f'{$1:.6g}')"; }  # EXPRESSION of numbers
 for tokens in ${TOKENS//,/ }; do
   name="$CONFIG-$tokens"
   left=$((BUDGET - SECONDS))
   [ "$left" -gt 30 ] || { echo "$name: skipped (${left} s of the budget left)"; continue; }
-  # shellcheck disable=SC2086
-  python -m ntk_lab.pretrain --corpus "$CORPUS" --config "$CONFIG" --tokens "$tokens" --save-dtype float16 \
-    --log-every 50 --eval-every 250 --checkpoint-every 1000 --max-seconds "$left" --out "runs/$name" $EXTRA 2>&1 \
-    | tee "runs/$name.log" | grep -v '^step' || true
-  tail -n 3 "runs/$name.log"
-  model="model"
-  [ -f "runs/$name/$model/model.safetensors" ] || model=$(cd "runs/$name" && ls -d model-step* 2>/dev/null | sort -V | tail -n 1)
+  records=("$name/pretrain.json")
+  if [ -n "$SHORT_FIRST" ]; then
+    pretrain "$name-short" "$(calc "$tokens * $SHORT_SHARE")" "$(calc "int($left * $SHORT_SHARE)")" --seq-len "$SHORT_FIRST"
+    short=$(latest "$name-short")
+    [ -n "$short" ] || { echo "$name-short: no model"; continue; }
+    pretrain "$name" "$(calc "$tokens * (1 - $SHORT_SHARE)")" "$((BUDGET - SECONDS))" --init-from "runs/$name-short/$short"
+    records+=("$name-short/pretrain.json")
+  else
+    pretrain "$name" "$tokens" "$left"
+  fi
+  model=$(latest "$name")
   [ -n "$model" ] && [ -f "runs/$name/$model/model.safetensors" ] || { echo "$name: no model"; continue; }
-  tar -C runs -cf - "$name/$model" "$name/pretrain.json" | split -b 15m -d - "$OUT/$name.tar.part-"
+  tar -C runs -cf - "$name/$model" "${records[@]}" | split -b 15m -d - "$OUT/$name.tar.part-"
 done
 ls -l "$OUT"
