@@ -12,6 +12,7 @@ position, ``f(θ, x) = [logit_θ(x, <mask> = w_c)]_{c=1..C}``, shape ``[b, C]``.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -172,10 +173,31 @@ def encode(
     }
 
 
+@dataclass(frozen=True)
+class _Method:
+    """A bound method that compares and hashes by its owner's equality (a classifier's ``program_key``)
+    instead of the owner's identity, as Python's bound methods do."""
+
+    owner: Any
+    function: Any
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(self.owner, *args)
+
+
+def _program(f: Any) -> Any:
+    """``f`` as a key of the program caches: a bound method of a classifier becomes a ``_Method``."""
+    return _Method(f.__self__, f.__func__) if inspect.ismethod(f) else f
+
+
 @functools.lru_cache(maxsize=16)
-def _jitted(f: Any) -> Any:
-    """One compiled ``f`` per classifier (classifiers hash by ``program_key``)."""
+def _compiled(f: Any) -> Any:
     return jax.jit(lambda params, batch: f(params, batch))
+
+
+def _jitted(f: Any) -> Any:
+    """One compiled ``f`` per classifier, or per method of one (classifiers hash by ``program_key``)."""
+    return _compiled(_program(f))
 
 
 def batched_outputs(

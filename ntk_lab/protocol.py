@@ -299,11 +299,11 @@ class Context:
 
 
 def forget_programs() -> None:
-    """Clear every cache of compiled programs keyed by classifier (``_entk_fn``, ``prompts._jitted``
+    """Clear every cache of compiled programs keyed by classifier (``_entk_fn``, ``prompts._compiled``
     and fine-tuning's), as a new process starts; the next use compiles again."""
     from ntk_lab import finetune, prompts
 
-    for cache in (_entk_fn, prompts._jitted, finetune._compiled, finetune._compiled_together, finetune._behaviour,
+    for cache in (_entk_fn, prompts._compiled, finetune._compiled, finetune._compiled_together, finetune._behaviour,
                   finetune._linearized):
         cache.cache_clear()
 

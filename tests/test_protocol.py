@@ -214,3 +214,34 @@ def test_checkpoints_of_one_architecture_share_compiled_programs(tmp_path) -> No
     # the checkpoints differ, and so do their outputs
     for name in ("kernel-sgd/test", "ft-sgd/test", "ft-sgd/train_loss"):
         assert not np.allclose(shared[name], first[name], rtol=1e-3, atol=1e-4), name
+
+
+def test_methods_of_equal_classifiers_share_one_compiled_program() -> None:
+    """``prompts.batched_outputs(classifier.features, ...)`` (the no-prompt probe's features) compiles
+    once per architecture: the bound methods of two checkpoints' ``HeadClassifier`` map to one program,
+    which still computes each checkpoint's own features; a scanned variant gets its own program."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from ntk_lab import prompts
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.prompts import HeadClassifier, batched_outputs, encode
+    from ntk_lab.tasks import get_task, load_task_data
+
+    model = load_masked_lm("tiny")
+    rng = np.random.default_rng(1)
+    other = dataclasses.replace(model, params=jax.tree.map(
+        lambda p: p + 0.05 * rng.standard_normal(p.shape).astype(p.dtype), model.params))
+    first, second = HeadClassifier(model, 2), HeadClassifier(other, 2)
+    assert first.features != second.features  # Python's bound methods compare their owners by identity
+    assert prompts._jitted(first.features) is prompts._jitted(second.features)
+    assert prompts._jitted(first.features) is not prompts._jitted(HeadClassifier(model.variant(scan=True), 2).features)
+    task = get_task("sst2")
+    encoded = encode(task, load_task_data(task, "sample")[0][:6], model.tokenizer, 32)
+    a = batched_outputs(first.features, model.params, encoded, 4)
+    b = batched_outputs(second.features, other.params, encoded, 4)
+    alone = np.asarray(jax.jit(second.features)(other.params, {k: encoded[k] for k in prompts.INPUT_KEYS}))
+    assert a.shape == (6, model.config.hidden_size) and not np.allclose(a, b, atol=1e-3)
+    np.testing.assert_allclose(b, alone, rtol=1e-5, atol=1e-6)
