@@ -41,20 +41,30 @@ def random_twin(model: str, folder: Path) -> Path:
     return save_masked_lm(folder, params, loaded.hf_config, loaded.tokenizer)
 
 
+def encoded_test_set(model: str, data_dir: str, n: int | None = None, task_name: str = "sst2",
+                 pad_multiple: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """``(loaded model, task, encoded prompts)`` of the first ``n`` test examples (all: None) of
+    ``task_name``, encoded to at most 128 tokens or the model's length."""
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.prompts import encode
+    from ntk_lab.tasks import TASKS, load_task_data
+
+    task = TASKS[task_name]
+    loaded = load_masked_lm(model)
+    test = load_task_data(task, data_dir)[1][:n]
+    extra = {} if pad_multiple is None else {"pad_multiple": pad_multiple}
+    return loaded, task, encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length), **extra)
+
+
 def zero_shot_auc(model: str, data_dir: str) -> float:
     """Area under the ROC curve of ``f_great - f_terrible`` on the test set: does the prompt rank
     positive above negative sentences, whatever threshold argmax implies (0.5: no)."""
     from scipy.stats import rankdata
 
     from ntk_lab.kernels import binary_margin
-    from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import PromptedClassifier, encode
-    from ntk_lab.tasks import TASKS, load_task_data
+    from ntk_lab.prompts import PromptedClassifier
 
-    task = TASKS["sst2"]
-    loaded = load_masked_lm(model)
-    test = load_task_data(task, data_dir)[1]
-    encoded = encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length), pad_multiple=16)
+    loaded, task, encoded = encoded_test_set(model, data_dir, pad_multiple=16)
     scores = PromptedClassifier.for_task(loaded, task).logits(loaded.params, encoded, 64)
     d, y = binary_margin(scores)[:, 0], encoded["labels"] == 1
     ranks = rankdata(d)
@@ -65,14 +75,19 @@ def word_order(model: str, data_dir: str, n: int = 128, task_name: str = "sst2")
     """``ntk_lab.attention.position_use`` on the first ``n`` test prompts of ``task_name``: each layer's
     mean attention to the previous and the next token, against uniform attention's ``1/n``."""
     from ntk_lab.attention import position_use
-    from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import encode
-    from ntk_lab.tasks import TASKS, load_task_data
 
-    task = TASKS[task_name]
-    loaded = load_masked_lm(model)
-    test = load_task_data(task, data_dir)[1][:n]
-    return position_use(loaded, encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length)))
+    loaded, _, encoded = encoded_test_set(model, data_dir, n, task_name)
+    return position_use(loaded, encoded)
+
+
+def word_order_rows(name: str, found: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The table rows of a ``word_order`` result: per offset, each layer's attention beside ``1/n``."""
+    out = []
+    for offset, which in (("-1", "previous"), ("1", "next")):
+        layers = ", ".join(f"{a:.3f}" for a in found["offsets"][offset])
+        out.append((f"{name}: attention to the {which} token, layers 1..L", layers,
+                    f"word order ignored: {found['uniform'][offset]:.3f} (1/n)"))
+    return out
 
 
 def label_word_mass(model: str, data_dir: str, n: int = 256) -> float:
@@ -82,31 +97,26 @@ def label_word_mass(model: str, data_dir: str, n: int = 256) -> float:
     import jax
     import numpy as np
 
-    from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import encode, label_word_ids
-    from ntk_lab.tasks import TASKS, load_task_data
+    from ntk_lab.prompts import label_word_ids
 
-    task = TASKS["sst2"]
-    loaded = load_masked_lm(model)
-    encoded = encode(task, load_task_data(task, data_dir)[1][:n], loaded.tokenizer, min(128, loaded.config.max_length))
+    loaded, task, encoded = encoded_test_set(model, data_dir, n)
     words = label_word_ids(task, loaded.tokenizer)
     masked = encoded["input_ids"] == loaded.tokenizer.mask_token_id  # one mask a prompt
     total = 0.0
     for start in range(0, len(masked), 64):
         rows = slice(start, start + 64)
-        logits = loaded.apply(loaded.params, encoded["input_ids"][rows], encoded["attention_mask"][rows])
-        at_mask = np.asarray(jax.nn.softmax(logits[masked[rows]], axis=-1))  # [b, V]
-        total += float(at_mask[:, words].sum())
+        hidden = loaded.encode(loaded.params, encoded["input_ids"][rows], encoded["attention_mask"][rows])
+        at_mask = jax.nn.softmax(loaded.vocab_logits(loaded.params, hidden[masked[rows]]), axis=-1)  # [b, V]
+        total += float(np.asarray(at_mask)[:, words].sum())
     return total / len(masked)
 
 
 def compute(args: Any) -> dict[str, Any]:
+    from ntk_lab.models import load_masked_lm
     from ntk_lab.protocol import CompareConfig, run
 
     out = Path(args.out)
     models = {"pretrained": args.model, "random": str(random_twin(args.model, out / "random-init"))}
-    from ntk_lab.models import load_masked_lm
-
     results = {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": args.seeds,
                "vocab_size": load_masked_lm(args.model).config.vocab_size, "runs": {}}
     for name, model in models.items():
@@ -138,12 +148,9 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append((f"{name}: zero-shot AUC of f_great - f_terrible", f"{run['zero_shot_auc']:.3f}", "no ranking 0.500"))
         if "label_word_mass" in run:  # results from before it was measured lack it
             out.append((f"{name}: P(great) + P(terrible) at the mask", f"{run['label_word_mass']:.4f}",
-                        f"no knowledge: 2/V = {2 / result.get('vocab_size', 8192):.4f}"))
+                        f"no knowledge: 2/V = {2 / result['vocab_size']:.4f}"))
         if "word_order" in run:  # results from before it was measured lack it
-            for offset, label in (("-1", "previous"), ("1", "next")):
-                layers = ", ".join(f"{a:.3f}" for a in run["word_order"]["offsets"][offset])
-                out.append((f"{name}: attention to the {label} token, layers 1..L", layers,
-                            f"word order ignored: {run['word_order']['uniform'][offset]:.3f} (1/n)"))
+            out += word_order_rows(name, run["word_order"])
     return out
 
 

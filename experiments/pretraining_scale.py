@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import report
+from experiments.miniberta import word_order_rows
 
 WITHIN = 0.02  # "the kernel predictor comes within 2 points of fine-tuning"
 PAIRS = (("kernel-sgd", "ft-sgd"), ("kernel-asigngd", "ft-adam"))  # ntk_lab.protocol.COUNTERPART
@@ -160,10 +161,7 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                             f"{a['mean']:.3f} ± {a['std']:.3f} vs {b['mean']:.3f} ± {b['std']:.3f} ({agreement:.3f})",
                             f"kernel regime: within {WITHIN:.2f}, agreement near 1"))
     for label, found in result.get("word_order", {}).items():  # results from before it was measured lack it
-        for offset, which in (("-1", "previous"), ("1", "next")):
-            layers = ", ".join(f"{a:.3f}" for a in found["offsets"][offset])
-            out.append((f"{label} ({tokens_text(found['tokens'])}): attention to the {which} token, layers 1..L", layers,
-                        f"word order ignored: {found['uniform'][offset]:.3f} (1/n)"))
+        out += word_order_rows(f"{label} ({tokens_text(found['tokens'])})", found)
     for x in result["crossover"]:
         for tokens, values in x.get("replicate_gaps", []):
             out.append((f"{x['task']} k={x['k']}, {'prompt' if x['prompt'] else 'no prompt'}, {tokens_text(tokens)}: "

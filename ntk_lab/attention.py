@@ -32,13 +32,19 @@ def attention_maps(module: MaskedLM, params: Any, input_ids: Any, attention_mask
                      for i in range(module.config.num_hidden_layers)])
 
 
+def _pairs(attention_mask: Any, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mask [b, l], queries [q], valid [b, q])``: the positions q that have a position ``q + offset``,
+    and whether both are real tokens of the example."""
+    mask = np.asarray(attention_mask) > 0
+    length = mask.shape[1]
+    queries = np.arange(max(0, -offset), min(length, length - offset))
+    return mask, queries, mask[:, queries] & mask[:, queries + offset]
+
+
 def offset_attention(maps: np.ndarray, attention_mask: Any, offset: int) -> np.ndarray:
     """``A_offset`` per layer ``[L]``: the mean over heads, examples and queries of ``maps[..., q, q + offset]``,
     over the real queries whose ``q + offset`` is a real token (``maps [L, b, heads, l, l]``)."""
-    mask = np.asarray(attention_mask) > 0  # [b, l]
-    length = mask.shape[1]
-    queries = np.arange(max(0, -offset), min(length, length - offset))
-    valid = mask[:, queries] & mask[:, queries + offset]  # [b, q]
+    _, queries, valid = _pairs(attention_mask, offset)
     paid = maps[:, :, :, queries, queries + offset]  # [L, b, heads, q]
     return (paid.mean(2) * valid).sum((1, 2)) / valid.sum()
 
@@ -46,10 +52,7 @@ def offset_attention(maps: np.ndarray, attention_mask: Any, offset: int) -> np.n
 def uniform_share(attention_mask: Any, offset: int) -> float:
     """What uniform attention over each example's real tokens pays to one of them, ``1 / n``, averaged
     over the same queries as ``offset_attention``: its value for a layer that ignores word order."""
-    mask = np.asarray(attention_mask) > 0
-    length = mask.shape[1]
-    queries = np.arange(max(0, -offset), min(length, length - offset))
-    valid = mask[:, queries] & mask[:, queries + offset]
+    mask, _, valid = _pairs(attention_mask, offset)
     return float((valid / mask.sum(1, keepdims=True)).sum() / valid.sum())
 
 
@@ -62,4 +65,3 @@ def position_use(model: LoadedMaskedLM, batch: dict[str, Any], params: Any = Non
                           batch["attention_mask"])
     return {"offsets": {str(o): offset_attention(maps, batch["attention_mask"], o).tolist() for o in offsets},
             "uniform": {str(o): uniform_share(batch["attention_mask"], o) for o in offsets}}
-

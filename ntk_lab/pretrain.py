@@ -476,17 +476,17 @@ def initial_weights(config: PretrainConfig, trainer: Trainer, fresh: Params) -> 
     keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
     differ = [f"{k} {getattr(theirs, k, None)} vs {getattr(trainer.hf, k)}" for k in keys
               if getattr(theirs, k, None) != getattr(trainer.hf, k)]
-    rows, ours = theirs.max_position_embeddings, trainer.hf.max_position_embeddings
+    positions, ours = theirs.max_position_embeddings, trainer.hf.max_position_embeddings
     if differ:
         raise NtkLabError(f"--init-from {config.init_from} has another architecture ({'; '.join(differ)}): "
                           "give the same --config and overrides")
-    if rows > ours:
-        raise NtkLabError(f"--init-from {config.init_from} holds {rows} positions, more than --seq-len "
-                          f"{config.seq_len} uses ({ours}): give --seq-len {rows - 2}")
+    if positions > ours:
+        raise NtkLabError(f"--init-from {config.init_from} holds {positions} positions, more than --seq-len "
+                          f"{config.seq_len} uses ({ours}): give --seq-len {positions - 2}")
     params = params_from_state_dict(read_state_dict(Path(config.init_from)), EncoderConfig.from_hf(theirs))
-    if rows < ours:
+    if positions < ours:
         table = fresh["embeddings"]["position_embeddings"]
-        extended = jnp.concatenate([params["embeddings"]["position_embeddings"], table[rows:]])
+        extended = jnp.concatenate([params["embeddings"]["position_embeddings"], table[positions:]])
         params = {**params, "embeddings": {**params["embeddings"], "position_embeddings": extended}}
     return params
 
