@@ -31,7 +31,9 @@ def cached_cell(folder: Path, name: str, settings: dict[str, Any],
     partial = folder / f".{name}.npz"
     np.savez(partial, allow_pickle=False, settings=np.asarray(json.dumps(settings)), **out)
     partial.replace(done)
-    checkpoint.unlink(missing_ok=True)
+    for leftover in folder.glob(f"{name}.*"):  # the checkpoint and what early stopping kept beside it
+        if leftover != done:
+            leftover.unlink()
     return out
 
 
@@ -42,6 +44,40 @@ def train(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch: int,
     if checkpoint.exists():
         trainer.load(checkpoint, settings)
     pretrain(trainer, model, T, steps, batch, seed, pool, checkpoint, max(1, steps // 10), settings)
+
+
+def train_early_stopped(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch: int, seed: int,
+                        checkpoint: Path, settings: dict[str, Any], validation: Callable[[Pretrainer], float],
+                        evaluations: int, pool: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Pretrain ``trainer`` as ``train`` does, evaluate the held-out loss ``validation(trainer)`` after
+    each of ``evaluations`` equal stretches of the ``steps``, and end with the parameters of the lowest
+    (early stopping: the regularized run of a fixed pretraining set, and on fresh prompts the best of
+    the last states of a run at a constant learning rate).
+
+    Resumes from ``checkpoint`` like ``train``; the best state so far and the curve are kept beside it
+    (``NAME.best.msgpack``, ``NAME.curve.json``) and removed with it by ``cached_cell``. Returns
+    ``validation_steps`` and ``validation`` ``[evaluations]`` (the curve) and ``stopped_at`` (the step
+    of the parameters kept)."""
+    from ntk_lab.cache import write_atomically
+
+    best, curve_path = checkpoint.with_suffix(".best.msgpack"), checkpoint.with_suffix(".curve.json")
+    if checkpoint.exists():
+        trainer.load(checkpoint, settings)
+    curve = json.loads(curve_path.read_text()) if checkpoint.exists() and curve_path.exists() else []
+    every = max(1, steps // evaluations)
+    while not curve or curve[-1][0] < steps:
+        if not curve or trainer.step == curve[-1][0]:  # else it stopped after a checkpoint, before evaluating
+            pretrain(trainer, model, T, min(steps, trainer.step + every), batch, seed, pool, checkpoint, every, settings)
+        loss = float(validation(trainer))
+        if not np.isfinite(loss):
+            raise InvalidArgument(f"the held-out loss is {loss} at step {trainer.step}: lower --lr")
+        if not curve or loss < min(v for _, v in curve):
+            trainer.save(best, settings)
+        curve.append((trainer.step, loss))
+        write_atomically(curve_path, json.dumps(curve).encode())
+    trainer.load(best, settings)
+    steps_done, losses = (np.asarray(v) for v in zip(*curve))
+    return {"validation_steps": steps_done, "validation": losses, "stopped_at": np.asarray(trainer.step)}
 
 
 def bootstrap(statistic: Callable[[dict[str, np.ndarray]], Any], per_prompt: dict[str, np.ndarray],

@@ -31,7 +31,7 @@ class InvalidArgument(NtkLabError, ValueError):
 
 #: the named random streams of a run: each draw comes from its own stream ``(seed, STREAMS[name], *index)``
 #: (``numpy.random.default_rng`` takes the tuple), so no two uses of one seed share or overlap draws
-STREAMS = {"concepts": 1, "pretraining": 2, "pool": 3, "evaluation": 4, "curve": 5}
+STREAMS = {"concepts": 1, "pretraining": 2, "pool": 3, "evaluation": 4, "curve": 5, "validation": 6}
 Seed = int | tuple[int, ...]
 
 

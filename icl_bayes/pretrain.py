@@ -88,12 +88,18 @@ def batch(model: LinearICL, T: int, size: int, seed: int, step: int, pool: tuple
     return pool[0][rows], pool[1][rows]
 
 
+def learning_rate(lr: float, decay_steps: int | None) -> float | optax.Schedule:
+    """Adam's step size: ``lr`` throughout, or with ``decay_steps`` the cosine decay
+    ``η_t = lr · ½(1 + cos(π · min(t, N) / N))``, ``N = decay_steps``: ``lr`` at the first step, 0 from step N on."""
+    return lr if decay_steps is None else optax.cosine_decay_schedule(lr, decay_steps)
+
+
 @functools.lru_cache(maxsize=32)
-def _programs(width: int, depth: int, heads: int, lr: float, loss: str) -> tuple:
+def _programs(width: int, depth: int, heads: int, lr: float, loss: str, decay_steps: int | None = None) -> tuple:
     """The network, its optimizer and the jitted training step and forward pass of one architecture and
     objective, shared by every ``Pretrainer`` of it (a sweep of many seeds or pools compiles once per shape)."""
     net = ICLTransformer(width, depth, heads, outputs=1 if loss == "mse" else 2)
-    opt = optax.adam(lr)
+    opt = optax.adam(learning_rate(lr, decay_steps))
 
     def objective(params, x, y):
         out = net.apply({"params": params}, x, y)
@@ -108,13 +114,14 @@ def _programs(width: int, depth: int, heads: int, lr: float, loss: str) -> tuple
 
 
 class Pretrainer:
-    """The network, its optimizer, and the training state, saved to and resumed from a checkpoint."""
+    """The network, its optimizer (Adam at ``learning_rate(lr, decay_steps)``), and the training state,
+    saved to and resumed from a checkpoint."""
 
     def __init__(self, width: int, depth: int, heads: int, lr: float, d: int, T: int, seed: int,
-                 loss: str = "mse") -> None:
+                 loss: str = "mse", decay_steps: int | None = None) -> None:
         if loss not in LOSSES:
             raise InvalidArgument(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        self.net, self.opt, self._update, self._apply = _programs(width, depth, heads, lr, loss)
+        self.net, self.opt, self._update, self._apply = _programs(width, depth, heads, lr, loss, decay_steps)
         x, y = jnp.zeros((1, T + 1, d)), jnp.zeros((1, T + 1))
         self.params = self.net.init(jax.random.PRNGKey(seed), x, y)["params"]
         self.opt_state = self.opt.init(self.params)
@@ -162,6 +169,16 @@ class Pretrainer:
         self.step += 1
         self.losses.append(float(value))
         return self.losses[-1]
+
+    def objective(self, x: np.ndarray, y: np.ndarray) -> float:
+        """The pretraining loss on prompts ``x [n, T+1, d]``, ``y [n, T+1]`` (the squared error or the Gaussian
+        negative log-likelihood, the mean over every label; in float64): on prompts it was not trained on,
+        the held-out loss."""
+        out, y = self.outputs(x, y).astype(np.float64), np.asarray(y, np.float64)
+        if self.loss == "mse":
+            return float(np.mean((out - y) ** 2))
+        mean, log_var = out[..., 0], out[..., 1]
+        return float(np.mean(0.5 * (np.log(2 * np.pi) + log_var + (y - mean) ** 2 * np.exp(-log_var))))
 
     def outputs(self, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarray:
         """The network's outputs for prompts ``x [n, T+1, d]``, ``y [n, T+1]``: ``[n, T+1]`` (mse) or

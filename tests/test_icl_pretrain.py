@@ -141,3 +141,37 @@ def test_pretraining_with_a_curriculum_records_it_and_the_relative_excess(tmp_pa
         cli(["--d", "3", "--T", "6", "--trials", "200", "--width", "16", "--heads", "2", "--layers", "1",
              "--batch-size", "16", "--steps", "8", "--curriculum", "1,2,3", "--out", str(tmp_path)])
     assert "other settings (curriculum: --curriculum 1,2,2)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("loss", ["mse", "nll"])
+def test_the_held_out_objective_is_the_training_loss(loss):
+    """``Pretrainer.objective`` on a batch equals the loss the training step reports for it (taken
+    before that step's update)."""
+    model = LinearICL(2, 0.5, GaussianPrior(1.0))
+    trainer = Pretrainer(8, 1, 2, 1e-2, 2, 5, 0, loss)
+    for step in range(3):
+        x, y = batch(model, 5, 16, 0, step, None)
+        before = trainer.objective(x, y)
+        assert trainer.train_step(x, y) == pytest.approx(before, rel=1e-5)
+
+
+def test_the_cosine_decay_starts_at_the_learning_rate_and_stops_training_at_its_end():
+    """``learning_rate``: η_t = lr·½(1 + cos(πt/N)); so the first step equals a constant-rate step and a
+    step after N leaves the parameters where they are."""
+    from icl_bayes.pretrain import learning_rate
+
+    schedule = learning_rate(1e-2, 10)
+    for t in (0, 3, 10, 15):
+        assert float(schedule(t)) == pytest.approx(1e-2 * 0.5 * (1 + np.cos(np.pi * min(t, 10) / 10)), abs=1e-9)
+    model = LinearICL(2, 0.5, GaussianPrior(1.0))
+    decayed, constant = Pretrainer(8, 1, 2, 1e-2, 2, 4, 0, decay_steps=3), Pretrainer(8, 1, 2, 1e-2, 2, 4, 0)
+    x, y = batch(model, 4, 8, 0, 0, None)
+    decayed.train_step(x, y), constant.train_step(x, y)
+    for a, b in zip(jax.tree_util.tree_leaves(decayed.params), jax.tree_util.tree_leaves(constant.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+    for step in range(1, 3):
+        decayed.train_step(*batch(model, 4, 8, 0, step, None))
+    at_end = jax.tree_util.tree_leaves(decayed.params)
+    decayed.train_step(*batch(model, 4, 8, 0, 3, None))
+    for a, b in zip(jax.tree_util.tree_leaves(decayed.params), at_end):
+        np.testing.assert_array_equal(a, b)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -64,7 +65,7 @@ def test_the_distance_is_the_kl_from_bmas_predictive_to_the_networks() -> None:
 def test_the_sweep_end_to_end_at_matched_compute_resumes_from_its_cells(tmp_path, monkeypatch) -> None:
     argv = ["--d", "2", "--T", "4", "--depths", "1,2", "--layer_steps", "6", "--budgets", "16,32", "--lengths", "2,4",
             "--data_steps", "3", "--trials", "60", "--bootstrap", "20", "--width", "8", "--heads", "2",
-            "--loss", "mse", "--seeds", "0", "--out", str(tmp_path)]
+            "--loss", "mse", "--seeds", "0", "--evaluations", "3", "--validation", "16", "--out", str(tmp_path)]
     icl_scaling.report._run("icl_scaling", icl_scaling.__doc__, icl_scaling.DEFAULTS, icl_scaling.run,
                             icl_scaling.rows, icl_scaling.figure, argv)
     first = json.loads((tmp_path / "icl_scaling.json").read_text())
@@ -72,6 +73,9 @@ def test_the_sweep_end_to_end_at_matched_compute_resumes_from_its_cells(tmp_path
     assert [c["prompts"] for c in first["data"]["cells"]] == [8, 4, 16, 8] and first["data"]["positions"] == 2
     assert first["depth"]["error"] == first["depth"]["to_bma"]  # with --loss mse the error is the squared distance
     assert set(first["data"]["fit"]) == {"c", "alpha", "beta"}
+    assert first["depth"]["validation_steps"] == [[[2, 4, 6], [1, 2, 3]]]  # three evaluations a run
+    assert all(step in steps for step, steps in zip(first["depth"]["stopped_at"][0], first["depth"]["validation_steps"][0]))
+    assert all(gain >= 0 for gain in first["data"]["late_gain"][0]) and len(first["data"]["stopped_at"][0]) == 4
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
@@ -88,6 +92,8 @@ def test_the_sweep_end_to_end_at_matched_compute_resumes_from_its_cells(tmp_path
     (["--depths", "1,x"], "--depths takes comma-separated integers"),
     (["--loss", "l1"], "--loss must be one of mse, nll"),
     (["--depths", "2,8", "--layer_steps", "4"], "at most --layer_steps"),
+    (["--evaluations", "5"], "--evaluations between 1 and the fewest steps"),
+    (["--schedule", "linear"], "--schedule must be one of constant, cosine"),
 ])
 def test_bad_sweeps_are_one_line(tmp_path, flags, message) -> None:
     import argparse
@@ -95,7 +101,51 @@ def test_bad_sweeps_are_one_line(tmp_path, flags, message) -> None:
     args = argparse.Namespace(**(icl_scaling.DEFAULTS | {"out": str(tmp_path), "layer_steps": 4, "data_steps": 1,
                                                           "trials": 4, "d": 2, "T": 2, "width": 8, "heads": 2}))
     for flag, value in zip(flags[::2], flags[1::2]):
-        setattr(args, flag[2:], int(value) if flag == "--layer_steps" else value)
+        setattr(args, flag[2:], int(value) if flag in ("--layer_steps", "--evaluations") else value)
     with pytest.raises(NtkLabError, match=message):
         icl_scaling.run(args)
     assert not (tmp_path / "cells").exists()  # checked before anything trains
+
+
+def test_early_stopping_keeps_the_best_state_and_resumes_to_the_same_curve(tmp_path, monkeypatch) -> None:
+    """``sweeps.train_early_stopped`` ends with the state of the lowest held-out loss (its parameters
+    give that loss again), and a run interrupted after a checkpoint, before its evaluation, resumes to
+    the uninterrupted run's curve and parameters."""
+    from experiments import sweeps
+
+    model = LinearICL(2, 0.5, GaussianPrior(1.0))
+    held_out = model.sample(64, 4, seed=stream(0, "validation"))
+    pool = model.sample(8, 4, seed=stream(0, "pool"))
+
+    def run(folder, validation):
+        trainer = Pretrainer(8, 1, 2, 5e-2, 2, 4, 0, "nll")
+        folder.mkdir(exist_ok=True)
+        out = sweeps.train_early_stopped(trainer, model, 4, 40, 8, 0, folder / "cell.msgpack", {"a": 1},
+                                         validation, 8, (pool.x, pool.y))
+        return trainer, out
+
+    def validation(trainer):
+        return trainer.objective(held_out.x, held_out.y)
+
+    trainer, out = run(tmp_path / "a", validation)
+    assert list(out["validation_steps"]) == [5 * (i + 1) for i in range(8)]
+    best = int(np.argmin(out["validation"]))
+    assert best < 7  # it overfits the 8 prompts, so the state kept is an earlier one than the last
+    assert int(out["stopped_at"]) == trainer.step == out["validation_steps"][best]
+    assert validation(trainer) == pytest.approx(out["validation"][best], rel=1e-6)
+
+    calls = []
+
+    def crash_on_third(trainer):
+        calls.append(trainer.step)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return validation(trainer)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", crash_on_third)
+    assert calls == [5, 10, 15]  # the checkpoint of step 15 is written, its evaluation is not
+    resumed, again = run(tmp_path / "b", validation)
+    np.testing.assert_allclose(again["validation"], out["validation"], rtol=1e-6)
+    for x, y in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(trainer.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
