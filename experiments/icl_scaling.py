@@ -26,7 +26,9 @@ cosine over its steps (``--schedule cosine``, the default; ``constant`` keeps ``
 d = 4 it reached KL 0.078 in 8000 steps, where a constant 2e-3 took 16000 (0.072 after 20000). Every
 network is early-stopped (``sweeps.train_early_stopped``): its pretraining loss on ``--validation``
 fresh prompts of its own length (a stream no network trains on) is measured ``--evaluations`` times
-along the run, and the state of the lowest is the one measured. Each cell records that curve, the
+along the run (equally spaced on fresh prompts; on a fixed pool, which the smallest overfit within a
+few hundred steps, in geometric progression from 1/200 of the run), and the state of the lowest is
+the one measured. Each cell records that curve, the
 step kept (``stopped_at``) and ``late_gain``, how much the held-out loss still fell in the run's
 second half (min over the first half minus min over all). Under likelihood pretraining the held-out
 loss exceeds BMA's by the KL averaged over the labels, so the late gain is in the units of the
@@ -51,6 +53,7 @@ from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, Prompts, 
 from icl_bayes.pretrain import LOSSES, Pretrainer
 
 SCHEDULES = ("constant", "cosine")
+FIRST_EVALUATION = 200  # a fixed pool's run is first evaluated after 1/200 of its steps
 DEFAULTS: dict[str, Any] = {
     "d": 4, "T": 16, "noise": 0.5, "loss": "nll", "width": 32, "heads": 4, "lr": 2e-3, "batch": 64,
     "depths": "1,2,4", "layer_steps": 32000, "budgets": "4096,16384,65536", "lengths": "8,16,32", "data_depth": 2,
@@ -113,25 +116,28 @@ def train_cell(args: argparse.Namespace, model: LinearICL, depth: int, length: i
                checkpoint: Path, settings: dict[str, Any], test: Prompts, positions: int,
                pool: Prompts | None = None) -> dict[str, np.ndarray]:
     """One network (``depth`` layers, prompts of ``length``, training seed ``s``) early-stopped on held-out
-    prompts (module docstring), then its ``distance`` to BMA on ``test`` and its validation curve."""
+    prompts (module docstring; with a ``pool``, evaluated from step ``steps / FIRST_EVALUATION`` on in
+    geometric progression), then its ``distance`` to BMA on ``test`` and its validation curve."""
     held_out = model.sample(args.validation, length, seed=stream(s, "validation", length))
     trainer = Pretrainer(args.width, depth, args.heads, args.lr, args.d, length, s, args.loss,
                          steps if args.schedule == "cosine" else None)
     curve = sweeps.train_early_stopped(trainer, model, length, steps, args.batch, s, checkpoint, settings,
                                        lambda t: t.objective(held_out.x, held_out.y), args.evaluations,
-                                       None if pool is None else (pool.x, pool.y))
+                                       None if pool is None else (pool.x, pool.y),
+                                       None if pool is None else steps // FIRST_EVALUATION)
     return distance(trainer, test, args.noise, positions) | curve
 
 
 def convergence(cells: list[list[dict[str, np.ndarray]]]) -> dict[str, list]:
     """Per seed and cell: ``stopped_at`` (the step kept), ``late_gain`` (min of the held-out loss over the
-    run's first half minus its min over all: 0 when the second half found nothing better) and the
-    ``validation`` curve with its ``validation_steps``."""
-    def late_gain(curve: np.ndarray) -> float:
-        return float(curve[: len(curve) // 2].min() - curve.min())
+    run's first half of steps minus its min over all: 0 when the second half found nothing better) and
+    the ``validation`` curve with its ``validation_steps``."""
+    def late_gain(cell: dict[str, np.ndarray]) -> float:
+        steps, curve = cell["validation_steps"], cell["validation"]
+        return float(curve[steps <= steps[-1] // 2].min() - curve.min())
 
     return {"stopped_at": [[int(c["stopped_at"]) for c in row] for row in cells],
-            "late_gain": [[late_gain(c["validation"]) for c in row] for row in cells],
+            "late_gain": [[late_gain(c) for c in row] for row in cells],
             "validation": [[c["validation"].tolist() for c in row] for row in cells],
             "validation_steps": [[c["validation_steps"].tolist() for c in row] for row in cells]}
 
@@ -174,7 +180,7 @@ def data_sweep(args: argparse.Namespace, seeds: list[int], folder: Path) -> dict
             for length in lengths:
                 n = budget // length
                 settings = settings_of(args, T=length, prompts=n, depth=args.data_depth, steps=args.data_steps,
-                                       training_seed=s)
+                                       training_seed=s, first_evaluation=args.data_steps // FIRST_EVALUATION)
 
                 def compute(checkpoint: Path, length: int = length, n: int = n, s: int = s,
                             settings: dict[str, Any] = settings) -> dict[str, np.ndarray]:

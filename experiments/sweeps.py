@@ -46,13 +46,26 @@ def train(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch: int,
     pretrain(trainer, model, T, steps, batch, seed, pool, checkpoint, max(1, steps // 10), settings)
 
 
+def evaluation_steps(steps: int, evaluations: int, first: int | None = None) -> list[int]:
+    """The steps after which early stopping evaluates: ``evaluations`` equal stretches of ``steps``, or from
+    ``first`` to ``steps`` in geometric progression (dense where a run on few prompts overfits within
+    a few hundred steps); strictly increasing and ending at ``steps``."""
+    if first is None:
+        every = max(1, steps // evaluations)
+        points = [min(steps, every * (i + 1)) for i in range(evaluations)]
+    else:
+        points = np.geomspace(max(1, first), steps, evaluations).round().astype(int).tolist()
+    return sorted(set(points[:-1]) | {steps})
+
+
 def train_early_stopped(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch: int, seed: int,
                         checkpoint: Path, settings: dict[str, Any], validation: Callable[[Pretrainer], float],
-                        evaluations: int, pool: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Pretrain ``trainer`` as ``train`` does, evaluate the held-out loss ``validation(trainer)`` after
-    each of ``evaluations`` equal stretches of the ``steps``, and end with the parameters of the lowest
-    (early stopping: the regularized run of a fixed pretraining set, and on fresh prompts the best of
-    the last states of a run at a constant learning rate).
+                        evaluations: int, pool: tuple[np.ndarray, np.ndarray] | None = None,
+                        first: int | None = None) -> dict[str, np.ndarray]:
+    """Pretrain ``trainer`` as ``train`` does, evaluate the held-out loss ``validation(trainer)`` at the
+    ``evaluation_steps(steps, evaluations, first)``, and end with the parameters of the lowest (early
+    stopping: the regularized run of a fixed pretraining set, and on fresh prompts the best of the
+    last states of a run).
 
     Resumes from ``checkpoint`` like ``train``; the best state so far and the curve are kept beside it
     (``NAME.best.msgpack``, ``NAME.curve.json``) and removed with it by ``cached_cell``. Returns
@@ -64,10 +77,11 @@ def train_early_stopped(trainer: Pretrainer, model: LinearICL, T: int, steps: in
     if checkpoint.exists():
         trainer.load(checkpoint, settings)
     curve = json.loads(curve_path.read_text()) if checkpoint.exists() and curve_path.exists() else []
-    every = max(1, steps // evaluations)
+    points = evaluation_steps(steps, evaluations, first)
     while not curve or curve[-1][0] < steps:
         if not curve or trainer.step == curve[-1][0]:  # else it stopped after a checkpoint, before evaluating
-            pretrain(trainer, model, T, min(steps, trainer.step + every), batch, seed, pool, checkpoint, every, settings)
+            end = next(p for p in points if p > trainer.step)
+            pretrain(trainer, model, T, end, batch, seed, pool, checkpoint, end, settings)
         loss = float(validation(trainer))
         if not np.isfinite(loss):
             raise InvalidArgument(f"the held-out loss is {loss} at step {trainer.step}: lower --lr")

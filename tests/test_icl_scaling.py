@@ -149,3 +149,14 @@ def test_early_stopping_keeps_the_best_state_and_resumes_to_the_same_curve(tmp_p
     np.testing.assert_allclose(again["validation"], out["validation"], rtol=1e-6)
     for x, y in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(trainer.params)):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_evaluation_steps_are_equal_stretches_or_a_geometric_progression() -> None:
+    from experiments.sweeps import evaluation_steps
+
+    assert evaluation_steps(40, 8) == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert evaluation_steps(10, 4) == [2, 4, 6, 10]  # the last stretch takes the remainder
+    geometric = evaluation_steps(8000, 20, 40)
+    assert geometric[0] == 40 and geometric[-1] == 8000 and len(geometric) == 20
+    np.testing.assert_allclose(np.diff(np.log(geometric)), np.log(200) / 19, atol=0.02)  # ratio 200^(1/19)
+    assert evaluation_steps(10, 20, 1) == list(range(1, 11))  # rounding collapses repeats
