@@ -58,8 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "d": 4, "T": 16, "noise": 0.5, "loss": "nll", "width": 32, "heads": 4, "lr": 2e-3, "batch": 64,
     "depths": "1,2,4", "layer_steps": 32000, "budgets": "4096,16384,65536", "lengths": "8,16,32", "data_depth": 2,
     "data_steps": 8000, "schedule": "cosine", "seeds": "0,1", "trials": 2000, "validation": 500, "evaluations": 20,
-    "bootstrap": 1000,
-    "seed": 0, "out": "runs/icl-scaling",
+    "bootstrap": 1000, "seed": 0, "out": "runs/icl-scaling",
 }
 
 

@@ -42,7 +42,7 @@ def random_twin(model: str, folder: Path) -> Path:
 
 
 def encoded_test_set(model: str, data_dir: str, n: int | None = None, task_name: str = "sst2",
-                 pad_multiple: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
+                     pad_multiple: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """``(loaded model, task, encoded prompts)`` of the first ``n`` test examples (all: None) of
     ``task_name``, encoded to at most 128 tokens or the model's length."""
     from ntk_lab.models import load_masked_lm
