@@ -13,11 +13,14 @@ pretrained model's zero-shot clearly above chance and its SGD kernel at 0.70 or 
 attention to the previous and the next token on 128 test prompts (``ntk_lab.attention``) says
 whether it uses word order at all: uniform attention, a bag of words, pays ``1/n`` to each token;
 ``P(great) + P(terrible)`` at the mask (the whole vocabulary's softmax, 256 test prompts) says whether
-the prompt's slot calls for the label words at all.
+the prompt's slot calls for the label words at all. A logistic probe on the prompted input's final
+hidden states (at the mask, and their mean), trained on each k-shot train set and on 2000 labelled
+train examples, says how much sentiment the representation carries linearly (``sentiment_probe``).
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ def random_twin(model: str, folder: Path) -> Path:
 
 
 def encoded_test_set(model: str, data_dir: str, n: int | None = None, task_name: str = "sst2",
-                     pad_multiple: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
+                     pad_multiple: int = 1) -> tuple[Any, Any, dict[str, Any]]:
     """``(loaded model, task, encoded prompts)`` of the first ``n`` test examples (all: None) of
     ``task_name``, encoded to at most 128 tokens or the model's length."""
     from ntk_lab.models import load_masked_lm
@@ -52,8 +55,7 @@ def encoded_test_set(model: str, data_dir: str, n: int | None = None, task_name:
     task = TASKS[task_name]
     loaded = load_masked_lm(model)
     test = load_task_data(task, data_dir)[1][:n]
-    extra = {} if pad_multiple is None else {"pad_multiple": pad_multiple}
-    return loaded, task, encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length), **extra)
+    return loaded, task, encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length), pad_multiple=pad_multiple)
 
 
 def zero_shot_auc(model: str, data_dir: str) -> float:
@@ -111,6 +113,61 @@ def label_word_mass(model: str, data_dir: str, n: int = 256) -> float:
     return total / len(masked)
 
 
+def prompt_states(loaded: Any, task: Any, examples: list[Any], batch: int = 64) -> dict[str, Any]:
+    """The final hidden states of ``examples`` prompted as ``task`` prompts them: ``mask [n, d]`` (at the
+    mask), ``mean [n, d]`` (the mean over the prompt's tokens) and ``labels [n]``."""
+    import numpy as np
+
+    from ntk_lab.prompts import encode
+
+    encoded = encode(task, examples, loaded.tokenizer, min(128, loaded.config.max_length))
+    mask, mean = [], []
+    for start in range(0, len(examples), batch):
+        ids, valid = (encoded[k][start : start + batch] for k in ("input_ids", "attention_mask"))
+        hidden = np.asarray(loaded.encode(loaded.params, ids, valid), np.float64)  # [b, l, d]
+        mask.append(hidden[np.arange(len(ids)), encoded["mask_pos"][start : start + batch]])
+        mean.append((hidden * valid[..., None]).sum(1) / valid.sum(1, keepdims=True))
+    return {"mask": np.concatenate(mask), "mean": np.concatenate(mean), "labels": np.asarray(encoded["labels"])}
+
+
+def probe_accuracy(train: dict[str, Any], test: dict[str, Any], features: str) -> float:
+    """Test accuracy of the logistic probe (``ntk_lab.probe.fit_cv``: C by cross-validation on the train
+    set) on ``features`` (``"mask"`` or ``"mean"`` of ``prompt_states``), each feature standardized by
+    the train set's mean and standard deviation."""
+    import numpy as np
+
+    from ntk_lab.probe import fit_cv
+
+    center, scale = train[features].mean(0), train[features].std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    head = fit_cv((train[features] - center) / scale, train["labels"], 2)
+    return float(np.mean(head.logits((test[features] - center) / scale).argmax(1) == test["labels"]))
+
+
+def sentiment_probe(model: str, data_dir: str, seeds: list[int], k: int, labelled: int = 2000) -> dict[str, Any]:
+    """How much sentiment the prompted input's final hidden states carry linearly: ``probe_accuracy`` on
+    the SST-2 test set of the mask's state and of the mean state, trained on each seed's k-shot train
+    set (``k_shot``: one accuracy per seed) and on ``labelled`` train examples drawn at random (seed 0).
+    Not a bound on the SGD kernel (its features are gradients of every parameter), but a probe with
+    ``labelled / 2k`` times the labels that stays below the goal says the representation carries too
+    little sentiment for a k-shot predictor to reach it."""
+    import numpy as np
+
+    from ntk_lab.models import load_masked_lm
+    from ntk_lab.tasks import TASKS, kshot_split, load_task_data
+
+    task, loaded = TASKS["sst2"], load_masked_lm(model)
+    train, test = load_task_data(task, data_dir)
+    splits = [kshot_split(train, test, 2, k, seed) for seed in seeds]
+    test_states = prompt_states(loaded, task, splits[0].test)
+    drawn = [train[i] for i in np.random.default_rng(0).permutation(len(train))[:labelled]]
+    large = prompt_states(loaded, task, drawn)
+    shots = [prompt_states(loaded, task, split.train) for split in splits]
+    return {"labelled": len(drawn), **{features: {"k_shot": [probe_accuracy(s, test_states, features) for s in shots],
+                                                  "labelled": probe_accuracy(large, test_states, features)}
+                                       for features in ("mask", "mean")}}
+
+
 def compute(args: Any) -> dict[str, Any]:
     from ntk_lab.models import load_masked_lm
     from ntk_lab.protocol import CompareConfig, run
@@ -119,10 +176,11 @@ def compute(args: Any) -> dict[str, Any]:
     models = {"pretrained": args.model, "random": str(random_twin(args.model, out / "random-init"))}
     results = {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": args.seeds,
                "vocab_size": load_masked_lm(args.model).config.vocab_size, "runs": {}}
+    seeds = [int(s) for s in args.seeds.split(",")]
     for name, model in models.items():
         folder = out / name
         config = CompareConfig(task="sst2", model=model, data_dir=args.data_dir, k=args.k,
-                               seeds=tuple(int(s) for s in args.seeds.split(",")), kernels=("sgd",),
+                               seeds=tuple(seeds), kernels=("sgd",),
                                optimizers=tuple(o for o in args.optimizers.split(",") if o), steps=args.steps,
                                eval_every=args.eval_every, implementation="structured")
         compared = run(config, folder)
@@ -132,6 +190,7 @@ def compute(args: Any) -> dict[str, Any]:
                                  "zero_shot_auc": zero_shot_auc(model, args.data_dir),
                                  "word_order": word_order(model, args.data_dir),
                                  "label_word_mass": label_word_mass(model, args.data_dir),
+                                 "probe": sentiment_probe(model, args.data_dir, seeds, args.k),
                                  "per_seed": {m: [r["accuracy"] for r in saved["runs"] if r["method"] == m]
                                               for m in saved["summary"]}}
     return results
@@ -151,6 +210,14 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                         f"no knowledge: 2/V = {2 / result['vocab_size']:.4f}"))
         if "word_order" in run:  # results from before it was measured lack it
             out += word_order_rows(name, run["word_order"])
+        if "probe" in run:  # results from before it was measured lack it
+            found = run["probe"]
+            for features, what in (("mask", "the mask's state"), ("mean", "the mean state")):
+                shots = found[features]["k_shot"]
+                out.append((f"{name}: logistic probe on {what}, {result['k']}-shot",
+                            f"{statistics.mean(shots):.3f} ± {statistics.pstdev(shots):.3f}", "chance 0.500"))
+                out.append((f"{name}: logistic probe on {what}, {found['labelled']} labels",
+                            f"{found[features]['labelled']:.3f}", f"chance 0.500; kernel-sgd goal {GOAL:.2f}"))
     return out
 
 
