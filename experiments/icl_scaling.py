@@ -14,7 +14,8 @@ predictive ``N(ŷ_BMA, σ²(1 + xᵀPx))``), per test prompt, as the mean over p
 
 1. **Depth at matched compute.** Depth L trained for ``layer_steps / L`` steps on fresh prompts
    (no pretraining set, so no generalization error): the same layer-steps for every depth. Fitted
-   ``log error = a - b·L``; the approximation term predicts b > 0.
+   ``log error = a - b·L``; the approximation term predicts b > 0. The power law ``a - p·log L`` is
+   fitted too, and each form's rms residual in log error says which the measured fall follows.
 2. **Number and length of prompts at fixed token budgets.** For each budget B (examples seen in
    pretraining, N_p·T_p) and length T_p, a fixed set of N_p = B / T_p prompts of T_p examples, trained
    for ``data_steps`` steps (many epochs). Errors at positions 1..min(lengths), which every network was
@@ -84,6 +85,18 @@ def linear_fit(features: np.ndarray, log_errors: np.ndarray) -> np.ndarray:
 def depth_features(depths: list[int]) -> np.ndarray:
     """``[k, 2]``: columns 1 and -L, so the coefficients are ``(a, b)`` of ``a - b·L``."""
     return np.stack([np.ones(len(depths)), -np.asarray(depths, np.float64)], axis=1)
+
+
+def power_features(depths: list[int]) -> np.ndarray:
+    """``[k, 2]``: columns 1 and -log L, so the coefficients are ``(a, p)`` of ``a - p·log L``, the power
+    law ``e^a L^-p`` that the exponential is told apart from."""
+    return np.stack([np.ones(len(depths)), -np.log(np.asarray(depths, np.float64))], axis=1)
+
+
+def rms_residual(features: np.ndarray, log_errors: np.ndarray) -> float:
+    """Root-mean-square residual of the least-squares fit ``log_errors [k] ≈ features [k, p] @ coef``: 0
+    when the form holds exactly."""
+    return float(np.sqrt(np.mean((features @ linear_fit(features, log_errors) - log_errors) ** 2)))
 
 
 def data_features(budgets: list[int], lengths: list[int]) -> np.ndarray:
@@ -163,6 +176,10 @@ def depth_sweep(args: argparse.Namespace, seeds: list[int], folder: Path) -> dic
     out: dict[str, Any] = {"depths": depths, "steps": [args.layer_steps // L for L in depths], **sweeps.summarize(stack),
                            **convergence(cells)}
     out["fit"] = fit_with_interval(depth_features(depths), stack["error"], ("a", "b"), args.bootstrap, args.seed)
+    out["power_fit"] = fit_with_interval(power_features(depths), stack["error"], ("a", "p"), args.bootstrap, args.seed)
+    log_means = np.log(stack["error"].mean(axis=(0, 2)))
+    out["rms_residual"] = {"exponential": rms_residual(depth_features(depths), log_means),
+                           "power": rms_residual(power_features(depths), log_means)}
     return out
 
 
@@ -242,6 +259,11 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             "falls exponentially with depth")
            for j, (L, steps, e, sd) in enumerate(zip(dep["depths"], dep["steps"], dep["error"], dep["error_seed_sd"]))]
     out.append(("b in exp(a - b·depth) [95% bootstrap]", _interval(dep["fit"]["b"]), "> 0"))
+    if "rms_residual" in dep:  # results from before the power law was fitted lack it
+        out.append(("p in depth^-p, the power law instead [95% bootstrap]", _interval(dep["power_fit"]["p"]), "-"))
+        residual = dep["rms_residual"]
+        out.append(("rms residual of log error: exponential, power law",
+                     f"{residual['exponential']:.3f}, {residual['power']:.3f}", "exponential's the smaller"))
     out += [(f"{metric}, N_p = {c['prompts']} prompts of T_p = {c['length']}", f"{e:.4f} ± {sd:.4f} ({_stopping(data, j)})",
              "depends on N_p·T_p only")
             for j, (c, e, sd) in enumerate(zip(data["cells"], data["error"], data["error_seed_sd"]))]

@@ -30,6 +30,20 @@ def test_the_fits_recover_known_exponents() -> None:
     assert (c, alpha, beta) == (pytest.approx(1.2), pytest.approx(0.5), pytest.approx(0.1))
 
 
+def test_the_residuals_tell_an_exponential_from_a_power_law() -> None:
+    """On depths 1..4, errors exp(0.3 - 0.45 L) fit the exponential exactly (rms residual 0) and the
+    power law with the residual of its own least squares; errors 2 L^-1.5 the other way round."""
+    depths = [1, 2, 3, 4]
+    L = np.asarray(depths, np.float64)
+    exponential, power = icl_scaling.depth_features(depths), icl_scaling.power_features(depths)
+    for log_errors, exact, other in ((0.3 - 0.45 * L, exponential, power), (np.log(2) - 1.5 * np.log(L), power, exponential)):
+        assert icl_scaling.rms_residual(exact, log_errors) == pytest.approx(0, abs=1e-12)
+        coef = np.linalg.solve(other.T @ other, other.T @ log_errors)  # the normal equations
+        assert icl_scaling.rms_residual(other, log_errors) == pytest.approx(np.sqrt(np.mean((other @ coef - log_errors) ** 2)))
+        assert icl_scaling.rms_residual(other, log_errors) > 0.02
+    assert icl_scaling.linear_fit(power, np.log(2) - 1.5 * np.log(L)) == pytest.approx([np.log(2), 1.5])
+
+
 def test_the_bootstrap_interval_covers_the_exponent_under_noise() -> None:
     """Per-prompt errors log-normal around exp(1 - 0.6·L) (2 seeds x 300 prompts, 40% noise):
     b within 0.05 of 0.6 and inside its 95% interval."""
@@ -72,7 +86,9 @@ def test_the_sweep_end_to_end_at_matched_compute_resumes_from_its_cells(tmp_path
     assert first["depth"]["steps"] == [6, 3] and first["metric"] == "E(ŷ - ŷ_BMA)²"
     assert [c["prompts"] for c in first["data"]["cells"]] == [8, 4, 16, 8] and first["data"]["positions"] == 2
     assert first["depth"]["error"] == first["depth"]["to_bma"]  # with --loss mse the error is the squared distance
-    assert set(first["data"]["fit"]) == {"c", "alpha", "beta"}
+    assert set(first["data"]["fit"]) == {"c", "alpha", "beta"} and set(first["depth"]["power_fit"]) == {"a", "p"}
+    assert set(first["depth"]["rms_residual"]) == {"exponential", "power"}  # two depths: both fits exact
+    assert max(first["depth"]["rms_residual"].values()) == pytest.approx(0, abs=1e-9)
     assert first["depth"]["validation_steps"] == [[[2, 4, 6], [1, 2, 3]]]  # three evaluations a run
     assert all(step in steps for step, steps in zip(first["depth"]["stopped_at"][0], first["depth"]["validation_steps"][0]))
     assert all(gain >= 0 for gain in first["data"]["late_gain"][0]) and len(first["data"]["stopped_at"][0]) == 4
