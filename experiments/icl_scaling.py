@@ -1,6 +1,6 @@
 """The pretraining error's two terms in Zhang et al. (2023), measured on trained transformers.
 
-    python -m experiments.icl_scaling [--loss nll] [--depths 1,2,4] [--budgets 1024,4096] [--lengths 8,16,32]
+    python -m experiments.icl_scaling [--loss nll] [--depths 1,2,4] [--budgets 1024,4096] [--lengths 8,16,32] [--parts depth,data]
 
 The paper bounds the distance between the pretrained network's predictive distribution and the
 Bayes (BMA) predictive by an approximation error that falls exponentially with depth plus a
@@ -36,7 +36,9 @@ loss exceeds BMA's by the KL averaged over the labels, so the late gain is in th
 error: small beside it, the run had converged (or stopped early).
 
 Every cell (setting x training seed) is saved and resumed (``experiments.sweeps``); the fits' 95%
-intervals are the percentile bootstrap over training seeds and test prompts. Writes
+intervals are the percentile bootstrap over training seeds and test prompts. ``--parts depth`` runs the
+depth sweep alone (``compute_rows`` and ``compute_figure`` set such runs at several ``--layer_steps``
+side by side). Writes
 ``OUT/icl_scaling.json``, ``.md`` and ``.png``.
 """
 
@@ -54,12 +56,13 @@ from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, Prompts, 
 from icl_bayes.pretrain import LOSSES, Pretrainer
 
 SCHEDULES = ("constant", "cosine")
+PARTS = ("depth", "data")
 FIRST_EVALUATION = 200  # a fixed pool's run is first evaluated after 1/200 of its steps
 DEFAULTS: dict[str, Any] = {
     "d": 4, "T": 16, "noise": 0.5, "loss": "nll", "width": 32, "heads": 4, "lr": 2e-3, "batch": 64,
     "depths": "1,2,4", "layer_steps": 32000, "budgets": "4096,16384,65536", "lengths": "8,16,32", "data_depth": 2,
     "data_steps": 8000, "schedule": "cosine", "seeds": "0,1", "trials": 2000, "validation": 500, "evaluations": 20,
-    "bootstrap": 1000, "seed": 0, "out": "runs/icl-scaling",
+    "bootstrap": 1000, "seed": 0, "parts": "depth,data", "out": "runs/icl-scaling",
 }
 
 
@@ -229,6 +232,9 @@ def check(args: argparse.Namespace) -> None:
     if bad:
         raise InvalidArgument(f"every --budgets value must be a multiple of every --lengths value (not {bad[0][0]} of {bad[0][1]})")
     sweeps.parse_ints(args.seeds, "seeds")
+    parts = args.parts.split(",")
+    if not parts or any(part not in PARTS for part in parts):
+        raise InvalidArgument(f"--parts takes a comma-separated subset of {', '.join(PARTS)}, got '{args.parts}'")
     if args.validation < 1 or not 1 <= args.evaluations <= min(args.layer_steps // max(depths), args.data_steps):
         raise InvalidArgument(f"--validation must be positive and --evaluations between 1 and the fewest steps of a run "
                               f"(got {args.validation} and {args.evaluations})")
@@ -239,8 +245,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seeds = sweeps.parse_ints(args.seeds, "seeds")
     folder = Path(args.out) / "cells"
     metric = "KL(BMA || network)" if args.loss == "nll" else "E(ŷ - ŷ_BMA)²"
+    sweep = {"depth": depth_sweep, "data": data_sweep}
     return {"config": vars(args), "seeds": seeds, "metric": metric,
-            "depth": depth_sweep(args, seeds, folder), "data": data_sweep(args, seeds, folder)}
+            **{part: sweep[part](args, seeds, folder) for part in PARTS if part in args.parts.split(",")}}
 
 
 def _interval(fit: dict[str, float]) -> str:
@@ -254,7 +261,13 @@ def _stopping(part: dict[str, Any], j: int) -> str:
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
-    dep, data, metric = result["depth"], result["data"], result["metric"]
+    """The table of the parts ``result`` holds (``--parts``)."""
+    return ((depth_rows(result["depth"], result["metric"]) if "depth" in result else [])
+            + (data_rows(result["data"], result["metric"]) if "data" in result else []))
+
+
+def depth_rows(dep: dict[str, Any], metric: str) -> list[tuple[str, str, str]]:
+    """Each depth's error with where it was stopped, and the fits of both forms."""
     out = [(f"{metric}, depth {L} ({steps} steps)", f"{e:.4f} ± {sd:.4f} ({_stopping(dep, j)})",
             "falls exponentially with depth")
            for j, (L, steps, e, sd) in enumerate(zip(dep["depths"], dep["steps"], dep["error"], dep["error_seed_sd"]))]
@@ -264,7 +277,12 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         residual = dep["rms_residual"]
         out.append(("rms residual of log error: exponential, power law",
                      f"{residual['exponential']:.3f}, {residual['power']:.3f}", "exponential's the smaller"))
-    out += [(f"{metric}, N_p = {c['prompts']} prompts of T_p = {c['length']}", f"{e:.4f} ± {sd:.4f} ({_stopping(data, j)})",
+    return out
+
+
+def data_rows(data: dict[str, Any], metric: str) -> list[tuple[str, str, str]]:
+    """Each (N_p, T_p) cell's error with where it was stopped, and the fitted α and β."""
+    out = [(f"{metric}, N_p = {c['prompts']} prompts of T_p = {c['length']}", f"{e:.4f} ± {sd:.4f} ({_stopping(data, j)})",
              "depends on N_p·T_p only")
             for j, (c, e, sd) in enumerate(zip(data["cells"], data["error"], data["error_seed_sd"]))]
     out.append(("α in (N_p T_p)^-α", _interval(data["fit"]["alpha"]), "1/2 (the bound's rate)"))
@@ -275,8 +293,17 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
 def figure(result: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
-    dep, data, metric = result["depth"], result["data"], result["metric"]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    parts = [part for part in PARTS if part in result]
+    fig, axes = plt.subplots(1, len(parts), figsize=(5.5 * len(parts), 4), squeeze=False)
+    draw = {"depth": depth_panel, "data": data_panel}
+    for part, ax in zip(parts, axes[0]):
+        draw[part](ax, result[part], result["metric"])
+    fig.tight_layout()
+    return fig
+
+
+def depth_panel(ax: Any, dep: dict[str, Any], metric: str) -> None:
+    """Error against depth (mean, each seed) and the fitted exponential."""
     depths = np.asarray(dep["depths"])
     ax.plot(depths, dep["error"], "o", label="measured (mean; x: each seed)")
     for seed_values in dep["error_per_seed"]:
@@ -285,6 +312,10 @@ def figure(result: dict[str, Any]) -> Any:
     ax.plot(depths, np.exp(a - b * depths), "k--", label=f"exp({a:.2f} - {b:.2f}·depth)")
     ax.set(yscale="log", xlabel="layers (matched compute)", ylabel=metric, title="approximation error vs depth")
     ax.legend(fontsize=7)
+
+
+def data_panel(bx: Any, data: dict[str, Any], metric: str) -> None:
+    """Error against the budget N_p·T_p, a colour per prompt length, with the fitted form."""
     fit = data["fit"]
     budgets = np.asarray(data["budgets"], np.float64)
     errors = np.asarray(data["error"]).reshape(len(data["budgets"]), len(data["lengths"]))
@@ -298,6 +329,41 @@ def figure(result: dict[str, Any]) -> Any:
     bx.set(xscale="log", yscale="log", xlabel="pretraining examples N_p·T_p", ylabel=metric,
            title=f"generalization error: α = {fit['alpha']['estimate']:.2f}, β = {fit['beta']['estimate']:.2f}")
     bx.legend(fontsize=7)
+
+
+def compute_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The depth sweeps of several runs that differ in ``--layer_steps``, fewest first: each depth's
+    error, the fitted b and p, and the two forms' residuals. Errors that still fall with compute are
+    upper bounds of the approximation error, not yet the error itself."""
+    out = []
+    for result in sorted(results, key=lambda r: r["config"]["layer_steps"]):
+        dep, compute = result["depth"], result["config"]["layer_steps"]
+        errors = ", ".join(f"{e:.4f}" for e in dep["error"])
+        depths = ", ".join(str(L) for L in dep["depths"])
+        out.append((f"{compute} layer-steps: {result['metric']} at depth {depths}", errors, "falls exponentially with depth"))
+        if "rms_residual" in dep:  # results from before the power law was fitted lack it
+            residual = dep["rms_residual"]
+            out.append((f"{compute} layer-steps: b (exponential), p (power law)",
+                        f"{_interval(dep['fit']['b'])}, {_interval(dep['power_fit']['p'])}", "b > 0"))
+            out.append((f"{compute} layer-steps: rms residual, exponential vs power law",
+                        f"{residual['exponential']:.3f} vs {residual['power']:.3f}", "exponential's the smaller"))
+    return out
+
+
+def compute_figure(results: list[dict[str, Any]]) -> Any:
+    """Error against depth for each run's ``--layer_steps`` (mean and each seed): does the fall with depth
+    steepen, and each depth's error still fall, as compute grows?"""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for result in sorted(results, key=lambda r: r["config"]["layer_steps"]):
+        dep = result["depth"]
+        line = ax.plot(dep["depths"], dep["error"], "o-", label=f"{result['config']['layer_steps']} layer-steps")[0]
+        for seed_values in dep["error_per_seed"]:
+            ax.plot(dep["depths"], seed_values, "x", color=line.get_color(), alpha=0.6)
+    ax.set(yscale="log", xlabel="layers (matched compute)", ylabel=results[0]["metric"],
+           title="approximation error vs depth, by pretraining compute")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

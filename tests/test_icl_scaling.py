@@ -102,6 +102,15 @@ def test_the_sweep_end_to_end_at_matched_compute_resumes_from_its_cells(tmp_path
     second = json.loads((tmp_path / "icl_scaling.json").read_text())
     assert {k: v for k, v in second.items() if k != "commit"} == {k: v for k, v in first.items() if k != "commit"}
 
+    # the depth sweep alone, from the same cells: the same numbers, and a table and figure of that part only
+    icl_scaling.report._run("icl_scaling", icl_scaling.__doc__, icl_scaling.DEFAULTS, icl_scaling.run,
+                            icl_scaling.rows, icl_scaling.figure, argv + ["--parts", "depth"])
+    depth_only = json.loads((tmp_path / "icl_scaling.json").read_text())
+    assert "data" not in depth_only and depth_only["depth"] == first["depth"]
+    assert icl_scaling.rows(depth_only) == icl_scaling.rows({k: v for k, v in first.items() if k != "data"})
+    assert not any("N_p" in r[0] for r in icl_scaling.rows(depth_only))
+    assert len(icl_scaling.figure(depth_only).axes) == 1 and len(icl_scaling.figure(first).axes) == 2
+
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--budgets", "30", "--lengths", "4"], "must be a multiple of every --lengths value"),
@@ -110,6 +119,7 @@ def test_the_sweep_end_to_end_at_matched_compute_resumes_from_its_cells(tmp_path
     (["--depths", "2,8", "--layer_steps", "4"], "at most --layer_steps"),
     (["--evaluations", "5"], "--evaluations between 1 and the fewest steps"),
     (["--schedule", "linear"], "--schedule must be one of constant, cosine"),
+    (["--parts", "depth,width"], "--parts takes a comma-separated subset of depth, data"),
 ])
 def test_bad_sweeps_are_one_line(tmp_path, flags, message) -> None:
     import argparse
@@ -176,3 +186,29 @@ def test_evaluation_steps_are_equal_stretches_or_a_geometric_progression() -> No
     assert geometric[0] == 40 and geometric[-1] == 8000 and len(geometric) == 20
     np.testing.assert_allclose(np.diff(np.log(geometric)), np.log(200) / 19, atol=0.02)  # ratio 200^(1/19)
     assert evaluation_steps(10, 20, 1) == list(range(1, 11))  # rounding collapses repeats
+
+
+def test_the_depth_sweeps_at_several_computes_render_from_their_json_alone() -> None:
+    """``compute_rows`` orders runs by layer-steps and states each depth's error, b, p and both
+    residuals as the JSON holds them; ``compute_figure`` draws one line per run (mean) and its seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    def result(steps: int, errors: list[float], with_power: bool) -> dict:
+        interval = lambda v: {"estimate": v, "lo": v - 0.1, "hi": v + 0.1}
+        dep = {"depths": [1, 2, 4], "error": errors, "error_per_seed": [errors, errors], "fit": {"b": interval(0.5)}}
+        if with_power:
+            dep |= {"power_fit": {"p": interval(1.5)}, "rms_residual": {"exponential": 0.01, "power": 0.2}}
+        return {"config": {"layer_steps": steps}, "metric": "KL", "depth": dep}
+
+    results = [result(96000, [0.1, 0.03, 0.008], True), result(32000, [0.2, 0.05, 0.03], False)]
+    rows = icl_scaling.compute_rows(results)
+    assert [r[0] for r in rows] == ["32000 layer-steps: KL at depth 1, 2, 4", "96000 layer-steps: KL at depth 1, 2, 4",
+                                    "96000 layer-steps: b (exponential), p (power law)",
+                                    "96000 layer-steps: rms residual, exponential vs power law"]
+    assert rows[0][1] == "0.2000, 0.0500, 0.0300" and rows[2][1] == "0.500 [0.400, 0.600], 1.500 [1.400, 1.600]"
+    assert rows[3][1] == "0.010 vs 0.200"
+    lines = icl_scaling.compute_figure(results).axes[0].get_lines()
+    assert [list(line.get_ydata()) for line in lines if line.get_marker() == "o"] == [[0.2, 0.05, 0.03], [0.1, 0.03, 0.008]]
+    assert sum(line.get_marker() == "x" for line in lines) == 4
