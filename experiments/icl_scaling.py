@@ -232,8 +232,7 @@ def check(args: argparse.Namespace) -> None:
     if bad:
         raise InvalidArgument(f"every --budgets value must be a multiple of every --lengths value (not {bad[0][0]} of {bad[0][1]})")
     sweeps.parse_ints(args.seeds, "seeds")
-    parts = args.parts.split(",")
-    if not parts or any(part not in PARTS for part in parts):
+    if any(part not in PARTS for part in args.parts.split(",")):
         raise InvalidArgument(f"--parts takes a comma-separated subset of {', '.join(PARTS)}, got '{args.parts}'")
     if args.validation < 1 or not 1 <= args.evaluations <= min(args.layer_steps // max(depths), args.data_steps):
         raise InvalidArgument(f"--validation must be positive and --evaluations between 1 and the fewest steps of a run "
