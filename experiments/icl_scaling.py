@@ -178,6 +178,8 @@ def depth_sweep(args: argparse.Namespace, seeds: list[int], folder: Path) -> dic
     stack = sweeps.stack(cells, ("error", "to_bma"))
     out: dict[str, Any] = {"depths": depths, "steps": [args.layer_steps // L for L in depths], **sweeps.summarize(stack),
                            **convergence(cells)}
+    if len(depths) < 2:  # one depth: nothing to fit
+        return out
     out["fit"] = fit_with_interval(depth_features(depths), stack["error"], ("a", "b"), args.bootstrap, args.seed)
     out["power_fit"] = fit_with_interval(power_features(depths), stack["error"], ("a", "p"), args.bootstrap, args.seed)
     log_means = np.log(stack["error"].mean(axis=(0, 2)))
@@ -270,8 +272,9 @@ def depth_rows(dep: dict[str, Any], metric: str) -> list[tuple[str, str, str]]:
     out = [(f"{metric}, depth {L} ({steps} steps)", f"{e:.4f} ± {sd:.4f} ({_stopping(dep, j)})",
             "falls exponentially with depth")
            for j, (L, steps, e, sd) in enumerate(zip(dep["depths"], dep["steps"], dep["error"], dep["error_seed_sd"]))]
-    out.append(("b in exp(a - b·depth) [95% bootstrap]", _interval(dep["fit"]["b"]), "> 0"))
-    if "rms_residual" in dep:  # results from before the power law was fitted lack it
+    if "fit" in dep:  # a sweep of one depth has none
+        out.append(("b in exp(a - b·depth) [95% bootstrap]", _interval(dep["fit"]["b"]), "> 0"))
+    if "rms_residual" in dep:  # results from before the power law was fitted, or of one depth, lack it
         out.append(("p in depth^-p, the power law instead [95% bootstrap]", _interval(dep["power_fit"]["p"]), "-"))
         residual = dep["rms_residual"]
         out.append(("rms residual of log error: exponential, power law",
@@ -307,8 +310,9 @@ def depth_panel(ax: Any, dep: dict[str, Any], metric: str) -> None:
     ax.plot(depths, dep["error"], "o", label="measured (mean; x: each seed)")
     for seed_values in dep["error_per_seed"]:
         ax.plot(depths, seed_values, "x", color="0.5")
-    a, b = dep["fit"]["a"]["estimate"], dep["fit"]["b"]["estimate"]
-    ax.plot(depths, np.exp(a - b * depths), "k--", label=f"exp({a:.2f} - {b:.2f}·depth)")
+    if "fit" in dep:  # a sweep of one depth has none
+        a, b = dep["fit"]["a"]["estimate"], dep["fit"]["b"]["estimate"]
+        ax.plot(depths, np.exp(a - b * depths), "k--", label=f"exp({a:.2f} - {b:.2f}·depth)")
     ax.set(yscale="log", xlabel="layers (matched compute)", ylabel=metric, title="approximation error vs depth")
     ax.legend(fontsize=7)
 

@@ -111,6 +111,13 @@ def test_the_sweep_end_to_end_at_matched_compute_resumes_from_its_cells(tmp_path
     assert not any("N_p" in r[0] for r in icl_scaling.rows(depth_only))
     assert len(icl_scaling.figure(depth_only).axes) == 1 and len(icl_scaling.figure(first).axes) == 2
 
+    # one depth: its error from the same cell, and no fit of a line through one point
+    icl_scaling.report._run("icl_scaling", icl_scaling.__doc__, icl_scaling.DEFAULTS, icl_scaling.run,
+                            icl_scaling.rows, icl_scaling.figure, argv + ["--parts", "depth", "--depths", "2"])
+    one = json.loads((tmp_path / "icl_scaling.json").read_text())["depth"]
+    assert one["error"] == first["depth"]["error"][1:] and not {"fit", "power_fit", "rms_residual"} & set(one)
+    assert [r[0] for r in icl_scaling.depth_rows(one, "e")] == ["e, depth 2 (3 steps)"]
+
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--budgets", "30", "--lengths", "4"], "must be a multiple of every --lengths value"),
