@@ -97,20 +97,17 @@ def label_word_mass(model: str, data_dir: str, n: int = 256) -> float:
     softmax over the whole vocabulary: does the prompt's slot call for the label words at all
     (``2 / V`` for a model that knows nothing)."""
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
+    from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import label_word_ids
+    from ntk_lab.tasks import TASKS, load_task_data
 
-    loaded, task, encoded = encoded_test_set(model, data_dir, n)
-    words = label_word_ids(task, loaded.tokenizer)
-    masked = encoded["input_ids"] == loaded.tokenizer.mask_token_id  # one mask a prompt
-    total = 0.0
-    for start in range(0, len(masked), 64):
-        rows = slice(start, start + 64)
-        hidden = loaded.encode(loaded.params, encoded["input_ids"][rows], encoded["attention_mask"][rows])
-        at_mask = jax.nn.softmax(loaded.vocab_logits(loaded.params, hidden[masked[rows]]), axis=-1)  # [b, V]
-        total += float(np.asarray(at_mask)[:, words].sum())
-    return total / len(masked)
+    task, loaded = TASKS["sst2"], load_masked_lm(model)
+    at_mask = prompt_states(loaded, task, load_task_data(task, data_dir)[1][:n])["mask"]  # [n, d]
+    vocabulary = jax.nn.softmax(loaded.vocab_logits(loaded.params, jnp.asarray(at_mask, jnp.float32)), axis=-1)  # [n, V]
+    return float(np.asarray(vocabulary)[:, label_word_ids(task, loaded.tokenizer)].sum(1).mean())
 
 
 def prompt_states(loaded: Any, task: Any, examples: list[Any], batch: int = 64) -> dict[str, Any]:
