@@ -94,10 +94,22 @@ def learning_rate(lr: float, decay_steps: int | None) -> float | optax.Schedule:
     return lr if decay_steps is None else optax.cosine_decay_schedule(lr, decay_steps)
 
 
+def split_batch(a: jax.Array, parts: int) -> jax.Array:
+    """``[n, ...] -> [parts, n / parts, ...]``: the batch as ``parts`` equal micro-batches, in order."""
+    return a.reshape(parts, a.shape[0] // parts, *a.shape[1:])
+
+
 @functools.lru_cache(maxsize=32)
-def _programs(width: int, depth: int, heads: int, lr: float, loss: str, decay_steps: int | None = None) -> tuple:
+def _programs(width: int, depth: int, heads: int, lr: float, loss: str, decay_steps: int | None = None,
+              microbatches: int = 1) -> tuple:
     """The network, its optimizer and the jitted training step and forward pass of one architecture and
-    objective, shared by every ``Pretrainer`` of it (a sweep of many seeds or pools compiles once per shape)."""
+    objective, shared by every ``Pretrainer`` of it (a sweep of many seeds or pools compiles once per shape).
+
+    With ``microbatches = m`` the step's loss and gradient are the mean of those of ``m`` equal
+    micro-batches, computed one after another: the objective is a mean over every label, so
+    ``(1/m) Σ_j ∇L(B_j) = ∇L(B)`` and the step is the full batch's up to float rounding. Only the
+    memory traffic changes: on the CPU a four-layer network's backward pass on 64 prompts runs about
+    twice as fast in four parts of 16 as in one (its activations then stay in cache)."""
     net = ICLTransformer(width, depth, heads, outputs=1 if loss == "mse" else 2)
     opt = optax.adam(learning_rate(lr, decay_steps))
 
@@ -105,23 +117,36 @@ def _programs(width: int, depth: int, heads: int, lr: float, loss: str, decay_st
         out = net.apply({"params": params}, x, y)
         return jnp.mean((out - y) ** 2) if loss == "mse" else gaussian_nll(out[..., 0], out[..., 1], y)
 
+    def value_and_grad(params, x, y):
+        if microbatches == 1:
+            return jax.value_and_grad(objective)(params, x, y)
+        values, grads = jax.lax.map(lambda xy: jax.value_and_grad(objective)(params, *xy),
+                                    (split_batch(x, microbatches), split_batch(y, microbatches)))
+        return values.mean(), jax.tree_util.tree_map(lambda g: g.mean(axis=0), grads)
+
     def update(params, opt_state, x, y):
-        value, grads = jax.value_and_grad(objective)(params, x, y)
+        value, grads = value_and_grad(params, x, y)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
-    return net, opt, jax.jit(update), jax.jit(lambda params, x, y: net.apply({"params": params}, x, y))
+    return (net, opt, jax.jit(update), jax.jit(lambda params, x, y: net.apply({"params": params}, x, y)),
+            jax.jit(value_and_grad))
 
 
 class Pretrainer:
     """The network, its optimizer (Adam at ``learning_rate(lr, decay_steps)``), and the training state,
-    saved to and resumed from a checkpoint."""
+    saved to and resumed from a checkpoint. ``microbatches``: each step's batch is split into that many
+    equal parts whose gradients are averaged (the same step; ``_programs``)."""
 
     def __init__(self, width: int, depth: int, heads: int, lr: float, d: int, T: int, seed: int,
-                 loss: str = "mse", decay_steps: int | None = None) -> None:
+                 loss: str = "mse", decay_steps: int | None = None, microbatches: int = 1) -> None:
         if loss not in LOSSES:
             raise InvalidArgument(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        self.net, self.opt, self._update, self._apply = _programs(width, depth, heads, lr, loss, decay_steps)
+        if microbatches < 1:
+            raise InvalidArgument(f"--microbatches must be at least 1, got {microbatches}")
+        self.net, self.opt, self._update, self._apply, self._gradient = _programs(width, depth, heads, lr, loss,
+                                                                                  decay_steps, microbatches)
+        self.microbatches = microbatches
         x, y = jnp.zeros((1, T + 1, d)), jnp.zeros((1, T + 1))
         self.params = self.net.init(jax.random.PRNGKey(seed), x, y)["params"]
         self.opt_state = self.opt.init(self.params)
@@ -165,10 +190,20 @@ class Pretrainer:
         self.losses = [float(v) for v in np.asarray(state["losses"]).reshape(-1)]
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One Adam step on the batch ``x [n, T+1, d]``, ``y [n, T+1]``; returns its loss."""
+        if len(x) % self.microbatches:
+            raise InvalidArgument(f"a batch of {len(x)} prompts does not split into {self.microbatches} equal "
+                                  "micro-batches: choose --microbatches dividing the batch size")
         self.params, self.opt_state, value = self._update(self.params, self.opt_state, jnp.asarray(x), jnp.asarray(y))
         self.step += 1
         self.losses.append(float(value))
         return self.losses[-1]
+
+    def gradient(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+        """The training loss on the batch ``x [n, T+1, d]``, ``y [n, T+1]`` and its gradient in the parameters
+        (a tree shaped like ``params``), as a training step computes them."""
+        value, grads = self._gradient(self.params, jnp.asarray(x), jnp.asarray(y))
+        return float(value), grads
 
     def objective(self, x: np.ndarray, y: np.ndarray) -> float:
         """The pretraining loss on prompts ``x [n, T+1, d]``, ``y [n, T+1]`` (the squared error or the Gaussian
@@ -253,6 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(T=32, trials=1000, out="runs/icl-pretrain")
     p.add_argument("--steps", type=int, default=2000, help="pretraining steps")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per step")
+    p.add_argument("--microbatches", type=int, default=1,
+                   help="split each step's batch into this many equal parts and average their gradients: the same "
+                        "step, faster on the CPU for deep networks (4 for 64 prompts)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     p.add_argument("--layers", type=int, default=2, help="transformer blocks")
     p.add_argument("--width", type=int, default=64, help="model width")
@@ -266,9 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and train from step 0")
     args = p.parse_args(argv)
-    for name in ("steps", "batch_size", "layers", "width", "heads", "checkpoint_every"):
+    for name in ("steps", "batch_size", "microbatches", "layers", "width", "heads", "checkpoint_every"):
         if getattr(args, name) < 1:
             raise InvalidArgument(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.batch_size % args.microbatches:
+        raise InvalidArgument(f"--microbatches ({args.microbatches}) must divide --batch-size ({args.batch_size})")
     if args.width % args.heads:
         raise InvalidArgument(f"--width ({args.width}) must be a multiple of --heads ({args.heads})")
     if args.prompts < 0:
@@ -281,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.msgpack"
-    trainer = Pretrainer(args.width, args.layers, args.heads, args.lr, args.d, args.T, args.seed, args.loss)
+    trainer = Pretrainer(args.width, args.layers, args.heads, args.lr, args.d, args.T, args.seed, args.loss,
+                         microbatches=args.microbatches)
     settings = {k: config[k] for k in TRAINING_SETTINGS} | ({"curriculum": config["curriculum"]} if curriculum else {})
     if checkpoint.exists() and not args.restart:
         trainer.load(checkpoint, settings)

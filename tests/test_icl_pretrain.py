@@ -175,3 +175,36 @@ def test_the_cosine_decay_starts_at_the_learning_rate_and_stops_training_at_its_
     decayed.train_step(*batch(model, 4, 8, 0, 3, None))
     for a, b in zip(jax.tree_util.tree_leaves(decayed.params), at_end):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("loss", ["mse", "nll"])
+def test_microbatches_take_the_full_batch_step(loss):
+    """The objective is a mean over every label, so the mean of four equal micro-batches' gradients is
+    the batch's gradient: the same losses and the same network, step after step, up to float rounding.
+    (The network, not every parameter: the attention's key bias shifts every score of a query alike,
+    so its gradient is rounding noise, which Adam's normalization turns into steps of size lr.)"""
+    model = LinearICL(2, 0.5, GaussianPrior(1.0))
+    whole, parts = Pretrainer(8, 2, 2, 1e-2, 2, 5, 0, loss), Pretrainer(8, 2, 2, 1e-2, 2, 5, 0, loss, microbatches=4)
+    (value, grads), (part_value, part_grads) = whole.gradient(*batch(model, 5, 16, 0, 0, None)), parts.gradient(
+        *batch(model, 5, 16, 0, 0, None))
+    assert part_value == pytest.approx(value, rel=1e-6)
+    scale = max(float(np.abs(g).max()) for g in jax.tree_util.tree_leaves(grads))
+    for a, b in zip(jax.tree_util.tree_leaves(part_grads), jax.tree_util.tree_leaves(grads)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
+    for step in range(3):
+        x, y = batch(model, 5, 16, 0, step, None)
+        assert parts.train_step(x, y) == pytest.approx(whole.train_step(x, y), rel=1e-6)
+    x, y = batch(model, 5, 64, 1, 0, None)
+    np.testing.assert_allclose(parts.outputs(x, y), whole.outputs(x, y), rtol=0, atol=1e-5)
+
+
+def test_microbatches_must_divide_the_batch(tmp_path, capsys):
+    from icl_bayes.model import InvalidArgument
+
+    model = LinearICL(2, 0.5, GaussianPrior(1.0))
+    with pytest.raises(InvalidArgument, match="does not split into 3 equal micro-batches"):
+        Pretrainer(8, 1, 2, 1e-2, 2, 5, 0, microbatches=3).train_step(*batch(model, 5, 16, 0, 0, None))
+    with pytest.raises(SystemExit) as e:
+        cli(["--batch-size", "16", "--microbatches", "3", "--steps", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--microbatches (3) must divide --batch-size (16)" in err
