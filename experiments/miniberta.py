@@ -8,7 +8,9 @@ random initialisation it started from (weights drawn as pretraining draws them, 
 it) the zero-shot accuracy of the prompt ``S It was <mask>.`` with ``great`` / ``terrible`` and the
 SGD-kernel predictor's accuracy (kernel ridge regression with the eNTK at θ0; λ and the f0 scale
 chosen on the k-shot dev split), and the zero-shot AUC of ``f_great - f_terrible`` on the test set
-(does the prompt rank the sentences by sentiment, whatever threshold argmax implies). Chance is 0.5. The issue that made the MiniBERTas set the goal: the
+(does the prompt rank the sentences by sentiment, whatever threshold argmax implies) and the accuracy of
+the zero-shot classifier under contextual calibration (Zhao et al. 2021, ``ntk_lab.calibration``: the
+label words' prior measured on content-free prompts and divided out, no label used). Chance is 0.5. The issue that made the MiniBERTas set the goal: the
 pretrained model's zero-shot clearly above chance and its SGD kernel at 0.70 or more. Each model's
 attention to the previous and the next token on 128 test prompts (``ntk_lab.attention``) says
 whether it uses word order at all: uniform attention, a bag of words, pays ``1/n`` to each token;
@@ -58,19 +60,30 @@ def encoded_test_set(model: str, data_dir: str, n: int | None = None, task_name:
     return loaded, task, encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length), pad_multiple=pad_multiple)
 
 
-def zero_shot_auc(model: str, data_dir: str) -> float:
-    """Area under the ROC curve of ``f_great - f_terrible`` on the test set: does the prompt rank
-    positive above negative sentences, whatever threshold argmax implies (0.5: no)."""
+def zero_shot(model: str, data_dir: str) -> dict[str, Any]:
+    """The prompt's zero-shot classifier on the whole test set, beyond argmax: ``zero_shot_auc``, the area
+    under the ROC curve of ``f_great - f_terrible`` (does the prompt rank positive above negative
+    sentences, whatever threshold argmax implies; 0.5: no), and ``zero_shot_calibrated``, the accuracy
+    of contextual calibration (``ntk_lab.calibration``: the label words' prior measured on content-free
+    inputs and divided out; no label used), with ``calibrated_positive_share``, the share it calls
+    positive, and ``content_free_log_prior`` (log p̂ of terrible, great)."""
+    import numpy as np
     from scipy.stats import rankdata
 
+    from ntk_lab import calibration
     from ntk_lab.kernels import binary_margin
     from ntk_lab.prompts import PromptedClassifier
 
     loaded, task, encoded = encoded_test_set(model, data_dir, pad_multiple=16)
-    scores = PromptedClassifier.for_task(loaded, task).logits(loaded.params, encoded, 64)
+    classifier = PromptedClassifier.for_task(loaded, task)
+    scores = np.asarray(classifier.logits(loaded.params, encoded, 64), np.float64)
     d, y = binary_margin(scores)[:, 0], encoded["labels"] == 1
     ranks = rankdata(d)
-    return float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum()))
+    prior = calibration.contextual_prior(classifier, loaded.params, task, min(128, loaded.config.max_length))
+    predicted = calibration.calibrated(scores, prior)
+    return {"zero_shot_auc": float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum())),
+            "zero_shot_calibrated": float(np.mean(predicted == encoded["labels"])),
+            "calibrated_positive_share": float(np.mean(predicted == 1)), "content_free_log_prior": prior.tolist()}
 
 
 def word_order(model: str, data_dir: str, n: int = 128, task_name: str = "sst2") -> dict[str, Any]:
@@ -184,7 +197,7 @@ def compute(args: Any) -> dict[str, Any]:
         compared.write(folder)
         saved = compared.as_json()
         results["runs"][name] = {"summary": saved["summary"], "timing": saved["timing"],
-                                 "zero_shot_auc": zero_shot_auc(model, args.data_dir),
+                                 **zero_shot(model, args.data_dir),
                                  "word_order": word_order(model, args.data_dir),
                                  "label_word_mass": label_word_mass(model, args.data_dir),
                                  "probe": sentiment_probe(model, args.data_dir, seeds, args.k),
@@ -202,6 +215,10 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                           "kernel-sgd": f"goal >= {GOAL:.2f}" if name == "pretrained" else "-"}.get(method, "-")
                 out.append((f"{name}: {method}", f"{stats['mean']:.3f} ± {stats['std']:.3f}", theory))
         out.append((f"{name}: zero-shot AUC of f_great - f_terrible", f"{run['zero_shot_auc']:.3f}", "no ranking 0.500"))
+        if "zero_shot_calibrated" in run:  # results from before it was measured lack it
+            out.append((f"{name}: zero-shot, contextually calibrated (share called positive)",
+                        f"{run['zero_shot_calibrated']:.3f} ({run['calibrated_positive_share']:.3f})",
+                        "chance 0.500" + (", goal: clearly above" if name == "pretrained" else "")))
         if "label_word_mass" in run:  # results from before it was measured lack it
             out.append((f"{name}: P(great) + P(terrible) at the mask", f"{run['label_word_mass']:.4f}",
                         f"no knowledge: 2/V = {2 / result['vocab_size']:.4f}"))

@@ -220,3 +220,27 @@ def test_miniberta_sentiment_probe_end_to_end_on_the_tiny_model() -> None:
     assert [r[0] for r in rows if "probe" in r[0]] == [
         "pretrained: logistic probe on the mask's state, 4-shot", "pretrained: logistic probe on the mask's state, 24 labels",
         "pretrained: logistic probe on the mean state, 4-shot", "pretrained: logistic probe on the mean state, 24 labels"]
+
+
+def test_miniberta_zero_shot_thresholds_the_margin_at_the_content_free_prior() -> None:
+    """``experiments.miniberta.zero_shot``: the calibrated classifier calls positive exactly the sentences
+    whose margin ``f_great - f_terrible`` exceeds the content-free prior's ``log p̂_great - log p̂_terrible``
+    (recomputed here from the logits), and its row states it beside chance."""
+    import numpy as np
+
+    from experiments import miniberta
+    from ntk_lab.kernels import binary_margin
+    from ntk_lab.prompts import PromptedClassifier
+
+    found = miniberta.zero_shot("tiny", "sample")
+    loaded, task, encoded = miniberta.encoded_test_set("tiny", "sample", pad_multiple=16)
+    margin = binary_margin(np.asarray(PromptedClassifier.for_task(loaded, task).logits(loaded.params, encoded), np.float64))[:, 0]
+    prior = found["content_free_log_prior"]
+    positive = margin > prior[1] - prior[0]
+    assert found["calibrated_positive_share"] == pytest.approx(positive.mean(), abs=1e-9)
+    assert found["zero_shot_calibrated"] == pytest.approx(np.mean(positive == (encoded["labels"] == 1)), abs=1e-9)
+    assert 0 <= found["zero_shot_auc"] <= 1
+    run = {"summary": {}, **found}
+    row = next(r for r in miniberta.rows({"runs": {"pretrained": run}}) if "contextually calibrated" in r[0])
+    assert row[1] == f"{found['zero_shot_calibrated']:.3f} ({found['calibrated_positive_share']:.3f})"
+    assert "clearly above" in row[2]
