@@ -188,7 +188,7 @@ def subset_figure(runs: list[dict], subsets: list[str], path: Path, title: str) 
     """Per subset: mean test accuracy of each fine-tuning and kernel method, and the kernels' alignment
     to the full kernel (trainable fraction in the tick labels)."""
     plt = _pyplot()
-    methods = [m for m in dict.fromkeys(r["method"] for r in runs) if m != "zero-shot"]
+    methods = [m for m in dict.fromkeys(r["method"] for r in runs) if not m.startswith("zero-shot")]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / max(1, len(methods))
     for j, method in enumerate(methods):

@@ -3,7 +3,10 @@
 ``run(CompareConfig(task="sst2", model="tiny", data_dir="sample"), out) -> Results``. For every k-shot
 seed, on the same model, parameters and split:
 
-- ``zero-shot``: the pre-trained classifier ``argmax_c f(θ0, x)_c``.
+- ``zero-shot``: the pre-trained classifier ``argmax_c f(θ0, x)_c``; with a prompt also
+  ``zero-shot-calibrated``, the same classifier under contextual calibration (``ntk_lab.calibration``:
+  ``argmax_c f_c(θ0, x) - log p̂_c``, p̂ the label words' mean probabilities on content-free prompts;
+  no label used).
 - ``kernel-KIND``: the eNTK ``K(X_train, ·)`` of KIND (sgd, signgd, asigngd) at θ0, a kernel solver
   fitted on train with ``f0`` as offset, its regularization and offset scale chosen on dev
   (``ntk_lab.solvers``). A-SignGD uses the asymmetric LS-SVM: its derivation's source predictor, or
@@ -56,7 +59,7 @@ HEADS = ("probe", "random")  # the no-prompt head's initialisation (ntk_lab.prob
 ASYM_SOLVERS = ("derivation", "official")  # solvers.asym_lssvm, solvers.asym_official
 FT_PRECISIONS = ("float32", "bfloat16")  # fine-tuning's compute dtype; the parameters stay float32
 ORDER_STREAM = 1  # the random stream (seed, ORDER_STREAM) of the second example order, for the ceiling
-METHOD_ORDER = ("zero-shot", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
+METHOD_ORDER = ("zero-shot", "zero-shot-calibrated", "ft-sgd", "ft-adam", "ft-signgd", "kernel-sgd", "kernel-signgd", "kernel-asigngd")
 DIAGNOSTICS = ("f1", "agreement", "agreement_ceiling", "linearization", "linearized_accuracy", "step_linearization",
                "feature_change", "kernel_drift", "effective_rank", "target_alignment")
 SUBSET_METRICS = ("kernel_distance_to_full", "kernel_alignment_to_full")
@@ -453,6 +456,17 @@ def zero_shot(ctx: Context, data: SeedData) -> tuple[dict, dict[str, np.ndarray]
     return _scored(ctx, data, "zero-shot", {}, test.argmax(1)), {"test": test}
 
 
+def zero_shot_calibrated(ctx: Context, data: SeedData) -> tuple[dict, dict[str, np.ndarray]]:
+    """The pre-trained classifier under contextual calibration, ``argmax_c f_c(θ0, x) - log p̂_c``
+    (``ntk_lab.calibration``), on test; the record keeps ``content_free_log_prior`` (log p̂)."""
+    from ntk_lab import calibration
+
+    prior = calibration.contextual_prior(ctx.base_f, data.base_params, ctx.task, ctx.max_length)
+    test = data.f0[data.parts["test"]] - prior[None, :]
+    return (_scored(ctx, data, "zero-shot-calibrated", {"content_free_log_prior": prior.tolist()}, test.argmax(1)),
+            {"test": test})
+
+
 def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
     """``kernel-KIND``: the eNTK at θ0 on train x (train, dev, test), a solver fitted on train with its
     λ and f0 scale chosen on dev; the record and ``{"test": scores, "k_train": K(train, train)}``."""
@@ -597,9 +611,10 @@ def run_seed(ctx: Context, split: Any) -> tuple[list[dict], dict[str, dict[str, 
     records, outputs = [], {}
     stages: list[tuple[str, Callable[[], tuple[dict, dict[str, np.ndarray]]]]] = [
         ("zero-shot", lambda: zero_shot(ctx, data)),
+        *((("zero-shot-calibrated", lambda: zero_shot_calibrated(ctx, data)),) if not ctx.config.no_prompt else ()),
         *((f"kernel-{kind}", functools.partial(kernel_method, ctx, data, kind)) for kind in ctx.config.kernels)]
     for method, compute in stages:
-        record, outputs[method] = compute() if method == "zero-shot" else kept(method, compute)
+        record, outputs[method] = compute() if method.startswith("zero-shot") else kept(method, compute)
         records.append(record)
     for name in ctx.config.optimizers:
         k0 = outputs.get(f"kernel-{KERNEL_OF[name]}", {}).get("k_train")
@@ -622,7 +637,7 @@ def table(results: dict, methods: list[str], seeds: list[int], sweep: bool = Fal
         for m in methods:
             if m not in summary:
                 continue
-            if key == "trainable_fraction" and not m.startswith("zero-shot"):
+            if key == "trainable_fraction" and m.split(" [")[0] != "zero-shot":
                 continue  # one row per subset
             name = m if key == "accuracy" else f"{m} {key}"
             lines.append(f"{name:<{width}}" + "".join(cell(value(m, s, key)) for s in seeds)

@@ -42,6 +42,9 @@ def _check_results(results: dict, methods: set[str], seeds: list[int]) -> None:
             assert r["agreements"][ft["method"]] == r["agreement"]
         if r["method"] in THEORY:
             assert set(r.get("agreements", {})) == {m for m in THEORY[r["method"]] if m in methods}
+        if r["method"] == "zero-shot-calibrated":  # argmax of f0 - log p̂, p̂ a distribution over the labels
+            prior = np.asarray(r["content_free_log_prior"])
+            assert prior.shape == (2,) and np.exp(prior).sum() == pytest.approx(1.0, abs=1e-9)
         if r["method"].startswith("kernel-"):
             spectrum = np.asarray(r["spectrum"])
             assert len(spectrum) == 32 and (np.diff(spectrum) <= 1e-9 * spectrum[0]).all()  # 2 x 16 train, binary
@@ -59,11 +62,14 @@ def test_cli_end_to_end_resume_and_outputs(tmp_path, capsys) -> None:
     cli(["--task", "sst2", "--data-dir", "sample", "--seeds", "13,21", "--out", str(out), *FAST])
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "sst2" and results["k"] == 16 and results["model"] == "tiny"
-    _check_results(results, {"zero-shot", "ft-sgd", "ft-adam", "kernel-sgd", "kernel-asigngd"}, [13, 21])
+    _check_results(results, {"zero-shot", "zero-shot-calibrated", "ft-sgd", "ft-adam", "kernel-sgd", "kernel-asigngd"},
+                   [13, 21])
     # README's row table says which rows the defaults give: these
     readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
-    assert "give the rows `zero-shot`, `ft-sgd`, `ft-adam`, `kernel-sgd`, `kernel-asigngd`, the two agreements" in readme
-    assert results["summary"]["zero-shot"]["std"] == 0.0  # zero-shot does not depend on the split
+    assert ("give the rows `zero-shot`, `zero-shot-calibrated`, `ft-sgd`, `ft-adam`, `kernel-sgd`, `kernel-asigngd`, "
+            "the two agreements") in readme
+    for zero_shot in ("zero-shot", "zero-shot-calibrated"):  # neither depends on the split
+        assert results["summary"][zero_shot]["std"] == 0.0
     assert {"tokenize", "f0", "kernels", "solve", "fine-tune"} <= set(results["timing"])
     rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
     assert len(rows) == len(results["runs"]) and rows[0]["method"] == "zero-shot"
@@ -167,7 +173,7 @@ def test_cli_on_real_sst2(sst2_dir, tmp_path) -> None:
     cli(["--task", "sst2", "--data-dir", str(sst2_dir.parent), "--seeds", "13", "--out", str(out),
          "--optimizers", "sgd", "--kernels", "sgd", "--max-length", "64", *FAST])
     results = json.loads((out / "results.json").read_text())
-    _check_results(results, {"zero-shot", "ft-sgd", "kernel-sgd"}, [13])
+    _check_results(results, {"zero-shot", "zero-shot-calibrated", "ft-sgd", "kernel-sgd"}, [13])
     assert results["config"]["binary"] is True and results["config"]["test_cap"] == 64
 
 

@@ -22,7 +22,7 @@ def test_readmes_library_example_runs_and_its_stages_agree_with_run(tmp_path, mo
     results, record = scope["results"], scope["record"]
     from_run = next(r for r in results.runs if r["method"] == "kernel-sgd")
     assert record["accuracy"] == from_run["accuracy"] and record["lambda"] == from_run["lambda"]
-    assert {r["method"] for r in results.as_json()["runs"]} == {"zero-shot", "kernel-sgd"}
+    assert {r["method"] for r in results.as_json()["runs"]} == {"zero-shot", "zero-shot-calibrated", "kernel-sgd"}
     assert "kernel-sgd" in results.table() and results.config.optimizers == ()
     # the kernel diagnostics describe the train kernel the record was fitted with
     import numpy as np
@@ -164,7 +164,7 @@ def test_run_with_a_prepared_setup_applies_its_own_config(tmp_path, monkeypatch)
     monkeypatch.setattr(protocol, "context", lambda s, *args, **kwargs: seen.append(s.config) or real(s, *args, **kwargs))
     other = dataclasses.replace(base, ft_precision="bfloat16")
     results = protocol.run(other, tmp_path, setup)
-    assert seen == [other] and results.config == other and {r["method"] for r in results.runs} == {"zero-shot"}
+    assert seen == [other] and results.config == other and {r["method"] for r in results.runs} == {"zero-shot", "zero-shot-calibrated"}
     with pytest.raises(NtkLabError, match=re.escape("the setup was prepared for other k")):
         protocol.run(dataclasses.replace(base, k=8), tmp_path, setup)
 
