@@ -359,12 +359,55 @@ def compute_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return out
 
 
+def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each depth's error as pretraining compute grows, from depth sweeps that differ in ``--layer_steps``:
+    ``computes [k]`` (fewest first), ``depths`` (those every run has), ``error [depths][k]`` (seed
+    means) and ``exponent [depths][k-1]``, the local rate γ of ``error ∝ compute^-γ`` between
+    neighbouring computes, ``-Δ log error / Δ log compute``; ``exponent_range [depths][k-1]`` is its
+    (min, max) over the training seeds every run has. An error with a floor (the depth's approximation
+    error, reached at convergence) has γ falling to 0 as compute grows; a power law in compute keeps γ
+    constant and every error an upper bound of the floor."""
+    runs = sorted(results, key=lambda r: r["config"]["layer_steps"])
+    computes = np.asarray([r["config"]["layer_steps"] for r in runs], np.float64)
+    depths = [L for L in runs[0]["depth"]["depths"] if all(L in r["depth"]["depths"] for r in runs)]
+    seeds = [s for s in runs[0]["seeds"] if all(s in r["seeds"] for r in runs)]
+
+    def column(run: dict[str, Any], L: int, seed: int | None = None) -> float:
+        dep, j = run["depth"], run["depth"]["depths"].index(L)
+        return dep["error"][j] if seed is None else dep["error_per_seed"][run["seeds"].index(seed)][j]
+
+    def rates(errors: np.ndarray) -> np.ndarray:
+        return -np.diff(np.log(errors), axis=-1) / np.diff(np.log(computes))
+
+    error = np.asarray([[column(r, L) for r in runs] for L in depths])  # [depths, k]
+    per_seed = np.asarray([[[column(r, L, s) for r in runs] for L in depths] for s in seeds])  # [seeds, depths, k]
+    seed_rates = rates(per_seed)
+    return {"computes": computes.astype(int).tolist(), "depths": depths, "seeds": seeds, "error": error.tolist(),
+            "exponent": rates(error).tolist(),
+            "exponent_range": np.stack([seed_rates.min(axis=0), seed_rates.max(axis=0)], axis=-1).tolist()}
+
+
+def compute_curve_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """Per depth, its error at each compute and the local exponents of ``compute_curves``."""
+    curves, metric = compute_curves(results), results[0]["metric"]
+    computes = ", ".join(str(c) for c in curves["computes"])
+    out = []
+    for i, L in enumerate(curves["depths"]):
+        out.append((f"depth {L}: {metric} at {computes} layer-steps", ", ".join(f"{e:.4f}" for e in curves["error"][i]),
+                    "constant once converged"))
+        rates = ", ".join(f"{g:.2f} [{lo:.2f}, {hi:.2f}]" for g, (lo, hi) in zip(curves["exponent"][i], curves["exponent_range"][i]))
+        out.append((f"depth {L}: γ in {metric} ∝ compute^-γ between neighbours [seeds' range]", rates,
+                    "falls to 0 at a floor"))
+    return out
+
+
 def compute_figure(results: list[dict[str, Any]]) -> Any:
-    """Error against depth for each run's ``--layer_steps`` (mean and each seed): does the fall with depth
-    steepen, and each depth's error still fall, as compute grows?"""
+    """Left: error against depth for each run's ``--layer_steps`` (mean and each seed): does the fall with
+    depth steepen as compute grows? Right: each depth's error against compute (``compute_curves``), on
+    log-log axes: a straight line is a power law in compute, a bend towards flat a floor."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for result in sorted(results, key=lambda r: r["config"]["layer_steps"]):
         dep = result["depth"]
         line = ax.plot(dep["depths"], dep["error"], "o-", label=f"{result['config']['layer_steps']} layer-steps")[0]
@@ -373,6 +416,12 @@ def compute_figure(results: list[dict[str, Any]]) -> Any:
     ax.set(yscale="log", xlabel="layers (matched compute)", ylabel=results[0]["metric"],
            title="approximation error vs depth, by pretraining compute")
     ax.legend(fontsize=7)
+    curves = compute_curves(results)
+    for L, errors in zip(curves["depths"], curves["error"]):
+        bx.plot(curves["computes"], errors, "o-", label=f"depth {L}")
+    bx.set(xscale="log", yscale="log", xlabel="layer-steps (pretraining compute)", ylabel=results[0]["metric"],
+           title="each depth's error as compute grows")
+    bx.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

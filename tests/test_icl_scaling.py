@@ -207,7 +207,7 @@ def test_the_depth_sweeps_at_several_computes_render_from_their_json_alone() -> 
         dep = {"depths": [1, 2, 4], "error": errors, "error_per_seed": [errors, errors], "fit": {"b": interval(0.5)}}
         if with_power:
             dep |= {"power_fit": {"p": interval(1.5)}, "rms_residual": {"exponential": 0.01, "power": 0.2}}
-        return {"config": {"layer_steps": steps}, "metric": "KL", "depth": dep}
+        return {"config": {"layer_steps": steps}, "metric": "KL", "seeds": [0, 1], "depth": dep}
 
     results = [result(96000, [0.1, 0.03, 0.008], True), result(32000, [0.2, 0.05, 0.03], False)]
     rows = icl_scaling.compute_rows(results)
@@ -219,3 +219,34 @@ def test_the_depth_sweeps_at_several_computes_render_from_their_json_alone() -> 
     lines = icl_scaling.compute_figure(results).axes[0].get_lines()
     assert [list(line.get_ydata()) for line in lines if line.get_marker() == "o"] == [[0.2, 0.05, 0.03], [0.1, 0.03, 0.008]]
     assert sum(line.get_marker() == "x" for line in lines) == 4
+
+
+def test_compute_curves_give_a_power_laws_exponent_and_a_floors_falling_one() -> None:
+    """``compute_curves`` on errors with closed forms: 5·C^-1/2 at depth 2 has local exponent 1/2 between
+    any two computes (for each seed too, each a constant multiple of it); 0.01 + 10³·C^-1 at depth 1
+    has -Δlog e / Δlog C, which falls towards 0 as the floor takes over. Depths and seeds that some
+    run lacks are left out; the rows state the numbers."""
+    computes = [24000, 48000, 96000, 192000]
+    floor = lambda c: 0.01 + 1e3 / c
+    power = lambda c: 5 * c ** -0.5
+
+    def result(c: float, seeds: list[int], depths: list[int]) -> dict:
+        means = {1: floor(c), 2: power(c), 3: 0.5}
+        scale = {0: 0.9, 1: 1.1, 2: 1.0, 3: 1.0}
+        return {"config": {"layer_steps": c}, "metric": "KL", "seeds": seeds,
+                "depth": {"depths": depths, "error": [means[L] for L in depths],
+                          "error_per_seed": [[scale[s] * means[L] for L in depths] for s in seeds]}}
+
+    results = [result(c, [0, 1, 2, 3] if c == 96000 else [0, 1], [1, 2, 3] if c == 48000 else [1, 2]) for c in computes]
+    curves = icl_scaling.compute_curves(results[::-1])
+    assert curves["computes"] == computes and curves["depths"] == [1, 2] and curves["seeds"] == [0, 1]
+    np.testing.assert_allclose(curves["exponent"][1], 0.5, rtol=1e-12)
+    np.testing.assert_allclose(curves["exponent_range"][1], 0.5, rtol=1e-12)
+    expected = [-np.log(floor(b) / floor(a)) / np.log(b / a) for a, b in zip(computes, computes[1:])]
+    np.testing.assert_allclose(curves["exponent"][0], expected, rtol=1e-12)
+    assert np.all(np.diff(curves["exponent"][0]) < 0) and curves["exponent"][0][-1] < 0.5
+    rows = icl_scaling.compute_curve_rows(results)
+    assert rows[2][0] == "depth 2: KL at 24000, 48000, 96000, 192000 layer-steps"
+    assert rows[3][1] == "0.50 [0.50, 0.50], 0.50 [0.50, 0.50], 0.50 [0.50, 0.50]"
+    lines = icl_scaling.compute_figure(results).axes[1].get_lines()
+    assert [list(line.get_xdata()) for line in lines] == [computes, computes]
