@@ -359,6 +359,20 @@ def compute_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return out
 
 
+def floor_fit(computes: np.ndarray, errors: np.ndarray) -> dict[str, float]:
+    """The saturating law ``error = E + A·(C / C_0)^-γ`` (``C_0`` the fewest computes; E, A, γ ≥ 0) fitted to
+    ``errors [k]`` at ``computes [k]`` by least squares in log error: ``floor`` E, the error at infinite
+    compute (the approximation error, if the law holds beyond the computes measured), ``scale`` A and
+    ``rate`` γ. An extrapolation: with four computes it has one degree of freedom."""
+    from scipy.optimize import curve_fit
+
+    x = np.asarray(computes, np.float64) / computes[0]
+    law = lambda c, floor, scale, rate: np.log(floor + scale * c ** -rate)
+    start = (float(errors[-1]) / 2, float(errors[0]), 1.0)
+    (floor, scale, rate), _ = curve_fit(law, x, np.log(errors), p0=start, bounds=([0, 0, 0], [np.inf, np.inf, 10]))
+    return {"floor": float(floor), "scale": float(scale), "rate": float(rate)}
+
+
 def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Each depth's error as pretraining compute grows, from depth sweeps that differ in ``--layer_steps``:
     ``computes [k]`` (fewest first), ``depths`` (those every run has), ``error [depths][k]`` (seed
@@ -366,7 +380,8 @@ def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     neighbouring computes, ``-Δ log error / Δ log compute``; ``exponent_range [depths][k-1]`` is its
     (min, max) over the training seeds every run has. An error with a floor (the depth's approximation
     error, reached at convergence) has γ falling to 0 as compute grows; a power law in compute keeps γ
-    constant and every error an upper bound of the floor."""
+    constant and every error an upper bound of the floor. With four computes or more, ``floor
+    [depths]`` is ``floor_fit``'s E for the means and ``floor_per_seed [seeds][depths]`` for each seed."""
     runs = sorted(results, key=lambda r: r["config"]["layer_steps"])
     computes = np.asarray([r["config"]["layer_steps"] for r in runs], np.float64)
     depths = [L for L in runs[0]["depth"]["depths"] if all(L in r["depth"]["depths"] for r in runs)]
@@ -382,9 +397,13 @@ def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     error = np.asarray([[column(r, L) for r in runs] for L in depths])  # [depths, k]
     per_seed = np.asarray([[[column(r, L, s) for r in runs] for L in depths] for s in seeds])  # [seeds, depths, k]
     seed_rates = rates(per_seed)
-    return {"computes": computes.astype(int).tolist(), "depths": depths, "seeds": seeds, "error": error.tolist(),
-            "exponent": rates(error).tolist(),
-            "exponent_range": np.stack([seed_rates.min(axis=0), seed_rates.max(axis=0)], axis=-1).tolist()}
+    out = {"computes": computes.astype(int).tolist(), "depths": depths, "seeds": seeds, "error": error.tolist(),
+           "exponent": rates(error).tolist(),
+           "exponent_range": np.stack([seed_rates.min(axis=0), seed_rates.max(axis=0)], axis=-1).tolist()}
+    if len(runs) >= 4:
+        out["floor"] = [floor_fit(computes, e)["floor"] for e in error]
+        out["floor_per_seed"] = [[floor_fit(computes, e)["floor"] for e in seed] for seed in per_seed]
+    return out
 
 
 def compute_curve_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -398,6 +417,10 @@ def compute_curve_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, st
         rates = ", ".join(f"{g:.2f} [{lo:.2f}, {hi:.2f}]" for g, (lo, hi) in zip(curves["exponent"][i], curves["exponent_range"][i]))
         out.append((f"depth {L}: γ in {metric} ∝ compute^-γ between neighbours [seeds' range]", rates,
                     "falls to 0 at a floor"))
+        if "floor" in curves:
+            seeds = ", ".join(f"{row[i]:.4f}" for row in curves["floor_per_seed"])
+            out.append((f"depth {L}: floor E of E + A·compute^-γ, extrapolated (each seed)",
+                        f"{curves['floor'][i]:.4f} ({seeds})", "the approximation error, if the law holds"))
     return out
 
 

@@ -245,8 +245,13 @@ def test_compute_curves_give_a_power_laws_exponent_and_a_floors_falling_one() ->
     expected = [-np.log(floor(b) / floor(a)) / np.log(b / a) for a, b in zip(computes, computes[1:])]
     np.testing.assert_allclose(curves["exponent"][0], expected, rtol=1e-12)
     assert np.all(np.diff(curves["exponent"][0]) < 0) and curves["exponent"][0][-1] < 0.5
+    assert curves["floor"][0] == pytest.approx(0.01, rel=1e-4)  # the law holds exactly: its floor is found
+    assert [seed[0] for seed in curves["floor_per_seed"]] == pytest.approx([0.009, 0.011], rel=1e-4)
+    assert curves["floor"][1] == pytest.approx(0, abs=1e-5)  # a pure power law has none
     rows = icl_scaling.compute_curve_rows(results)
-    assert rows[2][0] == "depth 2: KL at 24000, 48000, 96000, 192000 layer-steps"
-    assert rows[3][1] == "0.50 [0.50, 0.50], 0.50 [0.50, 0.50], 0.50 [0.50, 0.50]"
+    assert rows[3][0] == "depth 2: KL at 24000, 48000, 96000, 192000 layer-steps"
+    assert rows[4][1] == "0.50 [0.50, 0.50], 0.50 [0.50, 0.50], 0.50 [0.50, 0.50]"
+    assert rows[2][1].startswith("0.0100 (0.0090, 0.0110)")
+    assert "floor" not in icl_scaling.compute_curves(results[:3])  # three computes: no fit
     lines = icl_scaling.compute_figure(results).axes[1].get_lines()
     assert [list(line.get_xdata()) for line in lines] == [computes, computes]
