@@ -376,7 +376,8 @@ def floor_fit(computes: np.ndarray, errors: np.ndarray) -> dict[str, float]:
 def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Each depth's error as pretraining compute grows, from depth sweeps that differ in ``--layer_steps``:
     ``computes [k]`` (fewest first), ``depths`` (those every run has), ``error [depths][k]`` (seed
-    means) and ``exponent [depths][k-1]``, the local rate γ of ``error ∝ compute^-γ`` between
+    means over the training seeds every run has, so that runs with more seeds compare like for like) and
+    ``exponent [depths][k-1]``, the local rate γ of ``error ∝ compute^-γ`` between
     neighbouring computes, ``-Δ log error / Δ log compute``; ``exponent_range [depths][k-1]`` is its
     (min, max) over the training seeds every run has. An error with a floor (the depth's approximation
     error, reached at convergence) has γ falling to 0 as compute grows; a power law in compute keeps γ
@@ -387,15 +388,14 @@ def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     depths = [L for L in runs[0]["depth"]["depths"] if all(L in r["depth"]["depths"] for r in runs)]
     seeds = [s for s in runs[0]["seeds"] if all(s in r["seeds"] for r in runs)]
 
-    def column(run: dict[str, Any], L: int, seed: int | None = None) -> float:
-        dep, j = run["depth"], run["depth"]["depths"].index(L)
-        return dep["error"][j] if seed is None else dep["error_per_seed"][run["seeds"].index(seed)][j]
+    def column(run: dict[str, Any], L: int, seed: int) -> float:
+        return run["depth"]["error_per_seed"][run["seeds"].index(seed)][run["depth"]["depths"].index(L)]
 
     def rates(errors: np.ndarray) -> np.ndarray:
         return -np.diff(np.log(errors), axis=-1) / np.diff(np.log(computes))
 
-    error = np.asarray([[column(r, L) for r in runs] for L in depths])  # [depths, k]
     per_seed = np.asarray([[[column(r, L, s) for r in runs] for L in depths] for s in seeds])  # [seeds, depths, k]
+    error = per_seed.mean(axis=0)  # [depths, k]
     seed_rates = rates(per_seed)
     out = {"computes": computes.astype(int).tolist(), "depths": depths, "seeds": seeds, "error": error.tolist(),
            "exponent": rates(error).tolist(),
@@ -412,8 +412,8 @@ def compute_curve_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, st
     computes = ", ".join(str(c) for c in curves["computes"])
     out = []
     for i, L in enumerate(curves["depths"]):
-        out.append((f"depth {L}: {metric} at {computes} layer-steps", ", ".join(f"{e:.4f}" for e in curves["error"][i]),
-                    "constant once converged"))
+        out.append((f"depth {L}: {metric} at {computes} layer-steps (seeds {', '.join(map(str, curves['seeds']))})",
+                    ", ".join(f"{e:.4f}" for e in curves["error"][i]), "constant once converged"))
         rates = ", ".join(f"{g:.2f} [{lo:.2f}, {hi:.2f}]" for g, (lo, hi) in zip(curves["exponent"][i], curves["exponent_range"][i]))
         out.append((f"depth {L}: γ in {metric} ∝ compute^-γ between neighbours [seeds' range]", rates,
                     "falls to 0 at a floor"))

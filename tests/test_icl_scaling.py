@@ -231,8 +231,8 @@ def test_compute_curves_give_a_power_laws_exponent_and_a_floors_falling_one() ->
     power = lambda c: 5 * c ** -0.5
 
     def result(c: float, seeds: list[int], depths: list[int]) -> dict:
-        means = {1: floor(c), 2: power(c), 3: 0.5}
-        scale = {0: 0.9, 1: 1.1, 2: 1.0, 3: 1.0}
+        means = {1: floor(c), 2: power(c), 3: 0.5}  # seeds 2 and 3 (one run only) must not enter the means
+        scale = {0: 0.9, 1: 1.1, 2: 5.0, 3: 5.0}
         return {"config": {"layer_steps": c}, "metric": "KL", "seeds": seeds,
                 "depth": {"depths": depths, "error": [means[L] for L in depths],
                           "error_per_seed": [[scale[s] * means[L] for L in depths] for s in seeds]}}
@@ -249,7 +249,7 @@ def test_compute_curves_give_a_power_laws_exponent_and_a_floors_falling_one() ->
     assert [seed[0] for seed in curves["floor_per_seed"]] == pytest.approx([0.009, 0.011], rel=1e-4)
     assert curves["floor"][1] == pytest.approx(0, abs=1e-5)  # a pure power law has none
     rows = icl_scaling.compute_curve_rows(results)
-    assert rows[3][0] == "depth 2: KL at 24000, 48000, 96000, 192000 layer-steps"
+    assert rows[3][0] == "depth 2: KL at 24000, 48000, 96000, 192000 layer-steps (seeds 0, 1)"
     assert rows[4][1] == "0.50 [0.50, 0.50], 0.50 [0.50, 0.50], 0.50 [0.50, 0.50]"
     assert rows[2][1].startswith("0.0100 (0.0090, 0.0110)")
     assert "floor" not in icl_scaling.compute_curves(results[:3])  # three computes: no fit
