@@ -377,7 +377,7 @@ def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Each depth's error as pretraining compute grows, from depth sweeps that differ in ``--layer_steps``:
     ``computes [k]`` (fewest first), ``depths`` (those every run has), ``error [depths][k]`` (seed
     means over the training seeds every run has, so that runs with more seeds compare like for like) and
-    ``exponent [depths][k-1]``, the local rate γ of ``error ∝ compute^-γ`` between
+    ``error_per_seed [seeds][depths][k]``; ``exponent [depths][k-1]``, the local rate γ of ``error ∝ compute^-γ`` between
     neighbouring computes, ``-Δ log error / Δ log compute``; ``exponent_range [depths][k-1]`` is its
     (min, max) over the training seeds every run has. An error with a floor (the depth's approximation
     error, reached at convergence) has γ falling to 0 as compute grows; a power law in compute keeps γ
@@ -398,12 +398,100 @@ def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     error = per_seed.mean(axis=0)  # [depths, k]
     seed_rates = rates(per_seed)
     out = {"computes": computes.astype(int).tolist(), "depths": depths, "seeds": seeds, "error": error.tolist(),
-           "exponent": rates(error).tolist(),
+           "error_per_seed": per_seed.tolist(), "exponent": rates(error).tolist(),
            "exponent_range": np.stack([seed_rates.min(axis=0), seed_rates.max(axis=0)], axis=-1).tolist()}
     if len(runs) >= 4:
         out["floor"] = [floor_fit(computes, e)["floor"] for e in error]
         out["floor_per_seed"] = [[floor_fit(computes, e)["floor"] for e in seed] for seed in per_seed]
     return out
+
+
+CONVERGED = 0.1  # γ at most this between the two largest computes: the error has reached its floor
+
+
+def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> dict[str, Any]:
+    """The approximation error of each depth where the compute curves (``compute_curves``) have reached
+    it, and the depth law fitted to those floors alone.
+
+    A depth is ``converged`` when every training seed's local exponent γ between the two largest
+    computes is at most ``tolerance``: doubling the compute then cut its error by less than a factor
+    2^γ (7% at 0.1). Its ``floor`` is the seed mean at the largest compute (``floor_per_seed
+    [seeds][depths]`` each seed's): still an upper bound, but one within that factor of the floor if
+    the error keeps slowing. With two converged depths or more, ``fit`` holds ``b`` of ``log floor = a -
+    b·L`` and ``p`` of the power law ``a - p·log L`` on the converged depths' means, ``b_per_seed`` and
+    ``p_per_seed`` the same on each seed's floors, and (three or more) ``rms_residual`` of both forms:
+    the theorem's exponential predicts b > 0 and the smaller residual."""
+    curves = compute_curves(results)
+    per_seed = np.asarray(curves["error_per_seed"])  # [seeds, depths, k]
+    last = np.log(per_seed[..., -1] / per_seed[..., -2]) / np.log(curves["computes"][-1] / curves["computes"][-2])
+    converged = (-last <= tolerance).all(axis=0)  # [depths]
+    floors = per_seed[..., -1]  # [seeds, depths]
+    out: dict[str, Any] = {"depths": curves["depths"], "seeds": curves["seeds"], "computes": curves["computes"],
+                           "tolerance": tolerance, "converged": converged.tolist(), "last_exponent": (-last).tolist(),
+                           "floor": floors.mean(axis=0).tolist(), "floor_per_seed": floors.tolist()}
+    depths = [L for L, ok in zip(curves["depths"], converged) if ok]
+    if len(depths) < 2:
+        return out
+    chosen = np.log(floors[:, converged])  # [seeds, converged depths]
+    mean = np.log(floors.mean(axis=0)[converged])
+    exponential, power = depth_features(depths), power_features(depths)
+    out["fit"] = {"depths": depths, "b": float(linear_fit(exponential, mean)[1]), "p": float(linear_fit(power, mean)[1]),
+                  "b_per_seed": [float(linear_fit(exponential, seed)[1]) for seed in chosen],
+                  "p_per_seed": [float(linear_fit(power, seed)[1]) for seed in chosen]}
+    if len(depths) >= 3:
+        out["fit"]["rms_residual"] = {"exponential": rms_residual(exponential, mean), "power": rms_residual(power, mean)}
+    return out
+
+
+def floor_rows(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> list[tuple[str, str, str]]:
+    """Per depth, whether its compute curve has reached a floor and the error there; then the fits of
+    ``converged_floors`` over the converged depths."""
+    floors, metric = converged_floors(results, tolerance), results[0]["metric"]
+    out = []
+    for i, L in enumerate(floors["depths"]):
+        seeds = ", ".join(f"{row[i]:.4f}" for row in floors["floor_per_seed"])
+        state = "converged" if floors["converged"][i] else "still falling: an upper bound"
+        rates = ", ".join(f"{g:.2f}" for g in np.asarray(floors["last_exponent"])[:, i])
+        out.append((f"depth {L}: {metric} at {floors['computes'][-1]} layer-steps (each seed); last γ per seed",
+                    f"{floors['floor'][i]:.4f} ({seeds}); γ {rates}: {state}", f"converged when γ ≤ {tolerance}"))
+    if "fit" in floors:
+        fit, depths = floors["fit"], ", ".join(map(str, floors["fit"]["depths"]))
+        seeds = lambda key: ", ".join(f"{v:.3f}" for v in fit[key])
+        out.append((f"b in exp(a - b·depth) on the converged floors (depths {depths}; each seed)",
+                    f"{fit['b']:.3f} ({seeds('b_per_seed')})", "> 0"))
+        out.append(("p in depth^-p on the same floors (each seed)", f"{fit['p']:.3f} ({seeds('p_per_seed')})", "-"))
+        if "rms_residual" in fit:
+            residual = fit["rms_residual"]
+            out.append(("rms residual of log floor: exponential, power law",
+                        f"{residual['exponential']:.3f}, {residual['power']:.3f}", "exponential's the smaller"))
+    return out
+
+
+def floor_figure(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> Any:
+    """Each depth's error at the largest compute against depth (means and each seed): filled where the
+    compute curve has reached its floor, open where it still falls (an upper bound), with the
+    exponential and the power law fitted to the converged floors."""
+    import matplotlib.pyplot as plt
+
+    floors = converged_floors(results, tolerance)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    depths, floor, ok = np.asarray(floors["depths"]), np.asarray(floors["floor"]), np.asarray(floors["converged"])
+    ax.plot(depths[ok], floor[ok], "o", color="C0", label=f"converged (γ ≤ {tolerance})")
+    ax.plot(depths[~ok], floor[~ok], "o", mfc="none", color="C0", label="still falling (upper bound)")
+    for seed in floors["floor_per_seed"]:
+        ax.plot(depths, seed, "x", color="C0", alpha=0.5)
+    if "fit" in floors:
+        fit, grid = floors["fit"], np.linspace(depths.min(), depths.max(), 50)
+        chosen = np.asarray(fit["depths"])
+        a = np.mean(np.log(floor[ok]) + fit["b"] * chosen)
+        c = np.mean(np.log(floor[ok]) + fit["p"] * np.log(chosen))
+        ax.plot(grid, np.exp(a - fit["b"] * grid), "-", color="C1", label=f"exp(a - {fit['b']:.2f}·depth)")
+        ax.plot(grid, np.exp(c - fit["p"] * np.log(grid)), "--", color="C2", label=f"depth^-{fit['p']:.2f}")
+    ax.set(yscale="log", xlabel="layers", ylabel=results[0]["metric"],
+           title=f"error at {floors['computes'][-1]} layer-steps")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def compute_curve_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

@@ -255,3 +255,36 @@ def test_compute_curves_give_a_power_laws_exponent_and_a_floors_falling_one() ->
     assert "floor" not in icl_scaling.compute_curves(results[:3])  # three computes: no fit
     lines = icl_scaling.compute_figure(results).axes[1].get_lines()
     assert [list(line.get_xdata()) for line in lines] == [computes, computes]
+
+
+def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
+    """Closed forms: depths 1-3 follow e_L·(1 + (C_0/C)²) with e_L = 0.2·e^(-0.7L), so between the two
+    largest computes (4C_0, 8C_0) γ = log(1.0625/1.015625)/log 2 = 0.065 ≤ 0.1 for every seed (each a
+    constant multiple), and the floors' fit recovers b = 0.7 exactly, with the exponential's residual 0;
+    depth 4 is a power law 0.3·(C/C_0)^-1/2 (γ = 1/2), left out of the fit and reported as an upper
+    bound. A tolerance below 0.065 leaves fewer than two converged depths and no fit."""
+    computes = [24000, 48000, 96000, 192000]
+    floor = lambda L, c: 0.2 * np.exp(-0.7 * L) * (1 + (24000 / c) ** 2)
+    means = lambda L, c: 0.3 * (c / 24000) ** -0.5 if L == 4 else floor(L, c)
+    scale = {0: 0.8, 1: 1.2}
+    results = [{"config": {"layer_steps": c}, "metric": "KL", "seeds": [0, 1],
+                "depth": {"depths": [1, 2, 3, 4], "error": [means(L, c) for L in (1, 2, 3, 4)],
+                          "error_per_seed": [[scale[s] * means(L, c) for L in (1, 2, 3, 4)] for s in (0, 1)]}}
+               for c in computes]
+    floors = icl_scaling.converged_floors(results)
+    gamma = np.log(1.0625 / 1.015625) / np.log(2)
+    np.testing.assert_allclose(np.asarray(floors["last_exponent"])[:, :3], gamma, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(floors["last_exponent"])[:, 3], 0.5, rtol=1e-12)
+    assert floors["converged"] == [True, True, True, False]
+    np.testing.assert_allclose(floors["floor"][:3], [floor(L, 192000) for L in (1, 2, 3)], rtol=1e-12)
+    fit = floors["fit"]
+    assert fit["depths"] == [1, 2, 3]
+    np.testing.assert_allclose([fit["b"], *fit["b_per_seed"]], 0.7, rtol=1e-10)
+    assert fit["rms_residual"]["exponential"] == pytest.approx(0, abs=1e-12)
+    assert fit["rms_residual"]["power"] > 0.05 and fit["p"] > 0
+    rows = icl_scaling.floor_rows(results)
+    assert rows[3][1].endswith("γ 0.50, 0.50: still falling: an upper bound") and "converged" in rows[0][1]
+    assert rows[4][1] == "0.700 (0.700, 0.700)" and rows[6][1].startswith("0.000, ")
+    assert "fit" not in icl_scaling.converged_floors(results, tolerance=0.06)
+    lines = icl_scaling.floor_figure(results).axes[0].get_lines()
+    assert list(lines[0].get_xdata()) == [1, 2, 3] and list(lines[1].get_xdata()) == [4]
