@@ -417,10 +417,14 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     computes is at most ``tolerance``: doubling the compute then cut its error by less than a factor
     2^γ (7% at 0.1). Its ``floor`` is the seed mean at the largest compute (``floor_per_seed
     [seeds][depths]`` each seed's): still an upper bound, but one within that factor of the floor if
-    the error keeps slowing. With two converged depths or more, ``fit`` holds ``b`` of ``log floor = a -
-    b·L`` and ``p`` of the power law ``a - p·log L`` on the converged depths' means, ``b_per_seed`` and
-    ``p_per_seed`` the same on each seed's floors, and (three or more) ``rms_residual`` of both forms:
-    the theorem's exponential predicts b > 0 and the smaller residual."""
+    the error keeps slowing. Seeds that settle at different floors found different solutions of one
+    architecture; the approximation error (the infimum over parameters) lies below the lowest, so
+    ``floor_best [depths]`` is the minimum over seeds. With two converged depths or more, ``fit`` holds
+    ``b`` of ``log floor = a - b·L`` and ``p`` of the power law ``a - p·log L`` on the converged depths'
+    means, ``b_per_seed`` and ``p_per_seed`` the same on each seed's floors, ``b_best`` and ``p_best``
+    on the lowest, and (three or more) ``rms_residual`` of both forms on the means and
+    ``rms_residual_best`` on the lowest: the theorem's exponential predicts b > 0 and the smaller
+    residual."""
     curves = compute_curves(results)
     per_seed = np.asarray(curves["error_per_seed"])  # [seeds, depths, k]
     last = np.log(per_seed[..., -1] / per_seed[..., -2]) / np.log(curves["computes"][-1] / curves["computes"][-2])
@@ -428,18 +432,21 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     floors = per_seed[..., -1]  # [seeds, depths]
     out: dict[str, Any] = {"depths": curves["depths"], "seeds": curves["seeds"], "computes": curves["computes"],
                            "tolerance": tolerance, "converged": converged.tolist(), "last_exponent": (-last).tolist(),
-                           "floor": floors.mean(axis=0).tolist(), "floor_per_seed": floors.tolist()}
+                           "floor": floors.mean(axis=0).tolist(), "floor_per_seed": floors.tolist(),
+                           "floor_best": floors.min(axis=0).tolist()}
     depths = [L for L, ok in zip(curves["depths"], converged) if ok]
     if len(depths) < 2:
         return out
     chosen = np.log(floors[:, converged])  # [seeds, converged depths]
-    mean = np.log(floors.mean(axis=0)[converged])
+    mean, best = np.log(floors.mean(axis=0)[converged]), np.log(floors.min(axis=0)[converged])
     exponential, power = depth_features(depths), power_features(depths)
     out["fit"] = {"depths": depths, "b": float(linear_fit(exponential, mean)[1]), "p": float(linear_fit(power, mean)[1]),
                   "b_per_seed": [float(linear_fit(exponential, seed)[1]) for seed in chosen],
-                  "p_per_seed": [float(linear_fit(power, seed)[1]) for seed in chosen]}
+                  "p_per_seed": [float(linear_fit(power, seed)[1]) for seed in chosen],
+                  "b_best": float(linear_fit(exponential, best)[1]), "p_best": float(linear_fit(power, best)[1])}
     if len(depths) >= 3:
-        out["fit"]["rms_residual"] = {"exponential": rms_residual(exponential, mean), "power": rms_residual(power, mean)}
+        for key, errors in (("rms_residual", mean), ("rms_residual_best", best)):
+            out["fit"][key] = {"exponential": rms_residual(exponential, errors), "power": rms_residual(power, errors)}
     return out
 
 
@@ -457,13 +464,15 @@ def floor_rows(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> l
     if "fit" in floors:
         fit, depths = floors["fit"], ", ".join(map(str, floors["fit"]["depths"]))
         seeds = lambda key: ", ".join(f"{v:.3f}" for v in fit[key])
-        out.append((f"b in exp(a - b·depth) on the converged floors (depths {depths}; each seed)",
-                    f"{fit['b']:.3f} ({seeds('b_per_seed')})", "> 0"))
-        out.append(("p in depth^-p on the same floors (each seed)", f"{fit['p']:.3f} ({seeds('p_per_seed')})", "-"))
+        out.append((f"b in exp(a - b·depth) on the converged floors (depths {depths}): means (each seed; lowest)",
+                    f"{fit['b']:.3f} ({seeds('b_per_seed')}; {fit['b_best']:.3f})", "> 0"))
+        out.append(("p in depth^-p on the same floors: means (each seed; lowest)",
+                    f"{fit['p']:.3f} ({seeds('p_per_seed')}; {fit['p_best']:.3f})", "-"))
         if "rms_residual" in fit:
-            residual = fit["rms_residual"]
-            out.append(("rms residual of log floor: exponential, power law",
-                        f"{residual['exponential']:.3f}, {residual['power']:.3f}", "exponential's the smaller"))
+            residual, best = fit["rms_residual"], fit["rms_residual_best"]
+            out.append(("rms residual of log floor, exponential vs power law: means (lowest)",
+                        f"{residual['exponential']:.3f} vs {residual['power']:.3f} ({best['exponential']:.3f} vs "
+                        f"{best['power']:.3f})", "exponential's the smaller"))
     return out
 
 

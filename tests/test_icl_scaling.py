@@ -262,7 +262,7 @@ def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
     largest computes (4C_0, 8C_0) γ = log(1.0625/1.015625)/log 2 = 0.065 ≤ 0.1 for every seed (each a
     constant multiple), and the floors' fit recovers b = 0.7 exactly, with the exponential's residual 0;
     depth 4 is a power law 0.3·(C/C_0)^-1/2 (γ = 1/2), left out of the fit and reported as an upper
-    bound. A tolerance below 0.065 leaves fewer than two converged depths and no fit."""
+    bound. The lowest seed's floors (the tightest bounds) give the same b. A tolerance below 0.065 leaves fewer than two converged depths and no fit."""
     computes = [24000, 48000, 96000, 192000]
     floor = lambda L, c: 0.2 * np.exp(-0.7 * L) * (1 + (24000 / c) ** 2)
     means = lambda L, c: 0.3 * (c / 24000) ** -0.5 if L == 4 else floor(L, c)
@@ -284,7 +284,9 @@ def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
     assert fit["rms_residual"]["power"] > 0.05 and fit["p"] > 0
     rows = icl_scaling.floor_rows(results)
     assert rows[3][1].endswith("γ 0.50, 0.50: still falling: an upper bound") and "converged" in rows[0][1]
-    assert rows[4][1] == "0.700 (0.700, 0.700)" and rows[6][1].startswith("0.000, ")
+    np.testing.assert_allclose(floors["floor_best"][:3], [0.8 * floor(L, 192000) for L in (1, 2, 3)], rtol=1e-12)
+    np.testing.assert_allclose([fit["b_best"]], 0.7, rtol=1e-10)
+    assert rows[4][1] == "0.700 (0.700, 0.700; 0.700)" and rows[6][1].startswith("0.000 vs ")
     assert "fit" not in icl_scaling.converged_floors(results, tolerance=0.06)
     lines = icl_scaling.floor_figure(results).axes[0].get_lines()
     assert list(lines[0].get_xdata()) == [1, 2, 3] and list(lines[1].get_xdata()) == [4]
