@@ -496,7 +496,7 @@ def floor_figure(results: list[dict[str, Any]], tolerance: float = CONVERGED) ->
         c = np.mean(np.log(floor[ok]) + fit["p"] * np.log(chosen))
         ax.plot(grid, np.exp(a - fit["b"] * grid), "-", color="C1", label=f"exp(a - {fit['b']:.2f}·depth)")
         ax.plot(grid, np.exp(c - fit["p"] * np.log(grid)), "--", color="C2", label=f"depth^-{fit['p']:.2f}")
-    ax.set(yscale="log", xlabel="layers", ylabel=results[0]["metric"],
+    ax.set(yscale="log", xlabel="layers", ylabel=results[0]["metric"], xticks=floors["depths"],
            title=f"error at {floors['computes'][-1]} layer-steps")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -534,6 +534,7 @@ def compute_figure(results: list[dict[str, Any]]) -> Any:
         for seed_values in dep["error_per_seed"]:
             ax.plot(dep["depths"], seed_values, "x", color=line.get_color(), alpha=0.6)
     ax.set(yscale="log", xlabel="layers (matched compute)", ylabel=results[0]["metric"],
+           xticks=sorted({L for result in results for L in result["depth"]["depths"]}),
            title="approximation error vs depth, by pretraining compute")
     ax.legend(fontsize=7)
     curves = compute_curves(results)
@@ -541,6 +542,8 @@ def compute_figure(results: list[dict[str, Any]]) -> Any:
         bx.plot(curves["computes"], errors, "o-", label=f"depth {L}")
     bx.set(xscale="log", yscale="log", xlabel="layer-steps (pretraining compute)", ylabel=results[0]["metric"],
            title="each depth's error as compute grows")
+    bx.set_xticks(curves["computes"], [f"{c / 1000:g}k" for c in curves["computes"]])
+    bx.xaxis.set_minor_formatter(plt.NullFormatter())
     bx.legend(fontsize=7)
     fig.tight_layout()
     return fig
