@@ -42,7 +42,8 @@ depth 4 with m = 4; it is not among a cell's settings, so cells made either way 
 Every cell (setting x training seed) is saved and resumed (``experiments.sweeps``); the fits' 95%
 intervals are the percentile bootstrap over training seeds and test prompts. ``--parts depth`` runs the
 depth sweep alone (``compute_rows`` and ``compute_figure`` set such runs at several ``--layer_steps``
-side by side). Writes
+side by side; ``converged_floors`` says which depths' errors stopped falling with compute and fits the
+depth law to those floors alone). Writes
 ``OUT/icl_scaling.json``, ``.md`` and ``.png``.
 """
 
@@ -376,9 +377,9 @@ def floor_fit(computes: np.ndarray, errors: np.ndarray) -> dict[str, float]:
 def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Each depth's error as pretraining compute grows, from depth sweeps that differ in ``--layer_steps``:
     ``computes [k]`` (fewest first), ``depths`` (those every run has), ``error [depths][k]`` (seed
-    means over the training seeds every run has, so that runs with more seeds compare like for like) and
-    ``error_per_seed [seeds][depths][k]``; ``exponent [depths][k-1]``, the local rate γ of ``error ∝ compute^-γ`` between
-    neighbouring computes, ``-Δ log error / Δ log compute``; ``exponent_range [depths][k-1]`` is its
+    means over the training seeds every run has, so that runs with more seeds compare like for like),
+    ``error_per_seed [seeds][depths][k]`` and ``exponent [depths][k-1]``, the local rate γ of ``error ∝
+    compute^-γ`` between neighbouring computes, ``-Δ log error / Δ log compute``; ``exponent_range [depths][k-1]`` is its
     (min, max) over the training seeds every run has. An error with a floor (the depth's approximation
     error, reached at convergence) has γ falling to 0 as compute grows; a power law in compute keeps γ
     constant and every error an upper bound of the floor. With four computes or more, ``floor
@@ -414,8 +415,8 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     it, and the depth law fitted to those floors alone.
 
     A depth is ``converged`` when every training seed's local exponent γ between the two largest
-    computes is at most ``tolerance``: doubling the compute then cut its error by less than a factor
-    2^γ (7% at 0.1). Its ``floor`` is the seed mean at the largest compute (``floor_per_seed
+    computes is at most ``tolerance``: the last step in compute cut its error by less than a factor
+    (C_k / C_{k-1})^γ (7% for a doubling at 0.1). Its ``floor`` is the seed mean at the largest compute (``floor_per_seed
     [seeds][depths]`` each seed's): still an upper bound, but one within that factor of the floor if
     the error keeps slowing. Seeds that settle at different floors found different solutions of one
     architecture; the approximation error (the infimum over parameters) lies below the lowest, so
