@@ -31,6 +31,7 @@ alone, so a run resumed from a checkpoint ends with the same parameters as one t
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import lzma
@@ -310,14 +311,20 @@ def compute_dtype(config: PretrainConfig) -> jnp.dtype:
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.precision]
 
 
+@functools.lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order ``[n]`` in which epoch ``epoch`` visits the ``n`` training rows (drawn once, then cached:
+    a permutation of 800k rows costs more than a GPU step)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def rows_for_step(config: PretrainConfig, step: int, n: int) -> np.ndarray:
     """Indices ``[batch]`` of the training rows of ``step``: a fresh permutation of the ``n`` rows per epoch."""
     flat = np.arange(step * config.batch_size, (step + 1) * config.batch_size)
     epochs, within = np.divmod(flat, n)
     out = np.empty_like(flat)
     for epoch in np.unique(epochs):
-        order = np.random.default_rng([config.seed, int(epoch)]).permutation(n)
-        out[epochs == epoch] = order[within[epochs == epoch]]
+        out[epochs == epoch] = epoch_order(config.seed, int(epoch), n)[within[epochs == epoch]]
     return out
 
 
@@ -562,7 +569,8 @@ def pretrain(
     tokens_per_step = config.batch_size * config.seq_len
     run_start = time.perf_counter()
     base_elapsed = elapsed
-    window_start, window_steps, window_loss = run_start, 0, 0.0
+    window_start, window_steps = run_start, 0
+    window_loss: Any = 0.0  # a device scalar between log lines
     last_save = first = step
     timed_out = False
     while step < end:
@@ -581,14 +589,15 @@ def pretrain(
         params, opt_state, value, accuracy = trainer.step(params, opt_state, rows, trainer.step_key(step))
         step += 1
         window_steps += 1
-        window_loss += float(value)
-        if not np.isfinite(float(value)):
-            raise NtkLabError(f"the training loss became {float(value)} at step {step}: lower --lr")
+        window_loss = window_loss + value  # stays on the device: reading it each step would stall the queue
         evaluate = step % eval_every == 0 or step == config.steps
         if step % log_every == 0 or evaluate or step == end:
+            train_loss = float(window_loss) / window_steps
+            if not np.isfinite(train_loss):
+                raise NtkLabError(f"the training loss became {train_loss} by step {step}: lower --lr")
             now = time.perf_counter()
             elapsed = base_elapsed + now - run_start
-            entry = {"step": step, "tokens": step * tokens_per_step, "train_loss": window_loss / window_steps,
+            entry = {"step": step, "tokens": step * tokens_per_step, "train_loss": train_loss,
                      "lr": float(lr(step - 1)), "tokens_per_s": window_steps * tokens_per_step / (now - window_start),
                      "elapsed_s": elapsed}
             if evaluate:

@@ -22,7 +22,7 @@ EXTRA="${EXTRA:-}"  # more pretrain flags, e.g. "--vocab-size 8192 --batch-size 
 BUDGET="${BUDGET:-500}"  # seconds of training for all runs; the rest of the 10 minutes exports and packs
 SHORT_FIRST="${SHORT_FIRST:-}"  # e.g. 32: SHORT_SHARE of each run's tokens on rows this long first (NAME-short),
 SHORT_SHARE="${SHORT_SHARE:-0.7}"  # then the rest at --seq-len 128 from it (--init-from): how miniberta-small-short-rows left the plateau
-mkdir -p "$OUT"
+mkdir -p "$OUT" runs  # runs/ is git-ignored: a fresh machine has none
 python - <<'EOF'
 import jax
 print("jax", jax.__version__, "devices", jax.devices())
@@ -34,7 +34,7 @@ pretrain() {  # NAME TOKENS SECONDS [FLAGS...]: one run, its log in runs/NAME.lo
   python -m ntk_lab.pretrain --corpus "$CORPUS" --config "$CONFIG" --tokens "$tokens" --save-dtype float16 \
     --log-every 50 --eval-every 250 --checkpoint-every 1000 --max-seconds "$seconds" --out "runs/$name" "$@" $EXTRA 2>&1 \
     | tee "runs/$name.log" | grep -v '^step' || true
-  tail -n 3 "runs/$name.log"
+  tail -n 3 "runs/$name.log" || true
 }
 latest() {  # NAME: the model folder a run left (model, or its last model-stepN), or nothing
   [ -f "runs/$1/model/model.safetensors" ] && { echo model; return; }
