@@ -238,6 +238,30 @@ def test_bfloat16_compute_keeps_float32_master_weights(corpus, tmp_path):
     assert abs(losses["bfloat16"] - losses["float32"]) < 0.05
 
 
+def test_bfloat16_step_accumulates_every_scatter_in_float32(corpus):
+    """A bfloat16 step's scatter-adds (the embedding lookups' and the masked positions' gradients) run in
+    float32: XLA's GPU backend serialises bfloat16 scatter-adds that hit one row many times (the medium
+    config's step: 66 ms against 2.1 ms on an H200). Read off the step's lowered program, whose scatter
+    bodies name their element type; the embedding tables stay float32 and the rest is cast."""
+    import re
+
+    from ntk_lab.pretrain import Trainer, compute_params
+
+    config = _config(corpus, precision="bfloat16")
+    rows = np.random.default_rng(0).integers(5, 600, (16, 32)).astype(np.int32)
+    trainer = Trainer(config, 600, rows)
+    params, opt_state = trainer.init()
+    text = trainer.step.lower(params, opt_state, jnp.asarray(rows), trainer.step_key(0)).as_text()
+    bodies = re.findall(r'"stablehlo\.scatter".*?\^bb0\(([^)]*)\)', text, flags=re.S)
+    kinds = {re.findall(r"tensor<(\w+)>", body)[0] for body in bodies}
+    assert len(bodies) >= 4 and "bf16" not in kinds and "f32" in kinds, kinds
+    cast = compute_params(params, jnp.bfloat16)
+    tables = {k: v.dtype for k, v in cast["embeddings"].items() if k.endswith("_embeddings")}
+    assert set(tables) == {"word_embeddings", "position_embeddings", "token_type_embeddings"}
+    assert set(tables.values()) == {jnp.dtype(jnp.float32)}
+    assert cast["embeddings"]["LayerNorm"]["scale"].dtype == jnp.bfloat16
+
+
 def test_init_from_continues_a_checkpoint_and_checks_its_architecture(trained, corpus, tmp_path):
     out, summary = trained
     trained_loss = summary["final"]["val_loss"]
