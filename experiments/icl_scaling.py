@@ -374,6 +374,12 @@ def floor_fit(computes: np.ndarray, errors: np.ndarray) -> dict[str, float]:
     return {"floor": float(floor), "scale": float(scale), "rate": float(rate)}
 
 
+def local_exponent(errors: Any, computes: Any) -> np.ndarray:
+    """γ of ``error ∝ compute^-γ`` between neighbouring computes, ``-Δ log error / Δ log compute``:
+    errors ``[..., k]`` at computes ``[k]`` -> ``[..., k-1]``."""
+    return -np.diff(np.log(np.asarray(errors, np.float64)), axis=-1) / np.diff(np.log(np.asarray(computes, np.float64)))
+
+
 def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Each depth's error as pretraining compute grows, from depth sweeps that differ in ``--layer_steps``:
     ``computes [k]`` (fewest first), ``depths`` (those every run has), ``error [depths][k]`` (seed
@@ -392,14 +398,11 @@ def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
     def column(run: dict[str, Any], L: int, seed: int) -> float:
         return run["depth"]["error_per_seed"][run["seeds"].index(seed)][run["depth"]["depths"].index(L)]
 
-    def rates(errors: np.ndarray) -> np.ndarray:
-        return -np.diff(np.log(errors), axis=-1) / np.diff(np.log(computes))
-
     per_seed = np.asarray([[[column(r, L, s) for r in runs] for L in depths] for s in seeds])  # [seeds, depths, k]
     error = per_seed.mean(axis=0)  # [depths, k]
-    seed_rates = rates(per_seed)
+    seed_rates = local_exponent(per_seed, computes)
     out = {"computes": computes.astype(int).tolist(), "depths": depths, "seeds": seeds, "error": error.tolist(),
-           "error_per_seed": per_seed.tolist(), "exponent": rates(error).tolist(),
+           "error_per_seed": per_seed.tolist(), "exponent": local_exponent(error, computes).tolist(),
            "exponent_range": np.stack([seed_rates.min(axis=0), seed_rates.max(axis=0)], axis=-1).tolist()}
     if len(runs) >= 4:
         out["floor"] = [floor_fit(computes, e)["floor"] for e in error]
@@ -411,41 +414,63 @@ CONVERGED = 0.1  # γ at most this between the two largest computes: the error h
 
 
 def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> dict[str, Any]:
-    """The approximation error of each depth where the compute curves (``compute_curves``) have reached
-    it, and the depth law fitted to those floors alone.
+    """The approximation error of each depth where its compute curve has reached it, and the depth law
+    fitted to those floors alone.
 
-    A depth is ``converged`` when every training seed's local exponent γ between the two largest
-    computes is at most ``tolerance``: the last step in compute cut its error by less than a factor
-    (C_k / C_{k-1})^γ (7% for a doubling at 0.1). Its ``floor`` is the seed mean at the largest compute (``floor_per_seed
-    [seeds][depths]`` each seed's): still an upper bound, but one within that factor of the floor if
-    the error keeps slowing. Seeds that settle at different floors found different solutions of one
-    architecture; the approximation error (the infimum over parameters) lies below the lowest, so
-    ``floor_best [depths]`` is the minimum over seeds. With two converged depths or more, ``fit`` holds
-    ``b`` of ``log floor = a - b·L`` and ``p`` of the power law ``a - p·log L`` on the converged depths'
-    means, ``b_per_seed`` and ``p_per_seed`` the same on each seed's floors, ``b_best`` and ``p_best``
-    on the lowest, and (three or more) ``rms_residual`` of both forms on the means and
-    ``rms_residual_best`` on the lowest: the theorem's exponential predicts b > 0 and the smaller
-    residual."""
-    curves = compute_curves(results)
-    per_seed = np.asarray(curves["error_per_seed"])  # [seeds, depths, k]
-    last = np.log(per_seed[..., -1] / per_seed[..., -2]) / np.log(curves["computes"][-1] / curves["computes"][-2])
-    converged = (-last <= tolerance).all(axis=0)  # [depths]
-    floors = per_seed[..., -1]  # [seeds, depths]
-    out: dict[str, Any] = {"depths": curves["depths"], "seeds": curves["seeds"], "computes": curves["computes"],
-                           "tolerance": tolerance, "converged": converged.tolist(), "last_exponent": (-last).tolist(),
-                           "floor": floors.mean(axis=0).tolist(), "floor_per_seed": floors.tolist(),
-                           "floor_best": floors.min(axis=0).tolist()}
-    depths = [L for L, ok in zip(curves["depths"], converged) if ok]
-    if len(depths) < 2:
+    Each depth is followed as far as the runs that hold it go (a depth may be trained to more compute
+    than the others): ``compute [depths]`` is its largest compute, and its training seeds are those of
+    its two largest computes. A depth is ``converged`` when each such seed's local exponent γ between
+    them (``local_exponent``) is at most ``tolerance``: the last step in compute cut its error by less
+    than a factor (C_k / C_{k-1})^γ (7% for a doubling at 0.1). Its ``floor`` is the seed mean at its
+    largest compute (``floor_per_seed [seeds][depths]`` each seed's, NaN where a seed did not go that
+    far; ``last_exponent`` the same shape): still an upper bound, but one within that factor of the
+    floor if the error keeps slowing. Seeds that settle at different floors found different solutions
+    of one architecture; the approximation error (the infimum over parameters) lies below the lowest,
+    so ``floor_best [depths]`` is the minimum over seeds. With two converged depths or more, ``fit``
+    holds ``a``, ``b`` of ``log floor = a - b·L`` and ``a_power``, ``p`` of the power law
+    ``a_power - p·log L`` on the converged depths' means, ``b_per_seed`` and ``p_per_seed`` the same on each seed's floors (the seeds that
+    reached every converged depth), ``b_best`` and ``p_best`` on the lowest, ``beyond`` what both forms predict
+    for the depths still falling (``depths``, ``exponential``, ``power``: an upper bound measured below a
+    form's prediction contradicts that form, as far as the converged floors are the approximation
+    errors), and (three or more)
+    ``rms_residual`` of both forms on the means and ``rms_residual_best`` on the lowest: the
+    theorem's exponential predicts b > 0 and the smaller residual."""
+    runs = sorted(results, key=lambda r: r["config"]["layer_steps"])
+    depths = sorted({L for r in runs for L in r["depth"]["depths"]})
+    seeds = sorted({s for r in runs for s in r["seeds"]})
+    last = np.full((len(seeds), len(depths)), np.nan)
+    floors = np.full((len(seeds), len(depths)), np.nan)
+    compute = []
+    for j, L in enumerate(depths):
+        before, after = [r for r in runs if L in r["depth"]["depths"]][-2:]
+        compute.append(int(after["config"]["layer_steps"]))
+        for i, seed in enumerate(seeds):
+            if seed in before["seeds"] and seed in after["seeds"]:
+                errors = [r["depth"]["error_per_seed"][r["seeds"].index(seed)][r["depth"]["depths"].index(L)]
+                          for r in (before, after)]
+                floors[i, j] = errors[1]
+                last[i, j] = local_exponent(errors, [before["config"]["layer_steps"], after["config"]["layer_steps"]])[0]
+    converged = np.nanmax(last, axis=0) <= tolerance  # [depths]
+    out: dict[str, Any] = {"depths": depths, "seeds": seeds, "compute": compute, "tolerance": tolerance,
+                           "converged": converged.tolist(), "last_exponent": last.tolist(),
+                           "floor": np.nanmean(floors, axis=0).tolist(), "floor_per_seed": floors.tolist(),
+                           "floor_best": np.nanmin(floors, axis=0).tolist()}
+    chosen = [L for L, ok in zip(depths, converged) if ok]
+    if len(chosen) < 2:
         return out
-    chosen = np.log(floors[:, converged])  # [seeds, converged depths]
-    mean, best = np.log(floors.mean(axis=0)[converged]), np.log(floors.min(axis=0)[converged])
-    exponential, power = depth_features(depths), power_features(depths)
-    out["fit"] = {"depths": depths, "b": float(linear_fit(exponential, mean)[1]), "p": float(linear_fit(power, mean)[1]),
-                  "b_per_seed": [float(linear_fit(exponential, seed)[1]) for seed in chosen],
-                  "p_per_seed": [float(linear_fit(power, seed)[1]) for seed in chosen],
+    logs = np.log(floors[:, converged])  # [seeds, converged depths]
+    complete = logs[np.isfinite(logs).all(axis=1)]
+    mean, best = np.log(np.nanmean(floors, axis=0)[converged]), np.log(np.nanmin(floors, axis=0)[converged])
+    exponential, power = depth_features(chosen), power_features(chosen)
+    (a, b), (a_power, p) = linear_fit(exponential, mean), linear_fit(power, mean)
+    out["fit"] = {"depths": chosen, "a": float(a), "b": float(b), "a_power": float(a_power), "p": float(p),
+                  "b_per_seed": [float(linear_fit(exponential, seed)[1]) for seed in complete],
+                  "p_per_seed": [float(linear_fit(power, seed)[1]) for seed in complete],
                   "b_best": float(linear_fit(exponential, best)[1]), "p_best": float(linear_fit(power, best)[1])}
-    if len(depths) >= 3:
+    others = [L for L, ok in zip(depths, converged) if not ok]
+    out["fit"]["beyond"] = {"depths": others, "exponential": [float(np.exp(a - b * L)) for L in others],
+                            "power": [float(np.exp(a_power - p * np.log(L))) for L in others]}
+    if len(chosen) >= 3:
         for key, errors in (("rms_residual", mean), ("rms_residual_best", best)):
             out["fit"][key] = {"exponential": rms_residual(exponential, errors), "power": rms_residual(power, errors)}
     return out
@@ -457,18 +482,24 @@ def floor_rows(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> l
     floors, metric = converged_floors(results, tolerance), results[0]["metric"]
     out = []
     for i, L in enumerate(floors["depths"]):
-        seeds = ", ".join(f"{row[i]:.4f}" for row in floors["floor_per_seed"])
+        have = [k for k, row in enumerate(floors["floor_per_seed"]) if np.isfinite(row[i])]
+        seeds = ", ".join(f"{floors['floor_per_seed'][k][i]:.4f}" for k in have)
         state = "converged" if floors["converged"][i] else "still falling: an upper bound"
-        rates = ", ".join(f"{g:.2f}" for g in np.asarray(floors["last_exponent"])[:, i])
-        out.append((f"depth {L}: {metric} at {floors['computes'][-1]} layer-steps (each seed); last γ per seed",
+        rates = ", ".join(f"{floors['last_exponent'][k][i]:.2f}" for k in have)
+        out.append((f"depth {L}: {metric} at {floors['compute'][i]} layer-steps (seeds "
+                    f"{', '.join(str(floors['seeds'][k]) for k in have)}); last γ per seed",
                     f"{floors['floor'][i]:.4f} ({seeds}); γ {rates}: {state}", f"converged when γ ≤ {tolerance}"))
     if "fit" in floors:
         fit, depths = floors["fit"], ", ".join(map(str, floors["fit"]["depths"]))
-        seeds = lambda key: ", ".join(f"{v:.3f}" for v in fit[key])
+        each = lambda key: ", ".join(f"{v:.3f}" for v in fit[key])
         out.append((f"b in exp(a - b·depth) on the converged floors (depths {depths}): means (each seed; lowest)",
-                    f"{fit['b']:.3f} ({seeds('b_per_seed')}; {fit['b_best']:.3f})", "> 0"))
+                    f"{fit['b']:.3f} ({each('b_per_seed')}; {fit['b_best']:.3f})", "> 0"))
         out.append(("p in depth^-p on the same floors: means (each seed; lowest)",
-                    f"{fit['p']:.3f} ({seeds('p_per_seed')}; {fit['p_best']:.3f})", "-"))
+                    f"{fit['p']:.3f} ({each('p_per_seed')}; {fit['p_best']:.3f})", "-"))
+        for L, e, q in zip(fit["beyond"]["depths"], fit["beyond"]["exponential"], fit["beyond"]["power"]):
+            bound = floors["floor_best"][floors["depths"].index(L)]
+            out.append((f"depth {L}, still falling: its lowest upper bound against each form's prediction from the floors",
+                        f"{bound:.4f}: exponential {e:.4f}, power law {q:.4f}", "a bound below a prediction rejects that form"))
         if "rms_residual" in fit:
             residual, best = fit["rms_residual"], fit["rms_residual_best"]
             out.append(("rms residual of log floor, exponential vs power law: means (lowest)",
@@ -478,7 +509,7 @@ def floor_rows(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> l
 
 
 def floor_figure(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> Any:
-    """Each depth's error at the largest compute against depth (means and each seed): filled where the
+    """Each depth's error at its largest compute against depth (means and each seed): filled where the
     compute curve has reached its floor, open where it still falls (an upper bound), with the
     exponential and the power law fitted to the converged floors."""
     import matplotlib.pyplot as plt
@@ -492,13 +523,11 @@ def floor_figure(results: list[dict[str, Any]], tolerance: float = CONVERGED) ->
         ax.plot(depths, seed, "x", color="C0", alpha=0.5)
     if "fit" in floors:
         fit, grid = floors["fit"], np.linspace(depths.min(), depths.max(), 50)
-        chosen = np.asarray(fit["depths"])
-        a = np.mean(np.log(floor[ok]) + fit["b"] * chosen)
-        c = np.mean(np.log(floor[ok]) + fit["p"] * np.log(chosen))
-        ax.plot(grid, np.exp(a - fit["b"] * grid), "-", color="C1", label=f"exp(a - {fit['b']:.2f}·depth)")
-        ax.plot(grid, np.exp(c - fit["p"] * np.log(grid)), "--", color="C2", label=f"depth^-{fit['p']:.2f}")
-    ax.set(yscale="log", xlabel="layers", ylabel=results[0]["metric"], xticks=floors["depths"],
-           title=f"error at {floors['computes'][-1]} layer-steps")
+        ax.plot(grid, np.exp(fit["a"] - fit["b"] * grid), "-", color="C1", label=f"exp(a - {fit['b']:.2f}·depth)")
+        ax.plot(grid, np.exp(fit["a_power"] - fit["p"] * np.log(grid)), "--", color="C2", label=f"depth^-{fit['p']:.2f}")
+    ax.set(yscale="log", xlabel="layers (below each: the layer-steps it was followed to)", ylabel=results[0]["metric"],
+           title="each depth's error at its largest compute")
+    ax.set_xticks(floors["depths"], [f"{L}\n{c / 1000:g}k" for L, c in zip(floors["depths"], floors["compute"])])
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

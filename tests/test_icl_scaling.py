@@ -286,7 +286,43 @@ def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
     assert rows[3][1].endswith("γ 0.50, 0.50: still falling: an upper bound") and "converged" in rows[0][1]
     np.testing.assert_allclose(floors["floor_best"][:3], [0.8 * floor(L, 192000) for L in (1, 2, 3)], rtol=1e-12)
     np.testing.assert_allclose([fit["b_best"]], 0.7, rtol=1e-10)
-    assert rows[4][1] == "0.700 (0.700, 0.700; 0.700)" and rows[6][1].startswith("0.000 vs ")
+    assert rows[4][1] == "0.700 (0.700, 0.700; 0.700)" and rows[7][1].startswith("0.000 vs ")
+    beyond = fit["beyond"]  # depth 4's bound against the forms' predictions from depths 1-3's floors
+    assert beyond["depths"] == [4] and beyond["exponential"][0] == pytest.approx(floor(4, 192000), rel=1e-10)
+    power = np.polyfit(np.log([1, 2, 3]), np.log([floor(L, 192000) for L in (1, 2, 3)]), 1)
+    assert beyond["power"][0] == pytest.approx(np.exp(np.polyval(power, np.log(4))), rel=1e-10)
+    assert rows[6][1] == f"{0.8 * 0.3 * 8 ** -0.5:.4f}: exponential {floor(4, 192000):.4f}, power law {beyond['power'][0]:.4f}"
     assert "fit" not in icl_scaling.converged_floors(results, tolerance=0.06)
     lines = icl_scaling.floor_figure(results).axes[0].get_lines()
     assert list(lines[0].get_xdata()) == [1, 2, 3] and list(lines[1].get_xdata()) == [4]
+
+
+def test_converged_floors_follow_each_depth_as_far_as_its_runs_go() -> None:
+    """Runs that go on for one depth and one seed only (a doubling where the others already settled):
+    depth 3 is judged on seed 1's two largest computes, 384000 and 768000 (γ = log(1.00390625 /
+    1.0009765625)/log 2 = 0.0042), the other seed has no floor there (NaN), and the fit's mean and
+    per-seed floors take depth 3's at 768000: closed forms as in the test above."""
+    floor = lambda L, c: 0.2 * np.exp(-0.7 * L) * (1 + (24000 / c) ** 2)
+    scale = {0: 0.8, 1: 1.2}
+
+    def run(c: int, depths: list[int], seeds: list[int]) -> dict:
+        return {"config": {"layer_steps": c}, "metric": "KL", "seeds": seeds,
+                "depth": {"depths": depths, "error_per_seed": [[scale[s] * floor(L, c) for L in depths] for s in seeds]}}
+
+    results = [run(c, [1, 2, 3], [0, 1]) for c in (24000, 48000, 96000, 192000)]
+    results += [run(c, [3], [1]) for c in (384000, 768000)]
+    floors = icl_scaling.converged_floors(results)
+    assert floors["compute"] == [192000, 192000, 768000] and floors["converged"] == [True, True, True]
+    last = np.asarray(floors["last_exponent"])
+    assert np.isnan(last[0, 2]) and last[1, 2] == pytest.approx(np.log(1.00390625 / 1.0009765625) / np.log(2), rel=1e-12)
+    assert np.isnan(floors["floor_per_seed"][0][2])
+    ends = [floor(1, 192000), floor(2, 192000), floor(3, 768000)]
+    np.testing.assert_allclose(floors["floor"], [1.0 * ends[0], 1.0 * ends[1], 1.2 * ends[2]], rtol=1e-12)
+    np.testing.assert_allclose(floors["floor_best"], [0.8 * ends[0], 0.8 * ends[1], 1.2 * ends[2]], rtol=1e-12)
+    fit = floors["fit"]
+    slope = lambda logs: -np.polyfit([1, 2, 3], logs, 1)[0]
+    assert fit["b_per_seed"] == [pytest.approx(slope(np.log(1.2 * np.asarray(ends))), rel=1e-10)]  # seed 1 alone
+    assert fit["b"] == pytest.approx(slope(np.log(floors["floor"])), rel=1e-10)
+    assert fit["a"] - fit["b"] * 3 == pytest.approx(np.polyval(np.polyfit([1, 2, 3], np.log(floors["floor"]), 1), 3))
+    rows = icl_scaling.floor_rows(results)
+    assert rows[2][0].startswith("depth 3: KL at 768000 layer-steps (seeds 1)") and rows[2][1] == "0.0294 (0.0294); γ 0.00: converged"
