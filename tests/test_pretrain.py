@@ -320,3 +320,11 @@ def test_max_seconds_stops_checkpoints_and_exports_the_weights_so_far(corpus, tm
     second = pretrain(config, tmp_path / "run", eval_every=2, checkpoint_every=100, progress=lines.append)
     assert second["steps_done"] == 4 and any(line.startswith("resumed at step 1") for line in lines)
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()  # resuming is exact: test_resume_gives_...
+
+
+def test_a_diverging_loss_is_one_clear_line(corpus, tmp_path):
+    """The loss stays on the device between log lines; a run whose loss overflows stops at the next log
+    line with one line saying so and what to change (here a learning rate of 10^30)."""
+    config = _config(corpus, tokens=16 * 32 * 8, lr=1e30, warmup=0.0)
+    with pytest.raises(NtkLabError, match=r"the training loss became (nan|inf) by step [1-8]: lower --lr"):
+        pretrain(config, tmp_path / "run", log_every=4, progress=lambda line: None)
