@@ -419,7 +419,7 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
 
     Each depth is followed as far as the runs that hold it go (a depth may be trained to more compute
     than the others): ``compute [depths]`` is its largest compute, and its training seeds are those of
-    its two largest computes. A depth is ``converged`` when each such seed's local exponent γ between
+    its two largest computes (runs of one compute count as one, whatever seeds each holds). A depth is ``converged`` when each such seed's local exponent γ between
     them (``local_exponent``) is at most ``tolerance``: the last step in compute cut its error by less
     than a factor (C_k / C_{k-1})^γ (7% for a doubling at 0.1). Its ``floor`` is the seed mean at its
     largest compute (``floor_per_seed [seeds][depths]`` each seed's, NaN where a seed did not go that
@@ -442,14 +442,15 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     floors = np.full((len(seeds), len(depths)), np.nan)
     compute = []
     for j, L in enumerate(depths):
-        before, after = [r for r in runs if L in r["depth"]["depths"]][-2:]
-        compute.append(int(after["config"]["layer_steps"]))
+        measured = {(r["config"]["layer_steps"], seed): r["depth"]["error_per_seed"][k][r["depth"]["depths"].index(L)]
+                    for r in runs if L in r["depth"]["depths"] for k, seed in enumerate(r["seeds"])}
+        pair = sorted({c for c, _ in measured})[-2:]  # runs of one compute, each with its own seeds, count as one
+        compute.append(int(pair[1]))
         for i, seed in enumerate(seeds):
-            if seed in before["seeds"] and seed in after["seeds"]:
-                errors = [r["depth"]["error_per_seed"][r["seeds"].index(seed)][r["depth"]["depths"].index(L)]
-                          for r in (before, after)]
+            if all((c, seed) in measured for c in pair):
+                errors = [measured[c, seed] for c in pair]
                 floors[i, j] = errors[1]
-                last[i, j] = local_exponent(errors, [before["config"]["layer_steps"], after["config"]["layer_steps"]])[0]
+                last[i, j] = local_exponent(errors, pair)[0]
     converged = np.nanmax(last, axis=0) <= tolerance  # [depths]
     out: dict[str, Any] = {"depths": depths, "seeds": seeds, "compute": compute, "tolerance": tolerance,
                            "converged": converged.tolist(), "last_exponent": last.tolist(),

@@ -324,5 +324,9 @@ def test_converged_floors_follow_each_depth_as_far_as_its_runs_go() -> None:
     assert fit["b_per_seed"] == [pytest.approx(slope(np.log(1.2 * np.asarray(ends))), rel=1e-10)]  # seed 1 alone
     assert fit["b"] == pytest.approx(slope(np.log(floors["floor"])), rel=1e-10)
     assert fit["a"] - fit["b"] * 3 == pytest.approx(np.polyval(np.polyfit([1, 2, 3], np.log(floors["floor"]), 1), 3))
+    # the other seed's runs at the same computes, apart: one compute's runs count as one
+    both = icl_scaling.converged_floors(results + [run(c, [3], [0]) for c in (384000, 768000)])
+    assert both["floor_per_seed"][0][2] == pytest.approx(0.8 * ends[2], rel=1e-12)
+    assert both["floor"][2] == pytest.approx(ends[2], rel=1e-12) and both["compute"][2] == 768000
     rows = icl_scaling.floor_rows(results)
     assert rows[2][0].startswith("depth 3: KL at 768000 layer-steps (seeds 1)") and rows[2][1] == "0.0294 (0.0294); γ 0.00: converged"
