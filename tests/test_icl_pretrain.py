@@ -208,3 +208,31 @@ def test_microbatches_must_divide_the_batch(tmp_path, capsys):
         cli(["--batch-size", "16", "--microbatches", "3", "--steps", "1", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--microbatches (3) must divide --batch-size (16)" in err
+
+
+@pytest.mark.parametrize("curriculum", [None, (1, 3, 4)])
+def test_chunked_pretraining_takes_the_steps_one_at_a_time_would(monkeypatch, curriculum):
+    """``pretrain`` runs ``CHUNK`` steps in one program (a scan of the step), each on its own step's batch,
+    cutting chunks at checkpoints and curriculum stages: the same losses and the same network as one call
+    a step, up to float rounding (the network, not every parameter: see the micro-batch test)."""
+    import icl_bayes.pretrain as icl_pretrain
+
+    monkeypatch.setattr(icl_pretrain, "CHUNK", 3)
+    model = LinearICL(2, 0.5, GaussianPrior(1.0))
+    chunked, single = Pretrainer(8, 2, 2, 1e-2, 2, 7, 0, "nll"), Pretrainer(8, 2, 2, 1e-2, 2, 7, 0, "nll")
+    calls, train_steps = [], chunked.train_steps
+
+    def counted(xs, ys):
+        calls.append(chunked.step)
+        return train_steps(xs, ys)
+
+    monkeypatch.setattr(chunked, "train_steps", counted)
+    icl_pretrain.pretrain(chunked, model, 7, 11, 16, 0, None, None, 8, curriculum=curriculum)
+    for step in range(11):
+        single.train_step(*batch(model, 7, 16, 0, step, None, curriculum))
+    # the chunks' first steps: [0, 3) [3, 6), steps 6 and 7 alone up to the checkpoint at 8, then [8, 11);
+    # with stages of 4 steps, [0, 3), step 3 alone, [4, 7), step 7 alone, [8, 11)
+    assert calls == ([0, 3, 8] if curriculum is None else [0, 4, 8]) and chunked.step == 11
+    np.testing.assert_allclose(chunked.losses, single.losses, rtol=1e-5)
+    x, y = batch(model, 7, 64, 1, 0, None)
+    np.testing.assert_allclose(chunked.outputs(x, y), single.outputs(x, y), rtol=0, atol=1e-5)
