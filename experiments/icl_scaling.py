@@ -417,14 +417,16 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     """The approximation error of each depth where its compute curve has reached it, and the depth law
     fitted to those floors alone.
 
-    Each depth is followed as far as the runs that hold it go (a depth may be trained to more compute
-    than the others): ``compute [depths]`` is its largest compute, and its training seeds are those of
-    its two largest computes (runs of one compute count as one, whatever seeds each holds). A depth is ``converged`` when each such seed's local exponent γ between
-    them (``local_exponent``) is at most ``tolerance``: the last step in compute cut its error by less
-    than a factor (C_k / C_{k-1})^γ (7% for a doubling at 0.1). Its ``floor`` is the seed mean at its
-    largest compute (``floor_per_seed [seeds][depths]`` each seed's, NaN where a seed did not go that
-    far; ``last_exponent`` the same shape): still an upper bound, but one within that factor of the
-    floor if the error keeps slowing. Seeds that settle at different floors found different solutions
+    Each seed of each depth is followed as far as the runs that hold it go (runs of one compute count
+    as one, whatever seeds each holds), and judged on its own two largest computes by the local exponent
+    γ between them (``local_exponent``): at most ``tolerance``, the last step in compute cut its error by
+    less than a factor (C_k / C_{k-1})^γ (7% for a doubling at 0.1). A depth's seeds are those followed
+    to its largest compute (``compute [depths]``) and those left behind at a floor (γ ≤ ``tolerance``);
+    a seed left behind while still falling was given up (only the others were doubled further), so it
+    is left out. The depth is ``converged`` when each of its seeds is, and its ``floor`` is their mean
+    error at their largest computes (``floor_per_seed [seeds][depths]`` each seed's, ``compute_per_seed``
+    where it was measured and ``last_exponent`` its γ, NaN for seeds left out): still an upper bound,
+    but one within that factor of the floor if the error keeps slowing. Seeds that settle at different floors found different solutions
     of one architecture; the approximation error (the infimum over parameters) lies below the lowest,
     so ``floor_best [depths]`` is the minimum over seeds. With two converged depths or more, ``fit``
     holds ``a``, ``b`` of ``log floor = a - b·L`` and ``a_power``, ``p`` of the power law
@@ -438,22 +440,24 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     runs = sorted(results, key=lambda r: r["config"]["layer_steps"])
     depths = sorted({L for r in runs for L in r["depth"]["depths"]})
     seeds = sorted({s for r in runs for s in r["seeds"]})
-    last = np.full((len(seeds), len(depths)), np.nan)
-    floors = np.full((len(seeds), len(depths)), np.nan)
+    last, floors, reach = (np.full((len(seeds), len(depths)), np.nan) for _ in range(3))
     compute = []
     for j, L in enumerate(depths):
         measured = {(r["config"]["layer_steps"], seed): r["depth"]["error_per_seed"][k][r["depth"]["depths"].index(L)]
                     for r in runs if L in r["depth"]["depths"] for k, seed in enumerate(r["seeds"])}
-        pair = sorted({c for c, _ in measured})[-2:]  # runs of one compute, each with its own seeds, count as one
-        compute.append(int(pair[1]))
+        compute.append(int(max(c for c, _ in measured)))
         for i, seed in enumerate(seeds):
-            if all((c, seed) in measured for c in pair):
-                errors = [measured[c, seed] for c in pair]
-                floors[i, j] = errors[1]
-                last[i, j] = local_exponent(errors, pair)[0]
+            pair = sorted(c for c, s in measured if s == seed)[-2:]  # this seed's two largest computes
+            if len(pair) < 2:
+                continue
+            errors = [measured[c, seed] for c in pair]
+            gamma = local_exponent(errors, pair)[0]
+            if pair[1] == compute[-1] or gamma <= tolerance:  # left behind while falling: given up, left out
+                floors[i, j], last[i, j], reach[i, j] = errors[1], gamma, pair[1]
     converged = np.nanmax(last, axis=0) <= tolerance  # [depths]
     out: dict[str, Any] = {"depths": depths, "seeds": seeds, "compute": compute, "tolerance": tolerance,
                            "converged": converged.tolist(), "last_exponent": last.tolist(),
+                           "compute_per_seed": [[None if np.isnan(c) else int(c) for c in row] for row in reach],
                            "floor": np.nanmean(floors, axis=0).tolist(), "floor_per_seed": floors.tolist(),
                            "floor_best": np.nanmin(floors, axis=0).tolist()}
     chosen = [L for L, ok in zip(depths, converged) if ok]
@@ -487,8 +491,10 @@ def floor_rows(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> l
         seeds = ", ".join(f"{floors['floor_per_seed'][k][i]:.4f}" for k in have)
         state = "converged" if floors["converged"][i] else "still falling: an upper bound"
         rates = ", ".join(f"{floors['last_exponent'][k][i]:.2f}" for k in have)
-        out.append((f"depth {L}: {metric} at {floors['compute'][i]} layer-steps (seeds "
-                    f"{', '.join(str(floors['seeds'][k]) for k in have)}); last γ per seed",
+        reach, seeds_of = [floors["compute_per_seed"][k][i] for k in have], [floors["seeds"][k] for k in have]
+        where = (f"at {reach[0]} layer-steps (seeds {', '.join(map(str, seeds_of))})" if len(set(reach)) == 1
+                 else "(" + ", ".join(f"seed {seed} at {c}" for seed, c in zip(seeds_of, reach)) + " layer-steps)")
+        out.append((f"depth {L}: {metric} {where}; last γ per seed",
                     f"{floors['floor'][i]:.4f} ({seeds}); γ {rates}: {state}", f"converged when γ ≤ {tolerance}"))
     if "fit" in floors:
         fit, depths = floors["fit"], ", ".join(map(str, floors["fit"]["depths"]))
@@ -510,9 +516,9 @@ def floor_rows(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> l
 
 
 def floor_figure(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> Any:
-    """Each depth's error at its largest compute against depth (means and each seed): filled where the
-    compute curve has reached its floor, open where it still falls (an upper bound), with the
-    exponential and the power law fitted to the converged floors."""
+    """Each depth's error where ``converged_floors`` followed its seeds to (means and each seed) against
+    depth: filled where the compute curve has reached its floor, open where it still falls (an upper
+    bound), with the exponential and the power law fitted to the converged floors."""
     import matplotlib.pyplot as plt
 
     floors = converged_floors(results, tolerance)
@@ -527,7 +533,7 @@ def floor_figure(results: list[dict[str, Any]], tolerance: float = CONVERGED) ->
         ax.plot(grid, np.exp(fit["a"] - fit["b"] * grid), "-", color="C1", label=f"exp(a - {fit['b']:.2f}·depth)")
         ax.plot(grid, np.exp(fit["a_power"] - fit["p"] * np.log(grid)), "--", color="C2", label=f"depth^-{fit['p']:.2f}")
     ax.set(yscale="log", xlabel="layers (below each: the layer-steps it was followed to)", ylabel=results[0]["metric"],
-           title="each depth's error at its largest compute")
+           title="each depth's error where its seeds were followed to")
     ax.set_xticks(floors["depths"], [f"{L}\n{c / 1000:g}k" for L, c in zip(floors["depths"], floors["compute"])])
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -297,36 +297,54 @@ def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
     assert list(lines[0].get_xdata()) == [1, 2, 3] and list(lines[1].get_xdata()) == [4]
 
 
-def test_converged_floors_follow_each_depth_as_far_as_its_runs_go() -> None:
+def test_converged_floors_follow_each_seed_as_far_as_its_runs_go() -> None:
     """Runs that go on for one depth and one seed only (a doubling where the others already settled):
-    depth 3 is judged on seed 1's two largest computes, 384000 and 768000 (γ = log(1.00390625 /
-    1.0009765625)/log 2 = 0.0042), the other seed has no floor there (NaN), and the fit's mean and
-    per-seed floors take depth 3's at 768000: closed forms as in the test above."""
+    depth 3's seed 1 is judged on its two largest computes, 384000 and 768000 (γ = log(1.00390625 /
+    1.0009765625)/log 2 = 0.0042), seed 0, left behind at 192000, on 96000 and 192000 (γ = 0.065, a
+    floor by the 0.1 rule, so it keeps its floor there), and the fit's mean and per-seed floors take
+    each seed's: closed forms as in the test above. A seed left behind while still falling (γ 1/2) is
+    left out of its depth (NaN)."""
     floor = lambda L, c: 0.2 * np.exp(-0.7 * L) * (1 + (24000 / c) ** 2)
     scale = {0: 0.8, 1: 1.2}
 
-    def run(c: int, depths: list[int], seeds: list[int]) -> dict:
+    def run(c: int, depths: list[int], seeds: list[int], law=floor) -> dict:
         return {"config": {"layer_steps": c}, "metric": "KL", "seeds": seeds,
-                "depth": {"depths": depths, "error_per_seed": [[scale[s] * floor(L, c) for L in depths] for s in seeds]}}
+                "depth": {"depths": depths, "error_per_seed": [[scale[s] * law(L, c) for L in depths] for s in seeds]}}
 
     results = [run(c, [1, 2, 3], [0, 1]) for c in (24000, 48000, 96000, 192000)]
     results += [run(c, [3], [1]) for c in (384000, 768000)]
     floors = icl_scaling.converged_floors(results)
     assert floors["compute"] == [192000, 192000, 768000] and floors["converged"] == [True, True, True]
+    assert [row[2] for row in floors["compute_per_seed"]] == [192000, 768000]
     last = np.asarray(floors["last_exponent"])
-    assert np.isnan(last[0, 2]) and last[1, 2] == pytest.approx(np.log(1.00390625 / 1.0009765625) / np.log(2), rel=1e-12)
-    assert np.isnan(floors["floor_per_seed"][0][2])
-    ends = [floor(1, 192000), floor(2, 192000), floor(3, 768000)]
-    np.testing.assert_allclose(floors["floor"], [1.0 * ends[0], 1.0 * ends[1], 1.2 * ends[2]], rtol=1e-12)
-    np.testing.assert_allclose(floors["floor_best"], [0.8 * ends[0], 0.8 * ends[1], 1.2 * ends[2]], rtol=1e-12)
+    gamma = np.log(1.0625 / 1.015625) / np.log(2)
+    assert last[0, 2] == pytest.approx(gamma, rel=1e-12)
+    assert last[1, 2] == pytest.approx(np.log(1.00390625 / 1.0009765625) / np.log(2), rel=1e-12)
+    ends = [floor(1, 192000), floor(2, 192000)]
+    np.testing.assert_allclose(np.asarray(floors["floor_per_seed"])[:, 2], [0.8 * floor(3, 192000), 1.2 * floor(3, 768000)],
+                               rtol=1e-12)
+    third = (0.8 * floor(3, 192000) + 1.2 * floor(3, 768000)) / 2
+    np.testing.assert_allclose(floors["floor"], [ends[0], ends[1], third], rtol=1e-12)
+    np.testing.assert_allclose(floors["floor_best"], [0.8 * ends[0], 0.8 * ends[1], 0.8 * floor(3, 192000)], rtol=1e-12)
     fit = floors["fit"]
     slope = lambda logs: -np.polyfit([1, 2, 3], logs, 1)[0]
-    assert fit["b_per_seed"] == [pytest.approx(slope(np.log(1.2 * np.asarray(ends))), rel=1e-10)]  # seed 1 alone
+    each = [np.log([0.8 * ends[0], 0.8 * ends[1], 0.8 * floor(3, 192000)]), np.log([1.2 * ends[0], 1.2 * ends[1], 1.2 * floor(3, 768000)])]
+    assert fit["b_per_seed"] == [pytest.approx(slope(e), rel=1e-10) for e in each]
     assert fit["b"] == pytest.approx(slope(np.log(floors["floor"])), rel=1e-10)
     assert fit["a"] - fit["b"] * 3 == pytest.approx(np.polyval(np.polyfit([1, 2, 3], np.log(floors["floor"]), 1), 3))
+    rows = icl_scaling.floor_rows(results)
+    assert rows[2][0] == "depth 3: KL (seed 0 at 192000, seed 1 at 768000 layer-steps); last γ per seed"
+    assert rows[2][1] == f"{third:.4f} ({0.8 * floor(3, 192000):.4f}, {1.2 * floor(3, 768000):.4f}); γ 0.07, 0.00: converged"
     # the other seed's runs at the same computes, apart: one compute's runs count as one
     both = icl_scaling.converged_floors(results + [run(c, [3], [0]) for c in (384000, 768000)])
-    assert both["floor_per_seed"][0][2] == pytest.approx(0.8 * ends[2], rel=1e-12)
-    assert both["floor"][2] == pytest.approx(ends[2], rel=1e-12) and both["compute"][2] == 768000
-    rows = icl_scaling.floor_rows(results)
+    assert both["floor_per_seed"][0][2] == pytest.approx(0.8 * floor(3, 768000), rel=1e-12)
+    assert both["floor"][2] == pytest.approx(floor(3, 768000), rel=1e-12) and both["compute"][2] == 768000
+    # seed 0 left behind while its depth-3 error still falls as compute^-1/2: given up, left out
+    falling = lambda L, c: 0.3 * (c / 24000) ** -0.5 if L == 3 else floor(L, c)
+    behind = [run(c, [1, 2, 3], [0, 1], falling) for c in (24000, 48000, 96000, 192000)]
+    given_up = icl_scaling.converged_floors(behind + [run(c, [3], [1]) for c in (384000, 768000)])
+    assert np.isnan(given_up["floor_per_seed"][0][2]) and np.isnan(given_up["last_exponent"][0][2])
+    assert given_up["compute_per_seed"][0][2] is None and given_up["converged"] == [True, True, True]
+    assert given_up["floor"][2] == pytest.approx(1.2 * floor(3, 768000), rel=1e-12)
+    rows = icl_scaling.floor_rows(behind + [run(c, [3], [1]) for c in (384000, 768000)])
     assert rows[2][0].startswith("depth 3: KL at 768000 layer-steps (seeds 1)") and rows[2][1] == "0.0294 (0.0294); γ 0.00: converged"
