@@ -417,26 +417,25 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     """The approximation error of each depth where its compute curve has reached it, and the depth law
     fitted to those floors alone.
 
-    Each seed of each depth is followed as far as the runs that hold it go (runs of one compute count
-    as one, whatever seeds each holds), and judged on its own two largest computes by the local exponent
-    γ between them (``local_exponent``): at most ``tolerance``, the last step in compute cut its error by
-    less than a factor (C_k / C_{k-1})^γ (7% for a doubling at 0.1). A depth's seeds are those followed
-    to its largest compute (``compute [depths]``) and those left behind at a floor (γ ≤ ``tolerance``);
-    a seed left behind while still falling was given up (only the others were doubled further), so it
-    is left out. The depth is ``converged`` when each of its seeds is, and its ``floor`` is their mean
-    error at their largest computes (``floor_per_seed [seeds][depths]`` each seed's, ``compute_per_seed``
-    where it was measured and ``last_exponent`` its γ, NaN for seeds left out): still an upper bound,
-    but one within that factor of the floor if the error keeps slowing. Seeds that settle at different floors found different solutions
-    of one architecture; the approximation error (the infimum over parameters) lies below the lowest,
-    so ``floor_best [depths]`` is the minimum over seeds. With two converged depths or more, ``fit``
-    holds ``a``, ``b`` of ``log floor = a - b·L`` and ``a_power``, ``p`` of the power law
-    ``a_power - p·log L`` on the converged depths' means, ``b_per_seed`` and ``p_per_seed`` the same on each seed's floors (the seeds that
-    reached every converged depth), ``b_best`` and ``p_best`` on the lowest, ``beyond`` what both forms predict
-    for the depths still falling (``depths``, ``exponential``, ``power``: an upper bound measured below a
-    form's prediction contradicts that form, as far as the converged floors are the approximation
-    errors), and (three or more)
-    ``rms_residual`` of both forms on the means and ``rms_residual_best`` on the lowest: the
-    theorem's exponential predicts b > 0 and the smaller residual."""
+    Each seed of each depth is followed as far as the runs that hold it go (runs of one compute count as
+    one, whatever seeds each holds), and judged on its own two largest computes by the local exponent γ
+    between them (``local_exponent``): at most ``tolerance``, the last step in compute cut its error by less
+    than a factor (C_k / C_{k-1})^γ (7% for a doubling at 0.1). A depth's seeds are those followed to its
+    largest compute (``compute [depths]``) and those left behind at a floor (γ ≤ ``tolerance``); a seed left
+    behind while still falling was given up (only the others were doubled further), so it is left out. The
+    depth is ``converged`` when each of its seeds is, and its ``floor`` is their mean error at their largest
+    computes (``floor_per_seed [seeds][depths]`` each seed's, ``compute_per_seed`` where it was measured and
+    ``last_exponent`` its γ, NaN for seeds left out): still an upper bound, but one within that factor of
+    the floor if the error keeps slowing. Seeds that settle at different floors found different solutions of
+    one architecture; the approximation error (the infimum over parameters) lies below the lowest, so
+    ``floor_best [depths]`` is the minimum over seeds. With two converged depths or more, ``fit`` holds
+    ``a``, ``b`` of ``log floor = a - b·L`` and ``a_power``, ``p`` of the power law ``a_power - p·log L`` on
+    the converged depths' means, ``b_per_seed`` and ``p_per_seed`` the same on each seed's floors (the seeds
+    that reached every converged depth), ``b_best`` and ``p_best`` on the lowest, ``beyond`` what both forms
+    predict for the depths still falling (``depths``, ``exponential``, ``power``: an upper bound measured
+    below a form's prediction contradicts that form, as far as the converged floors are the approximation
+    errors), and (three or more) ``rms_residual`` of both forms on the means and ``rms_residual_best`` on
+    the lowest: the theorem's exponential predicts b > 0 and the smaller residual."""
     runs = sorted(results, key=lambda r: r["config"]["layer_steps"])
     depths = sorted({L for r in runs for L in r["depth"]["depths"]})
     seeds = sorted({s for r in runs for s in r["seeds"]})

@@ -197,11 +197,14 @@ class Pretrainer:
         self.step = int(state["step"])
         self.losses = [float(v) for v in np.asarray(state["losses"]).reshape(-1)]
 
+    def _check_batch(self, n: int) -> None:
+        if n % self.microbatches:
+            raise InvalidArgument(f"a batch of {n} prompts does not split into {self.microbatches} equal "
+                                  "micro-batches: choose --microbatches dividing the batch size")
+
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One Adam step on the batch ``x [n, T+1, d]``, ``y [n, T+1]``; returns its loss."""
-        if len(x) % self.microbatches:
-            raise InvalidArgument(f"a batch of {len(x)} prompts does not split into {self.microbatches} equal "
-                                  "micro-batches: choose --microbatches dividing the batch size")
+        self._check_batch(len(x))
         self.params, self.opt_state, value = self._update(self.params, self.opt_state, jnp.asarray(x), jnp.asarray(y))
         self.step += 1
         self.losses.append(float(value))
@@ -211,9 +214,7 @@ class Pretrainer:
         """``k`` Adam steps, one on each batch ``xs [k, n, T+1, d]``, ``ys [k, n, T+1]``, in one program (a
         ``lax.scan`` of ``train_step``'s update: the same steps, without a return to Python between them);
         returns their losses ``[k]``."""
-        if xs.shape[1] % self.microbatches:
-            raise InvalidArgument(f"a batch of {xs.shape[1]} prompts does not split into {self.microbatches} equal "
-                                  "micro-batches: choose --microbatches dividing the batch size")
+        self._check_batch(xs.shape[1])
         self.params, self.opt_state, values = self._updates(self.params, self.opt_state, jnp.asarray(xs), jnp.asarray(ys))
         values = np.asarray(values, np.float64)
         self.step += len(values)
@@ -256,7 +257,7 @@ class Pretrainer:
 
 
 #: steps per program in ``pretrain``: a chunk of this many batches is one ``Pretrainer.train_steps`` call
-#: (about 1.4x the steps per second of one call per step for a width-8 network on one CPU core)
+#: (1.4-2x the steps per second of one call a step on one CPU core: ``benchmarks/icl.py``)
 CHUNK = 128
 
 
