@@ -342,9 +342,10 @@ def test_converged_floors_follow_each_seed_as_far_as_its_runs_go() -> None:
     # seed 0 left behind while its depth-3 error still falls as compute^-1/2: given up, left out
     falling = lambda L, c: 0.3 * (c / 24000) ** -0.5 if L == 3 else floor(L, c)
     behind = [run(c, [1, 2, 3], [0, 1], falling) for c in (24000, 48000, 96000, 192000)]
-    given_up = icl_scaling.converged_floors(behind + [run(c, [3], [1]) for c in (384000, 768000)])
+    behind += [run(c, [3], [1]) for c in (384000, 768000)]
+    given_up = icl_scaling.converged_floors(behind)
     assert np.isnan(given_up["floor_per_seed"][0][2]) and np.isnan(given_up["last_exponent"][0][2])
     assert given_up["compute_per_seed"][0][2] is None and given_up["converged"] == [True, True, True]
     assert given_up["floor"][2] == pytest.approx(1.2 * floor(3, 768000), rel=1e-12)
-    rows = icl_scaling.floor_rows(behind + [run(c, [3], [1]) for c in (384000, 768000)])
+    rows = icl_scaling.floor_rows(behind)
     assert rows[2][0].startswith("depth 3: KL at 768000 layer-steps (seeds 1)") and rows[2][1] == "0.0294 (0.0294); γ 0.00: converged"
