@@ -79,8 +79,8 @@ def train_early_stopped(trainer: Pretrainer, model: LinearICL, T: int, steps: in
     curve = json.loads(curve_path.read_text()) if checkpoint.exists() and curve_path.exists() else []
     points = evaluation_steps(steps, evaluations, first)
     while not curve or curve[-1][0] < steps:
-        if not curve or trainer.step == curve[-1][0]:  # else it stopped after a checkpoint, before evaluating
-            end = next(p for p in points if p > trainer.step)
+        end = next(p for p in points if p > (curve[-1][0] if curve else 0))
+        if trainer.step < end:  # else it stopped after the checkpoint at end, before evaluating
             pretrain(trainer, model, T, end, batch, seed, pool, checkpoint, end, settings)
         loss = float(validation(trainer))
         if not np.isfinite(loss):

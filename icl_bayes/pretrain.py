@@ -10,8 +10,8 @@ the likelihood the paper's pretraining maximizes; BMA's own predictive is ``N(ŷ
 ``--prompts N`` prompts, the pretraining set). Each step's batch comes from the stream ``(seed, "pretraining", step)``, so a run
 is deterministic; ``--curriculum`` trains on fewer active dimensions and examples first (Garg et al.,
 ``curriculum_stage``). ``DIR/checkpoint.msgpack`` is written atomically every ``--checkpoint-every`` steps
-with the settings that determine training (``TRAINING_SETTINGS``), and a rerun with the same settings
-resumes from it (``--steps`` may grow); other settings are one error line, ``--restart`` starts over.
+and at least once a minute (``SAVE_EVERY_S``), with the settings that determine training
+(``TRAINING_SETTINGS``), and a rerun with the same settings resumes from it (``--steps`` may grow); other settings are one error line, ``--restart`` starts over.
 Then ``DIR/curves.json`` holds the simulate curves with ``transformer`` added, and ``transformer_vs_bma``: the mean of ``(ŷ_transformer - ŷ_BMA)²`` at every T, the
 pretraining error in the paper's decomposition (ICL error = BMA error + pretraining error), and with
 ``--loss nll`` under a Gaussian prior ``transformer_regret``: the network's cumulative log-loss regret
@@ -259,18 +259,23 @@ class Pretrainer:
 #: steps per program in ``pretrain``: a chunk of this many batches is one ``Pretrainer.train_steps`` call
 #: (1.4-2x the steps per second of one call a step on one CPU core: ``benchmarks/icl.py``)
 CHUNK = 128
+#: wall-clock seconds after which ``pretrain`` checkpoints at the end of the next chunk (a stop loses at most this)
+SAVE_EVERY_S = 60.0
 
 
 def pretrain(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch_size: int, seed: int,
              pool: tuple[np.ndarray, np.ndarray] | None, checkpoint: Path | None, every: int,
              settings: dict | None = None, curriculum: tuple[int, int, int] | None = None) -> float:
     """Train until ``trainer.step == steps`` (on ``batch``es, with the ``curriculum`` if given),
-    checkpointing (with ``settings``) every ``every`` steps; returns steps/s. The steps run ``CHUNK`` at a
-    time in one program (``Pretrainer.train_steps``), each on the batch of its own step, so where a run
-    stops and resumes does not change what it computes (up to float rounding)."""
+    checkpointing (with ``settings``) every ``every`` steps, and between those at the end of the first
+    chunk after ``SAVE_EVERY_S`` seconds without one (a stop loses at most about that much work); returns
+    steps/s. The steps run ``CHUNK`` at a time in one program (``Pretrainer.train_steps``), each on the
+    batch of its own step, so where a run stops and resumes does not change what it computes (up to float
+    rounding; a timed checkpoint cuts no chunk, so a run resumed from one takes exactly the same chunks)."""
     from ntk_lab.progress import progress
 
     start, first = time.perf_counter(), trainer.step
+    saved = start
     with progress(total=steps, initial=trainer.step, desc="pretrain", unit="step") as bar:
         while trainer.step < steps:
             end = min(steps, trainer.step + CHUNK, (trainer.step // every + 1) * every)
@@ -283,16 +288,18 @@ def pretrain(trainer: Pretrainer, model: LinearICL, T: int, steps: int, batch_si
                 loss = [trainer.train_step(x, y) for x, y in batches][-1]
             bar.update(len(batches))
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if checkpoint is not None and (trainer.step % every == 0 or trainer.step == steps):
+            if checkpoint is not None and (trainer.step % every == 0 or trainer.step == steps
+                                           or time.perf_counter() - saved >= SAVE_EVERY_S):
                 trainer.save(checkpoint, settings)
+                saved = time.perf_counter()
     done = trainer.step - first
     return done / (time.perf_counter() - start) if done else float("nan")
 
 
 EPILOG = """outputs, in --out:
   checkpoint.msgpack  the training state and the settings that determine it (written every
-                      --checkpoint-every steps); run the same command again to resume, --restart to
-                      start over
+                      --checkpoint-every steps and at least once a minute); run the same command
+                      again to resume, --restart to start over
   curves.json         the simulate curves with 'transformer' added, transformer_vs_bma (the mean of
                       (ŷ_transformer - ŷ_BMA)² at every T) and the training loss; with a Gaussian
                       prior, relative_excess: each predictor's E(ŷ - ŷ_BMA)² / Bayes risk at every

@@ -184,6 +184,49 @@ def test_early_stopping_keeps_the_best_state_and_resumes_to_the_same_curve(tmp_p
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
+def test_a_run_stopped_between_evaluations_resumes_from_its_timed_checkpoint(tmp_path, monkeypatch) -> None:
+    """``pretrain`` also checkpoints at the end of a chunk once ``SAVE_EVERY_S`` has passed (here 0: after
+    every chunk), between the evaluations; a run stopped there resumes from that step, not from the last
+    evaluation, and ends with the uninterrupted run's curve (evaluated at the same steps) and parameters:
+    the timed checkpoint cut no chunk, so both took the same chunks."""
+    import icl_bayes.pretrain as icl_pretrain
+    from experiments import sweeps
+
+    monkeypatch.setattr(icl_pretrain, "CHUNK", 2)
+    monkeypatch.setattr(icl_pretrain, "SAVE_EVERY_S", 0.0)
+    model = LinearICL(2, 0.5, GaussianPrior(1.0))
+    held_out = model.sample(64, 4, seed=stream(0, "validation"))
+
+    def run(folder, stop_at=None):
+        trainer = Pretrainer(8, 1, 2, 5e-2, 2, 4, 0, "nll")
+        if stop_at is not None:
+            train_steps = trainer.train_steps
+
+            def stopping(xs, ys):
+                if trainer.step == stop_at:
+                    raise KeyboardInterrupt
+                return train_steps(xs, ys)
+
+            monkeypatch.setattr(trainer, "train_steps", stopping)
+        folder.mkdir(exist_ok=True)
+        out = sweeps.train_early_stopped(trainer, model, 4, 20, 8, 0, folder / "cell.msgpack", {"a": 1},
+                                         lambda t: t.objective(held_out.x, held_out.y), 4)
+        return trainer, out
+
+    trainer, out = run(tmp_path / "a")
+    assert list(out["validation_steps"]) == [5, 10, 15, 20]
+    with pytest.raises(KeyboardInterrupt):  # chunks [5, 7) [7, 9) then step 9 alone: stopped at step 7
+        run(tmp_path / "b", stop_at=7)
+    stopped = Pretrainer(8, 1, 2, 5e-2, 2, 4, 0, "nll")
+    stopped.load(tmp_path / "b" / "cell.msgpack", {"a": 1})
+    assert stopped.step == 7  # the timed checkpoint, two steps past the last evaluation (step 5)
+    resumed, again = run(tmp_path / "b")
+    assert list(again["validation_steps"]) == [5, 10, 15, 20]
+    np.testing.assert_allclose(again["validation"], out["validation"], rtol=1e-6)
+    for x, y in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(trainer.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
 def test_evaluation_steps_are_equal_stretches_or_a_geometric_progression() -> None:
     from experiments.sweeps import evaluation_steps
 
