@@ -140,7 +140,7 @@ def train_cell(args: argparse.Namespace, model: LinearICL, depth: int, length: i
     geometric progression), then its ``distance`` to BMA on ``test`` and its validation curve."""
     held_out = model.sample(args.validation, length, seed=stream(s, "validation", length))
     trainer = Pretrainer(args.width, depth, args.heads, args.lr, args.d, length, s, args.loss,
-                         steps if args.schedule == "cosine" else None, args.microbatches)
+                         steps if args.schedule == "cosine" else None, args.microbatches, keep_losses=False)
     curve = sweeps.train_early_stopped(trainer, model, length, steps, args.batch, s, checkpoint, settings,
                                        lambda t: t.objective(held_out.x, held_out.y), args.evaluations,
                                        None if pool is None else (pool.x, pool.y),

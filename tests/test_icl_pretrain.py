@@ -236,3 +236,29 @@ def test_chunked_pretraining_takes_the_steps_one_at_a_time_would(monkeypatch, cu
     np.testing.assert_allclose(chunked.losses, single.losses, rtol=1e-5)
     x, y = batch(model, 7, 64, 1, 0, None)
     np.testing.assert_allclose(chunked.outputs(x, y), single.outputs(x, y), rtol=0, atol=1e-5)
+
+
+def test_a_trainer_without_losses_checkpoints_in_constant_size_and_resumes_the_same(tmp_path):
+    """``keep_losses=False``: the checkpoint holds the parameters and optimizer state only, so its size does
+    not grow with the steps (with losses it grows by eight bytes a step), and a run resumed from it is the
+    run that kept its losses, step for step; a checkpoint with losses loads into it without them."""
+    import icl_bayes.pretrain as icl_pretrain
+
+    model = LinearICL(2, 0.5, GaussianPrior(1.0))
+    kept, lean = Pretrainer(8, 1, 2, 1e-2, 2, 4, 0), Pretrainer(8, 1, 2, 1e-2, 2, 4, 0, keep_losses=False)
+    sizes: dict[str, list[int]] = {"kept": [], "lean": []}
+    for steps in (300, 500):  # one msgpack width of the step count
+        for name, trainer in (("kept", kept), ("lean", lean)):
+            icl_pretrain.pretrain(trainer, model, 4, steps, 8, 0, None, None, steps)
+            trainer.save(tmp_path / f"{name}.msgpack")
+            sizes[name].append((tmp_path / f"{name}.msgpack").stat().st_size)
+    assert sizes["lean"][0] == sizes["lean"][1] and sizes["kept"][1] - sizes["kept"][0] >= 8 * 200
+    assert lean.losses == [] and len(kept.losses) == 500
+    resumed = Pretrainer(8, 1, 2, 1e-2, 2, 4, 0, keep_losses=False)
+    resumed.load(tmp_path / "kept.msgpack")
+    assert resumed.step == 500 and resumed.losses == []
+    for trainer in (resumed, lean, kept):
+        icl_pretrain.pretrain(trainer, model, 4, 520, 8, 0, None, None, 520)
+    x, y = batch(model, 4, 64, 1, 0, None)
+    np.testing.assert_allclose(resumed.outputs(x, y), kept.outputs(x, y), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(lean.outputs(x, y), kept.outputs(x, y), rtol=0, atol=1e-6)
