@@ -380,31 +380,40 @@ def local_exponent(errors: Any, computes: Any) -> np.ndarray:
     return -np.diff(np.log(np.asarray(errors, np.float64)), axis=-1) / np.diff(np.log(np.asarray(computes, np.float64)))
 
 
+def measurements(results: list[dict[str, Any]]) -> dict[tuple[int, int, int], float]:
+    """Every error the depth sweeps ``results`` hold, keyed ``(compute, depth, seed)``: runs of one
+    ``--layer_steps`` count as one, whatever depths and seeds each holds."""
+    return {(r["config"]["layer_steps"], L, seed): r["depth"]["error_per_seed"][k][j]
+            for r in results for k, seed in enumerate(r["seeds"]) for j, L in enumerate(r["depth"]["depths"])}
+
+
 def compute_curves(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each depth's error as pretraining compute grows, from depth sweeps that differ in ``--layer_steps``:
-    ``computes [k]`` (fewest first), ``depths`` (those every run has), ``error [depths][k]`` (seed
-    means over the training seeds every run has, so that runs with more seeds compare like for like),
+    """Each depth's error as pretraining compute grows, from depth sweeps that differ in ``--layer_steps``
+    (runs of one compute count as one, ``measurements``): ``computes [k]`` (fewest first), ``depths``
+    (those measured at every compute), ``error [depths][k]`` (seed means over the training seeds measured
+    for each of those depths at every compute, so that computes with more seeds compare like for like),
     ``error_per_seed [seeds][depths][k]`` and ``exponent [depths][k-1]``, the local rate γ of ``error ∝
     compute^-γ`` between neighbouring computes, ``-Δ log error / Δ log compute``; ``exponent_range [depths][k-1]`` is its
-    (min, max) over the training seeds every run has. An error with a floor (the depth's approximation
+    (min, max) over those seeds. An error with a floor (the depth's approximation
     error, reached at convergence) has γ falling to 0 as compute grows; a power law in compute keeps γ
     constant and every error an upper bound of the floor. With four computes or more, ``floor
     [depths]`` is ``floor_fit``'s E for the means and ``floor_per_seed [seeds][depths]`` for each seed."""
-    runs = sorted(results, key=lambda r: r["config"]["layer_steps"])
-    computes = np.asarray([r["config"]["layer_steps"] for r in runs], np.float64)
-    depths = [L for L in runs[0]["depth"]["depths"] if all(L in r["depth"]["depths"] for r in runs)]
-    seeds = [s for s in runs[0]["seeds"] if all(s in r["seeds"] for r in runs)]
-
-    def column(run: dict[str, Any], L: int, seed: int) -> float:
-        return run["depth"]["error_per_seed"][run["seeds"].index(seed)][run["depth"]["depths"].index(L)]
-
-    per_seed = np.asarray([[[column(r, L, s) for r in runs] for L in depths] for s in seeds])  # [seeds, depths, k]
+    measured = measurements(results)
+    computes = np.asarray(sorted({c for c, _, _ in measured}), np.float64)
+    every_seed = sorted({s for _, _, s in measured})
+    depths = [L for L in sorted({L for _, L, _ in measured})
+              if all(any((c, L, s) in measured for s in every_seed) for c in computes)]
+    seeds = [s for s in every_seed if all((c, L, s) in measured for c in computes for L in depths)]
+    if not depths or not seeds:
+        raise InvalidArgument("no depth and training seed is measured at every compute of these runs: "
+                              "pass runs that share one")
+    per_seed = np.asarray([[[measured[int(c), L, s] for c in computes] for L in depths] for s in seeds])  # [seeds, depths, k]
     error = per_seed.mean(axis=0)  # [depths, k]
     seed_rates = local_exponent(per_seed, computes)
     out = {"computes": computes.astype(int).tolist(), "depths": depths, "seeds": seeds, "error": error.tolist(),
            "error_per_seed": per_seed.tolist(), "exponent": local_exponent(error, computes).tolist(),
            "exponent_range": np.stack([seed_rates.min(axis=0), seed_rates.max(axis=0)], axis=-1).tolist()}
-    if len(runs) >= 4:
+    if len(computes) >= 4:
         out["floor"] = [floor_fit(computes, e)["floor"] for e in error]
         out["floor_per_seed"] = [[floor_fit(computes, e)["floor"] for e in seed] for seed in per_seed]
     return out
@@ -436,14 +445,13 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     below a form's prediction contradicts that form, as far as the converged floors are the approximation
     errors), and (three or more) ``rms_residual`` of both forms on the means and ``rms_residual_best`` on
     the lowest: the theorem's exponential predicts b > 0 and the smaller residual."""
-    runs = sorted(results, key=lambda r: r["config"]["layer_steps"])
-    depths = sorted({L for r in runs for L in r["depth"]["depths"]})
-    seeds = sorted({s for r in runs for s in r["seeds"]})
+    every = measurements(results)
+    depths = sorted({L for _, L, _ in every})
+    seeds = sorted({s for _, _, s in every})
     last, floors, reach = (np.full((len(seeds), len(depths)), np.nan) for _ in range(3))
     compute = []
     for j, L in enumerate(depths):
-        measured = {(r["config"]["layer_steps"], seed): r["depth"]["error_per_seed"][k][r["depth"]["depths"].index(L)]
-                    for r in runs if L in r["depth"]["depths"] for k, seed in enumerate(r["seeds"])}
+        measured = {(c, seed): e for (c, depth, seed), e in every.items() if depth == L}
         compute.append(int(max(c for c, _ in measured)))
         for i, seed in enumerate(seeds):
             pair = sorted(c for c, s in measured if s == seed)[-2:]  # this seed's two largest computes

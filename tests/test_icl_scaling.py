@@ -12,7 +12,7 @@ import pytest
 
 from experiments import icl_scaling
 from icl_bayes import bma
-from icl_bayes.model import GaussianPrior, LinearICL, stream
+from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, stream
 from icl_bayes.pretrain import Pretrainer
 from ntk_lab.errors import NtkLabError
 
@@ -296,6 +296,13 @@ def test_compute_curves_give_a_power_laws_exponent_and_a_floors_falling_one() ->
     assert rows[4][1] == "0.50 [0.50, 0.50], 0.50 [0.50, 0.50], 0.50 [0.50, 0.50]"
     assert rows[2][1].startswith("0.0100 (0.0090, 0.0110)")
     assert "floor" not in icl_scaling.compute_curves(results[:3])  # three computes: no fit
+    # one compute's depths in two runs (depth 2 apart, as a run extended to one more depth) count as one run
+    split = [r for r in results if r["config"]["layer_steps"] != 192000] + [result(192000, [0, 1], [1]), result(192000, [0, 1], [2])]
+    merged = icl_scaling.compute_curves(split)
+    assert merged["depths"] == [1, 2] and merged["seeds"] == [0, 1]
+    np.testing.assert_allclose(merged["error_per_seed"], curves["error_per_seed"], rtol=1e-12)
+    with pytest.raises(InvalidArgument, match="no depth and training seed is measured at every compute"):
+        icl_scaling.compute_curves([result(24000, [0], [1]), result(48000, [1], [1])])
     lines = icl_scaling.compute_figure(results).axes[1].get_lines()
     assert [list(line.get_xdata()) for line in lines] == [computes, computes]
 
