@@ -19,11 +19,12 @@ case "${1:-}" in
   save)
     [ $# -eq 3 ] || { echo "usage: $0 save runs/NAME 'COMMAND'"; exit 2; }
     run=${2%/}; name=$(basename "$run")
-    [ -d "$run/cells" ] || { echo "$run/cells does not exist: nothing to carry"; exit 2; }
+    compgen -G "$run/cells/*" > /dev/null || { echo "$run/cells holds nothing: nothing to carry"; exit 2; }
     writers="^[^ ]*python[0-9.]* .*--out $run( |$)"  # the run's python only: never this script, whose arguments match too
+    trap 'pkill -CONT -f -- "$writers" || true' EXIT  # resumed whatever happens below
     pkill -STOP -f -- "$writers" || true  # a consistent snapshot: as if the run had stopped here
     rm -rf "$carried/$name" && mkdir -p "$carried/$name"
-    cp -p "$run"/cells/* "$carried/$name/" 2>/dev/null || true
+    cp -p "$run"/cells/* "$carried/$name/"
     pkill -CONT -f -- "$writers" || true
     printf '%s\n' "$3" > "$carried/$name/command"
     echo "carried $run: $(ls "$carried/$name" | wc -l) files, $(du -sh "$carried/$name" | cut -f1); commit $carried/$name"

@@ -54,3 +54,6 @@ def test_carry_runs_saves_restores_and_drops(tmp_path: Path) -> None:
     assert (cells / "depth3-seed1.msgpack").read_bytes() == b"newer"
     carry(tmp_path, "drop", "demo")
     assert not carried.exists()
+    empty = subprocess.run(["bash", str(tmp_path / "scripts" / "carry_runs.sh"), "save", "runs/none", "x"],
+                           capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 2 and empty.stdout.strip() == "runs/none/cells holds nothing: nothing to carry"
