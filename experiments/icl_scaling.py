@@ -107,6 +107,27 @@ def rms_residual(features: np.ndarray, log_errors: np.ndarray) -> float:
     return float(np.sqrt(np.mean((features @ linear_fit(features, log_errors) - log_errors) ** 2)))
 
 
+def slope_interval(features: np.ndarray, log_errors: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """The second coefficient of the least-squares fit ``log_errors [k] ≈ features [k, 2] @ (a, s)`` with
+    its standard error and its ``level`` interval from Student's t with k - 2 degrees of freedom:
+
+        se(s)² = RSS / (k - 2) · [(XᵀX)⁻¹]₁₁,   s ± t_{k-2, (1+level)/2} · se(s),
+
+    the ordinary least-squares interval when the points scatter about the line independently with one
+    variance. It measures the scatter of the points about the form, not the uncertainty of each point;
+    at k = 3 (one degree of freedom) t is 12.7 at 95%. Needs k ≥ 3."""
+    from scipy import stats
+
+    k = len(log_errors)
+    if k < 3:
+        raise InvalidArgument(f"a slope's interval needs at least 3 points, got {k}")
+    coef = linear_fit(features, log_errors)
+    rss = float(np.sum((features @ coef - log_errors) ** 2))
+    se = float(np.sqrt(rss / (k - 2) * np.linalg.inv(features.T @ features)[1, 1]))
+    half = float(stats.t.ppf((1 + level) / 2, k - 2)) * se
+    return {"estimate": float(coef[1]), "stderr": se, "lo": float(coef[1]) - half, "hi": float(coef[1]) + half}
+
+
 def data_features(budgets: list[int], lengths: list[int]) -> np.ndarray:
     """``[k, 3]`` for the cells (budget-major): columns 1, -log(N_p T_p), log T_p, so the coefficients are
     ``(c, α, β)``."""
@@ -444,7 +465,9 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     predict for the depths still falling (``depths``, ``exponential``, ``power``: an upper bound measured
     below a form's prediction contradicts that form, as far as the converged floors are the approximation
     errors), and (three or more) ``rms_residual`` of both forms on the means and ``rms_residual_best`` on
-    the lowest: the theorem's exponential predicts b > 0 and the smaller residual."""
+    the lowest, and ``b_interval``, ``p_interval``: each slope on the means with its standard error and 95%
+    interval (``slope_interval``; one degree of freedom at three depths): the theorem's exponential
+    predicts b > 0 and the smaller residual."""
     every = measurements(results)
     depths = sorted({L for _, L, _ in every})
     seeds = sorted({s for _, _, s in every})
@@ -485,6 +508,8 @@ def converged_floors(results: list[dict[str, Any]], tolerance: float = CONVERGED
     if len(chosen) >= 3:
         for key, errors in (("rms_residual", mean), ("rms_residual_best", best)):
             out["fit"][key] = {"exponential": rms_residual(exponential, errors), "power": rms_residual(power, errors)}
+        out["fit"]["b_interval"] = slope_interval(exponential, mean)
+        out["fit"]["p_interval"] = slope_interval(power, mean)
     return out
 
 
@@ -510,6 +535,11 @@ def floor_rows(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> l
                     f"{fit['b']:.3f} ({each('b_per_seed')}; {fit['b_best']:.3f})", "> 0"))
         out.append(("p in depth^-p on the same floors: means (each seed; lowest)",
                     f"{fit['p']:.3f} ({each('p_per_seed')}; {fit['p_best']:.3f})", "-"))
+        for key, name in (("b_interval", "b"), ("p_interval", "p")):
+            if key in fit:
+                v = fit[key]
+                out.append((f"{name} on the means: standard error, 95% t-interval (scatter about the form)",
+                            f"{v['stderr']:.3f}, [{v['lo']:.3f}, {v['hi']:.3f}]", "> 0" if name == "b" else "-"))
         for L, e, q in zip(fit["beyond"]["depths"], fit["beyond"]["exponential"], fit["beyond"]["power"]):
             bound = floors["floor_best"][floors["depths"].index(L)]
             out.append((f"depth {L}, still falling: its lowest upper bound against each form's prediction from the floors",

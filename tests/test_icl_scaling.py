@@ -307,6 +307,25 @@ def test_compute_curves_give_a_power_laws_exponent_and_a_floors_falling_one() ->
     assert [list(line.get_xdata()) for line in lines] == [computes, computes]
 
 
+def test_slope_interval_is_ordinary_least_squares() -> None:
+    """Against scipy's linregress: the slope of log e = a - b·L and its standard error, and the 95%
+    interval b ± t_{k-2} se; at three points t has one degree of freedom (12.706). Fewer than three
+    points have no scatter to measure: one error line."""
+    from scipy import stats
+
+    depths, log_e = [1, 2, 3, 4], np.array([-2.3, -4.1, -5.6, -7.9])
+    ref = stats.linregress(depths, log_e)
+    v = icl_scaling.slope_interval(icl_scaling.depth_features(depths), log_e)
+    assert v["estimate"] == pytest.approx(-ref.slope, rel=1e-12) and v["stderr"] == pytest.approx(ref.stderr, rel=1e-10)
+    t = stats.t.ppf(0.975, 2)
+    assert (v["lo"], v["hi"]) == pytest.approx((-ref.slope - t * ref.stderr, -ref.slope + t * ref.stderr), rel=1e-10)
+    three = icl_scaling.slope_interval(icl_scaling.power_features([1, 2, 3]), log_e[:3])
+    ref3 = stats.linregress(np.log([1, 2, 3]), log_e[:3])
+    assert three["hi"] - three["estimate"] == pytest.approx(12.7062 * ref3.stderr, rel=1e-4)
+    with pytest.raises(InvalidArgument, match="at least 3 points, got 2"):
+        icl_scaling.slope_interval(icl_scaling.depth_features([1, 2]), log_e[:2])
+
+
 def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
     """Closed forms: depths 1-3 follow e_L·(1 + (C_0/C)²) with e_L = 0.2·e^(-0.7L), so between the two
     largest computes (4C_0, 8C_0) γ = log(1.0625/1.015625)/log 2 = 0.065 ≤ 0.1 for every seed (each a
@@ -336,12 +355,14 @@ def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
     assert rows[3][1].endswith("γ 0.50, 0.50: still falling: an upper bound") and "converged" in rows[0][1]
     np.testing.assert_allclose(floors["floor_best"][:3], [0.8 * floor(L, 192000) for L in (1, 2, 3)], rtol=1e-12)
     np.testing.assert_allclose([fit["b_best"]], 0.7, rtol=1e-10)
-    assert rows[4][1] == "0.700 (0.700, 0.700; 0.700)" and rows[7][1].startswith("0.000 vs ")
+    assert rows[4][1] == "0.700 (0.700, 0.700; 0.700)" and rows[9][1].startswith("0.000 vs ")
+    assert rows[6][1] == "0.000, [0.700, 0.700]" and fit["b_interval"]["stderr"] == pytest.approx(0, abs=1e-9)
+    assert fit["p_interval"]["estimate"] == pytest.approx(fit["p"]) and fit["p_interval"]["stderr"] > 0
     beyond = fit["beyond"]  # depth 4's bound against the forms' predictions from depths 1-3's floors
     assert beyond["depths"] == [4] and beyond["exponential"][0] == pytest.approx(floor(4, 192000), rel=1e-10)
     power = np.polyfit(np.log([1, 2, 3]), np.log([floor(L, 192000) for L in (1, 2, 3)]), 1)
     assert beyond["power"][0] == pytest.approx(np.exp(np.polyval(power, np.log(4))), rel=1e-10)
-    assert rows[6][1] == f"{0.8 * 0.3 * 8 ** -0.5:.4f}: exponential {floor(4, 192000):.4f}, power law {beyond['power'][0]:.4f}"
+    assert rows[8][1] == f"{0.8 * 0.3 * 8 ** -0.5:.4f}: exponential {floor(4, 192000):.4f}, power law {beyond['power'][0]:.4f}"
     assert "fit" not in icl_scaling.converged_floors(results, tolerance=0.06)
     lines = icl_scaling.floor_figure(results).axes[0].get_lines()
     assert list(lines[0].get_xdata()) == [1, 2, 3] and list(lines[1].get_xdata()) == [4]
