@@ -530,7 +530,7 @@ def floor_rows(results: list[dict[str, Any]], tolerance: float = CONVERGED) -> l
                     f"{floors['floor'][i]:.4f} ({seeds}); γ {rates}: {state}", f"converged when γ ≤ {tolerance}"))
     if "fit" in floors:
         fit, depths = floors["fit"], ", ".join(map(str, floors["fit"]["depths"]))
-        each = lambda key: ", ".join(f"{v:.3f}" for v in fit[key])
+        each = lambda key: ", ".join(f"{v:.3f}" for v in fit[key]) or "none has every depth"
         out.append((f"b in exp(a - b·depth) on the converged floors (depths {depths}): means (each seed; lowest)",
                     f"{fit['b']:.3f} ({each('b_per_seed')}; {fit['b_best']:.3f})", "> 0"))
         out.append(("p in depth^-p on the same floors: means (each seed; lowest)",
