@@ -420,3 +420,29 @@ def test_converged_floors_follow_each_seed_as_far_as_its_runs_go() -> None:
     assert given_up["floor"][2] == pytest.approx(1.2 * floor(3, 768000), rel=1e-12)
     rows = icl_scaling.floor_rows(behind)
     assert rows[2][0].startswith("depth 3: KL at 768000 layer-steps (seeds 1)") and rows[2][1] == "0.0294 (0.0294); γ 0.00: converged"
+
+
+def test_floor_rows_name_a_fit_without_a_seed_at_every_depth() -> None:
+    """Seed 1 given up at depth 2 and seed 0 at depth 3 (each left behind while its error falls as
+    compute^-1/2): every depth converges on the other seed, no seed has a floor at every depth, so the
+    per-seed fits are empty and the rows say so; the fit on the means is ``log floor`` against depth."""
+    floor = lambda L, c: 0.2 * np.exp(-0.7 * L) * (1 + (24000 / c) ** 2)
+    falling = {0: 3, 1: 2}  # the depth each seed is given up at
+
+    def law(L: int, c: int, seed: int) -> float:
+        return 0.3 * (c / 24000) ** -0.5 if L == falling[seed] else floor(L, c)
+
+    def run(c: int, depths: list[int], seeds: list[int]) -> dict:
+        return {"config": {"layer_steps": c}, "metric": "KL", "seeds": seeds,
+                "depth": {"depths": depths, "error_per_seed": [[law(L, c, s) for L in depths] for s in seeds]}}
+
+    results = [run(c, [1, 2, 3], [0, 1]) for c in (24000, 48000, 96000, 192000)]
+    results += [run(c, [2], [0]) for c in (384000, 768000)] + [run(c, [3], [1]) for c in (384000, 768000)]
+    floors = icl_scaling.converged_floors(results)
+    assert floors["converged"] == [True, True, True] and floors["fit"]["depths"] == [1, 2, 3]
+    assert floors["fit"]["b_per_seed"] == [] and floors["fit"]["p_per_seed"] == []
+    means = np.log([floor(1, 192000), floor(2, 768000), floor(3, 768000)])
+    assert floors["fit"]["b"] == pytest.approx(-np.polyfit([1, 2, 3], means, 1)[0], rel=1e-10)
+    rows = icl_scaling.floor_rows(results)
+    assert rows[3][1] == f"{floors['fit']['b']:.3f} (none has every depth; {floors['fit']['b_best']:.3f})"
+    assert rows[4][1] == f"{floors['fit']['p']:.3f} (none has every depth; {floors['fit']['p_best']:.3f})"
