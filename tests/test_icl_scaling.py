@@ -5,6 +5,7 @@ resumes from its cells."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -15,6 +16,17 @@ from icl_bayes import bma
 from icl_bayes.model import GaussianPrior, InvalidArgument, LinearICL, stream
 from icl_bayes.pretrain import Pretrainer
 from ntk_lab.errors import NtkLabError
+
+
+def floor_law(L: int, c: float) -> float:
+    """A closed-form compute curve with a floor: 0.2·e^(-0.7L)·(1 + (24000/c)²) at depth L, compute c."""
+    return 0.2 * np.exp(-0.7 * L) * (1 + (24000 / c) ** 2)
+
+
+def depth_run(c: int, depths: list[int], seeds: list[int], error: Callable[[int, int, int], float]) -> dict:
+    """One ``icl_scaling`` result of the depth part at compute c: ``error(L, c, seed)`` per seed and depth."""
+    return {"config": {"layer_steps": c}, "metric": "KL", "seeds": seeds,
+            "depth": {"depths": depths, "error_per_seed": [[error(L, c, s) for L in depths] for s in seeds]}}
 
 
 def test_the_fits_recover_known_exponents() -> None:
@@ -333,8 +345,7 @@ def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
     depth 4 is a power law 0.3·(C/C_0)^-1/2 (γ = 1/2), left out of the fit and reported as an upper
     bound. The lowest seed's floors (the tightest bounds) give the same b. A tolerance below 0.065 leaves fewer than two converged depths and no fit."""
     computes = [24000, 48000, 96000, 192000]
-    floor = lambda L, c: 0.2 * np.exp(-0.7 * L) * (1 + (24000 / c) ** 2)
-    means = lambda L, c: 0.3 * (c / 24000) ** -0.5 if L == 4 else floor(L, c)
+    means = lambda L, c: 0.3 * (c / 24000) ** -0.5 if L == 4 else floor_law(L, c)
     scale = {0: 0.8, 1: 1.2}
     results = [{"config": {"layer_steps": c}, "metric": "KL", "seeds": [0, 1],
                 "depth": {"depths": [1, 2, 3, 4], "error": [means(L, c) for L in (1, 2, 3, 4)],
@@ -345,7 +356,7 @@ def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
     np.testing.assert_allclose(np.asarray(floors["last_exponent"])[:, :3], gamma, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(floors["last_exponent"])[:, 3], 0.5, rtol=1e-12)
     assert floors["converged"] == [True, True, True, False]
-    np.testing.assert_allclose(floors["floor"][:3], [floor(L, 192000) for L in (1, 2, 3)], rtol=1e-12)
+    np.testing.assert_allclose(floors["floor"][:3], [floor_law(L, 192000) for L in (1, 2, 3)], rtol=1e-12)
     fit = floors["fit"]
     assert fit["depths"] == [1, 2, 3]
     np.testing.assert_allclose([fit["b"], *fit["b_per_seed"]], 0.7, rtol=1e-10)
@@ -353,16 +364,16 @@ def test_converged_floors_fit_the_depth_law_on_the_floors_alone() -> None:
     assert fit["rms_residual"]["power"] > 0.05 and fit["p"] > 0
     rows = icl_scaling.floor_rows(results)
     assert rows[3][1].endswith("γ 0.50, 0.50: still falling: an upper bound") and "converged" in rows[0][1]
-    np.testing.assert_allclose(floors["floor_best"][:3], [0.8 * floor(L, 192000) for L in (1, 2, 3)], rtol=1e-12)
+    np.testing.assert_allclose(floors["floor_best"][:3], [0.8 * floor_law(L, 192000) for L in (1, 2, 3)], rtol=1e-12)
     np.testing.assert_allclose([fit["b_best"]], 0.7, rtol=1e-10)
     assert rows[4][1] == "0.700 (0.700, 0.700; 0.700)" and rows[9][1].startswith("0.000 vs ")
     assert rows[6][1] == "0.000, [0.700, 0.700]" and fit["b_interval"]["stderr"] == pytest.approx(0, abs=1e-9)
     assert fit["p_interval"]["estimate"] == pytest.approx(fit["p"]) and fit["p_interval"]["stderr"] > 0
     beyond = fit["beyond"]  # depth 4's bound against the forms' predictions from depths 1-3's floors
-    assert beyond["depths"] == [4] and beyond["exponential"][0] == pytest.approx(floor(4, 192000), rel=1e-10)
-    power = np.polyfit(np.log([1, 2, 3]), np.log([floor(L, 192000) for L in (1, 2, 3)]), 1)
+    assert beyond["depths"] == [4] and beyond["exponential"][0] == pytest.approx(floor_law(4, 192000), rel=1e-10)
+    power = np.polyfit(np.log([1, 2, 3]), np.log([floor_law(L, 192000) for L in (1, 2, 3)]), 1)
     assert beyond["power"][0] == pytest.approx(np.exp(np.polyval(power, np.log(4))), rel=1e-10)
-    assert rows[8][1] == f"{0.8 * 0.3 * 8 ** -0.5:.4f}: exponential {floor(4, 192000):.4f}, power law {beyond['power'][0]:.4f}"
+    assert rows[8][1] == f"{0.8 * 0.3 * 8 ** -0.5:.4f}: exponential {floor_law(4, 192000):.4f}, power law {beyond['power'][0]:.4f}"
     assert "fit" not in icl_scaling.converged_floors(results, tolerance=0.06)
     lines = icl_scaling.floor_figure(results).axes[0].get_lines()
     assert list(lines[0].get_xdata()) == [1, 2, 3] and list(lines[1].get_xdata()) == [4]
@@ -375,12 +386,10 @@ def test_converged_floors_follow_each_seed_as_far_as_its_runs_go() -> None:
     floor by the 0.1 rule, so it keeps its floor there), and the fit's mean and per-seed floors take
     each seed's: closed forms as in the test above. A seed left behind while still falling (γ 1/2) is
     left out of its depth (NaN)."""
-    floor = lambda L, c: 0.2 * np.exp(-0.7 * L) * (1 + (24000 / c) ** 2)
     scale = {0: 0.8, 1: 1.2}
 
-    def run(c: int, depths: list[int], seeds: list[int], law=floor) -> dict:
-        return {"config": {"layer_steps": c}, "metric": "KL", "seeds": seeds,
-                "depth": {"depths": depths, "error_per_seed": [[scale[s] * law(L, c) for L in depths] for s in seeds]}}
+    def run(c: int, depths: list[int], seeds: list[int], law=floor_law) -> dict:
+        return depth_run(c, depths, seeds, lambda L, c, s: scale[s] * law(L, c))
 
     results = [run(c, [1, 2, 3], [0, 1]) for c in (24000, 48000, 96000, 192000)]
     results += [run(c, [3], [1]) for c in (384000, 768000)]
@@ -391,33 +400,33 @@ def test_converged_floors_follow_each_seed_as_far_as_its_runs_go() -> None:
     gamma = np.log(1.0625 / 1.015625) / np.log(2)
     assert last[0, 2] == pytest.approx(gamma, rel=1e-12)
     assert last[1, 2] == pytest.approx(np.log(1.00390625 / 1.0009765625) / np.log(2), rel=1e-12)
-    ends = [floor(1, 192000), floor(2, 192000)]
-    np.testing.assert_allclose(np.asarray(floors["floor_per_seed"])[:, 2], [0.8 * floor(3, 192000), 1.2 * floor(3, 768000)],
+    ends = [floor_law(1, 192000), floor_law(2, 192000)]
+    np.testing.assert_allclose(np.asarray(floors["floor_per_seed"])[:, 2], [0.8 * floor_law(3, 192000), 1.2 * floor_law(3, 768000)],
                                rtol=1e-12)
-    third = (0.8 * floor(3, 192000) + 1.2 * floor(3, 768000)) / 2
+    third = (0.8 * floor_law(3, 192000) + 1.2 * floor_law(3, 768000)) / 2
     np.testing.assert_allclose(floors["floor"], [ends[0], ends[1], third], rtol=1e-12)
-    np.testing.assert_allclose(floors["floor_best"], [0.8 * ends[0], 0.8 * ends[1], 0.8 * floor(3, 192000)], rtol=1e-12)
+    np.testing.assert_allclose(floors["floor_best"], [0.8 * ends[0], 0.8 * ends[1], 0.8 * floor_law(3, 192000)], rtol=1e-12)
     fit = floors["fit"]
     slope = lambda logs: -np.polyfit([1, 2, 3], logs, 1)[0]
-    each = [np.log([0.8 * ends[0], 0.8 * ends[1], 0.8 * floor(3, 192000)]), np.log([1.2 * ends[0], 1.2 * ends[1], 1.2 * floor(3, 768000)])]
+    each = [np.log([0.8 * ends[0], 0.8 * ends[1], 0.8 * floor_law(3, 192000)]), np.log([1.2 * ends[0], 1.2 * ends[1], 1.2 * floor_law(3, 768000)])]
     assert fit["b_per_seed"] == [pytest.approx(slope(e), rel=1e-10) for e in each]
     assert fit["b"] == pytest.approx(slope(np.log(floors["floor"])), rel=1e-10)
     assert fit["a"] - fit["b"] * 3 == pytest.approx(np.polyval(np.polyfit([1, 2, 3], np.log(floors["floor"]), 1), 3))
     rows = icl_scaling.floor_rows(results)
     assert rows[2][0] == "depth 3: KL (seed 0 at 192000, seed 1 at 768000 layer-steps); last γ per seed"
-    assert rows[2][1] == f"{third:.4f} ({0.8 * floor(3, 192000):.4f}, {1.2 * floor(3, 768000):.4f}); γ 0.07, 0.00: converged"
+    assert rows[2][1] == f"{third:.4f} ({0.8 * floor_law(3, 192000):.4f}, {1.2 * floor_law(3, 768000):.4f}); γ 0.07, 0.00: converged"
     # the other seed's runs at the same computes, apart: one compute's runs count as one
     both = icl_scaling.converged_floors(results + [run(c, [3], [0]) for c in (384000, 768000)])
-    assert both["floor_per_seed"][0][2] == pytest.approx(0.8 * floor(3, 768000), rel=1e-12)
-    assert both["floor"][2] == pytest.approx(floor(3, 768000), rel=1e-12) and both["compute"][2] == 768000
+    assert both["floor_per_seed"][0][2] == pytest.approx(0.8 * floor_law(3, 768000), rel=1e-12)
+    assert both["floor"][2] == pytest.approx(floor_law(3, 768000), rel=1e-12) and both["compute"][2] == 768000
     # seed 0 left behind while its depth-3 error still falls as compute^-1/2: given up, left out
-    falling = lambda L, c: 0.3 * (c / 24000) ** -0.5 if L == 3 else floor(L, c)
+    falling = lambda L, c: 0.3 * (c / 24000) ** -0.5 if L == 3 else floor_law(L, c)
     behind = [run(c, [1, 2, 3], [0, 1], falling) for c in (24000, 48000, 96000, 192000)]
     behind += [run(c, [3], [1]) for c in (384000, 768000)]
     given_up = icl_scaling.converged_floors(behind)
     assert np.isnan(given_up["floor_per_seed"][0][2]) and np.isnan(given_up["last_exponent"][0][2])
     assert given_up["compute_per_seed"][0][2] is None and given_up["converged"] == [True, True, True]
-    assert given_up["floor"][2] == pytest.approx(1.2 * floor(3, 768000), rel=1e-12)
+    assert given_up["floor"][2] == pytest.approx(1.2 * floor_law(3, 768000), rel=1e-12)
     rows = icl_scaling.floor_rows(behind)
     assert rows[2][0].startswith("depth 3: KL at 768000 layer-steps (seeds 1)") and rows[2][1] == "0.0294 (0.0294); γ 0.00: converged"
 
@@ -426,22 +435,17 @@ def test_floor_rows_name_a_fit_without_a_seed_at_every_depth() -> None:
     """Seed 1 given up at depth 2 and seed 0 at depth 3 (each left behind while its error falls as
     compute^-1/2): every depth converges on the other seed, no seed has a floor at every depth, so the
     per-seed fits are empty and the rows say so; the fit on the means is ``log floor`` against depth."""
-    floor = lambda L, c: 0.2 * np.exp(-0.7 * L) * (1 + (24000 / c) ** 2)
     falling = {0: 3, 1: 2}  # the depth each seed is given up at
 
     def law(L: int, c: int, seed: int) -> float:
-        return 0.3 * (c / 24000) ** -0.5 if L == falling[seed] else floor(L, c)
+        return 0.3 * (c / 24000) ** -0.5 if L == falling[seed] else floor_law(L, c)
 
-    def run(c: int, depths: list[int], seeds: list[int]) -> dict:
-        return {"config": {"layer_steps": c}, "metric": "KL", "seeds": seeds,
-                "depth": {"depths": depths, "error_per_seed": [[law(L, c, s) for L in depths] for s in seeds]}}
-
-    results = [run(c, [1, 2, 3], [0, 1]) for c in (24000, 48000, 96000, 192000)]
-    results += [run(c, [2], [0]) for c in (384000, 768000)] + [run(c, [3], [1]) for c in (384000, 768000)]
+    results = [depth_run(c, [1, 2, 3], [0, 1], law) for c in (24000, 48000, 96000, 192000)]
+    results += [depth_run(c, [2], [0], law) for c in (384000, 768000)] + [depth_run(c, [3], [1], law) for c in (384000, 768000)]
     floors = icl_scaling.converged_floors(results)
     assert floors["converged"] == [True, True, True] and floors["fit"]["depths"] == [1, 2, 3]
     assert floors["fit"]["b_per_seed"] == [] and floors["fit"]["p_per_seed"] == []
-    means = np.log([floor(1, 192000), floor(2, 768000), floor(3, 768000)])
+    means = np.log([floor_law(1, 192000), floor_law(2, 768000), floor_law(3, 768000)])
     assert floors["fit"]["b"] == pytest.approx(-np.polyfit([1, 2, 3], means, 1)[0], rel=1e-10)
     rows = icl_scaling.floor_rows(results)
     assert rows[3][1] == f"{floors['fit']['b']:.3f} (none has every depth; {floors['fit']['b_best']:.3f})"
