@@ -87,6 +87,12 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
                    help="A-SignGD's solver: 'derivation', the AsK-LS source predictor with biases that Adam's "
                         "sign steps follow; 'official', LM-Kernel-FT's bias-free λ·ω + (1-λ)·ν with λ tuned on dev "
                         "(computes the transposed kernel too)")
+    p.add_argument("--lambdas", default=",".join(f"{v:g}" for v in CompareConfig.lambdas),
+                   help="the solvers' regularizations λ to try, relative to the train kernel's largest singular value "
+                        "(chosen on dev with the f0 scaling; default: Malladi et al.'s grid)")
+    p.add_argument("--f0-scales", default=",".join(f"{v:g}" for v in CompareConfig.f0_scales),
+                   help="f0 scalings s to try: the kernel predictor starts from f0/s, the pre-trained output (inf: from "
+                        "0; 1: the linearized model's own start)")
     p.add_argument("--binary", default="auto", choices=("auto", "on", "off"),
                    help="kernels of f_1 - f_0 (auto: for two-class tasks)")
     p.add_argument("--implementation", default=AUTO, choices=(AUTO, *IMPLEMENTATIONS),
@@ -132,7 +138,8 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
         raise NtkLabError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
     options = {k: v for k, v in vars(args).items() if k not in ("out", "subset")}
     options.update(seeds=seeds, subsets=_names(args.subsets or args.subset), kernels=_names(args.kernels),
-                   optimizers=_names(args.optimizers),
+                   optimizers=_names(args.optimizers), lambdas=_floats(args.lambdas, "--lambdas"),
+                   f0_scales=_floats(args.f0_scales, "--f0-scales"),
                    **{f"lr_{name}": _floats(getattr(args, f"lr_{name}"), f"--lr-{name}") for name in OPTIMIZER_NAMES})
     return CompareConfig(**options), Path(args.out)
 

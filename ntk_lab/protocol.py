@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ntk_lab.errors import NtkLabError
+from ntk_lab.solvers import LAMBDAS, SCALES
 from ntk_lab.state import State, Timer, code_version, digest
 
 KIND_NAMES = ("sgd", "signgd", "asigngd")
@@ -88,6 +89,8 @@ class CompareConfig:
     kernels: tuple[str, ...] = ("sgd", "asigngd")
     solver: str = "ridge"
     asym_solver: str = "derivation"  # A-SignGD: our AsK-LS source predictor, or LM-Kernel-FT's ("official")
+    lambdas: tuple[float, ...] = LAMBDAS  # the solvers' relative regularizations λ, chosen on dev (paper's Table 4)
+    f0_scales: tuple[float, ...] = SCALES  # the f0 scalings s, offset f0/s (inf: none), chosen on dev with λ
     binary: str = "auto"
     implementation: str = "auto"
     kernel_precision: str = "float32"  # the kernels' matmul precision (ntk_lab.kernels' precision policy)
@@ -112,7 +115,7 @@ class CompareConfig:
         from ntk_lab.solvers import SYMMETRIC_SOLVERS
         from ntk_lab.subsets import parse_subset
 
-        for name in ("seeds", "subsets", "kernels", "optimizers", "lr_sgd", "lr_adam", "lr_signgd"):
+        for name in ("seeds", "subsets", "kernels", "optimizers", "lr_sgd", "lr_adam", "lr_signgd", "lambdas", "f0_scales"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.seeds:
             raise NtkLabError("--seeds names no seed: pass comma-separated integers, e.g. 13,21,42")
@@ -137,6 +140,11 @@ class CompareConfig:
             lrs = getattr(self, f"lr_{name}")
             if not lrs or not all(0 < v < float("inf") for v in lrs):
                 raise NtkLabError(f"--lr-{name} must be positive finite numbers, got {','.join(map(str, lrs)) or 'none'}")
+        if not self.lambdas or not all(0 <= v < float("inf") for v in self.lambdas):
+            raise NtkLabError(f"--lambdas must be non-negative finite numbers, got {','.join(map(str, self.lambdas)) or 'none'}")
+        if not self.f0_scales or not all(v > 0 for v in self.f0_scales):
+            raise NtkLabError(f"--f0-scales must be positive numbers (inf: no offset), got "
+                              f"{','.join(map(str, self.f0_scales)) or 'none'}")
         for option in ("k", "test_cap", "max_length", "steps", "eval_every", "chunk", "kernel_block", "column_block",
                        "batch_size"):
             if getattr(self, option) is not None and getattr(self, option) < 1:
@@ -486,14 +494,16 @@ def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[s
             solver = "asym-official"
             part = lambda name: (k[:, :, parts[name]], flipped[:, :, parts[name]], data.y[name], data.f0b[name])
             k_train, kf_train, y_train, f0_train = part("train")
-            mixed = solvers.select_official(k_train, kf_train, y_train, f0_train, *part("dev"))
+            mixed = solvers.select_official(k_train, kf_train, y_train, f0_train, *part("dev"),
+                                            lambdas=ctx.config.lambdas, scales=ctx.config.f0_scales)
             k_test, kf_test, _, f0_test = part("test")
             scores = mixed.fit.decision(k_test, kf_test, f0_test)
             choice = {"lambda": mixed.lam, "scale": mixed.scale, "mix": mixed.fit.mix, "dev_accuracy": mixed.dev_accuracy}
         else:
             solver = "asym-lssvm" if kind == "asigngd" else ctx.config.solver
             chosen = solvers.select(solver, k[:, :, parts["train"]], data.y["train"], data.f0b["train"],
-                                    k[:, :, parts["dev"]], data.y["dev"], data.f0b["dev"])
+                                    k[:, :, parts["dev"]], data.y["dev"], data.f0b["dev"],
+                                    lambdas=ctx.config.lambdas, scales=ctx.config.f0_scales)
             scores = chosen.fit.decision(k[:, :, parts["test"]], data.f0b["test"])
             choice = {"lambda": chosen.lam, "scale": chosen.scale, "dev_accuracy": chosen.dev_accuracy}
     similarity = {"kernel_distance_to_full": 0.0, "kernel_alignment_to_full": 1.0}

@@ -136,7 +136,7 @@ cli_value = st.one_of(st.sampled_from(["", ",", "0", "-1", "1", "16", "13,21", "
                       st.text(max_size=6))
 COMPARE_OPTIONS = ["--k", "--seeds", "--test-cap", "--max-length", "--subset", "--subsets", "--kernels", "--solver",
                    "--binary", "--implementation", "--chunk", "--optimizers", "--loss", "--steps", "--eval-every",
-                   "--ft-batch-size", "--lr-sgd", "--lr-adam", "--kernel-block"]
+                   "--ft-batch-size", "--lr-sgd", "--lr-adam", "--kernel-block", "--lambdas", "--f0-scales"]
 
 
 @SETTINGS
@@ -152,6 +152,7 @@ def test_compare_options_parse_or_say_one_line(options: list[tuple[str, str]]) -
         return
     assert args.k >= 1 and args.seeds and all(isinstance(s, int) for s in args.seeds)
     assert all(0 < lr < float("inf") for lrs in args.lrs.values() for lr in lrs)
+    assert args.lambdas and all(0 <= lam < float("inf") for lam in args.lambdas) and args.f0_scales and all(s > 0 for s in args.f0_scales)
     assert args.steps >= 1 and args.eval_every >= 1 and (args.ft_batch_size is None or args.ft_batch_size >= 0) and (args.max_length is None or args.max_length >= 1)
 
 

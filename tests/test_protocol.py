@@ -43,6 +43,9 @@ def test_readmes_library_example_runs_and_its_stages_agree_with_run(tmp_path, mo
     ({"implementation": "fast"}, "--implementation: unknown ['fast']"),
     ({"lr_adam": (float("nan"),)}, "--lr-adam must be positive finite numbers"),
     ({"k": 0}, "--k must be at least 1"),
+    ({"lambdas": (-1.0,)}, "--lambdas must be non-negative finite numbers, got -1.0"),
+    ({"f0_scales": ()}, "--f0-scales must be positive numbers (inf: no offset), got none"),
+    ({"f0_scales": (float("nan"),)}, "--f0-scales must be positive numbers"),
     ({"subsets": ("lora",)}, "unknown subset 'lora'"),
 ])
 def test_config_is_checked_when_made(change, message) -> None:
@@ -52,6 +55,28 @@ def test_config_is_checked_when_made(change, message) -> None:
     assert config.seeds == (1, 2) and config.lrs["sgd"] == (1e-4, 1e-3, 1e-2)
     with pytest.raises(AttributeError):
         config.k = 3  # frozen
+
+
+def test_the_solver_grid_reaches_the_kernel_predictor(tmp_path) -> None:
+    """``lambdas`` and ``f0_scales`` are the grid the kernel methods choose from. With s = 1 and λ -> ∞
+    ridge's coefficients vanish, ``α = (K + λ'I)⁻¹ (Y - f0) = O(1/λ')``, so kernel-sgd's test scores
+    are the pre-trained outputs ``f0`` and its accuracy is zero-shot's (closed form of the limit)."""
+    import numpy as np
+
+    from ntk_lab.compare import parse
+    from ntk_lab.protocol import context, encode_seed, kernel_method, prepare, zero_shot
+
+    config, _ = parse(["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--seeds", "13", "--test-cap", "32",
+                       "--kernels", "sgd", "--optimizers", "", "--lambdas", "1e9", "--f0-scales", "1"])
+    assert (config.lambdas, config.f0_scales) == ((1e9,), (1.0,))
+    setup = prepare(config)
+    ctx = context(setup, tmp_path)
+    data = encode_seed(ctx, setup.splits[0])
+    record, arrays = kernel_method(ctx, data, "sgd")
+    assert (record["lambda"], record["scale"]) == (1e9, 1.0)
+    f0 = data.f0b["test"]
+    np.testing.assert_allclose(arrays["test"], f0, rtol=0, atol=1e-6 * np.abs(f0).max())
+    assert record["accuracy"] == zero_shot(ctx, data)[0]["accuracy"]
 
 
 def test_official_asym_solver_uses_the_transposed_kernel(tmp_path) -> None:
