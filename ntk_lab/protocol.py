@@ -26,7 +26,8 @@ seed, on the same model, parameters and split:
 
 The stages are functions a study can call alone: ``prepare`` (task, data, k-shot splits, model and
 classifier, all validated before the model loads), ``encode_seed`` (a split's encodings and f0),
-``kernel_method`` and ``finetune_method`` (one method's record and test outputs), ``agreements``.
+``kernel_matrix`` (a kernel on the split), ``kernel_method`` and ``finetune_method`` (one method's record
+and test outputs), ``agreements``.
 ``run`` composes them with resume and caching (``ntk_lab.state``, ``ntk_lab.kernel_store``): each
 finished (seed, method) is kept under ``OUT/state`` with the hashes of what produced it. ``Results``
 writes ``results.json``, ``results.csv`` and the figures and prints the table.
@@ -475,6 +476,13 @@ def zero_shot_calibrated(ctx: Context, data: SeedData) -> tuple[dict, dict[str, 
             {"test": test})
 
 
+def kernel_matrix(ctx: Context, data: SeedData, kind: str) -> np.ndarray:
+    """``K(X_train, x) [n, c, N, c]`` at θ0 for every x of the split (train, dev and test, ``data.parts``
+    index its columns), through the kernel cache: the matrix ``kernel_method``'s solvers read."""
+    with ctx.timer.stage("kernels"):
+        return _kernel(ctx, kind, data.params0, data.x["train"], _inputs(data.encoded), data.seed)
+
+
 def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
     """``kernel-KIND``: the eNTK at θ0 on train x (train, dev, test), a solver fitted on train with its
     λ and f0 scale chosen on dev; the record and ``{"test": scores, "k_train": K(train, train)}``."""
@@ -482,8 +490,7 @@ def kernel_method(ctx: Context, data: SeedData, kind: str) -> tuple[dict, dict[s
     from ntk_lab.subsets import kernel_alignment, kernel_distance
 
     parts, seed = data.parts, data.seed
-    with ctx.timer.stage("kernels"):
-        k = _kernel(ctx, kind, data.params0, data.x["train"], _inputs(data.encoded), seed)
+    k = kernel_matrix(ctx, data, kind)
     official = kind == "asigngd" and ctx.config.asym_solver == "official"
     if official:  # LM-Kernel-FT's solver also needs K(x, X_train), the sign on the side of x
         with ctx.timer.stage("kernels"):

@@ -244,3 +244,44 @@ def test_miniberta_zero_shot_thresholds_the_margin_at_the_content_free_prior() -
     row = next(r for r in miniberta.rows({"runs": {"pretrained": run}}) if "contextually calibrated" in r[0])
     assert row[1] == f"{found['zero_shot_calibrated']:.3f} ({found['calibrated_positive_share']:.3f})"
     assert "clearly above" in row[2]
+
+
+def test_solver_ceiling_reproduces_the_protocols_kernel_sgd(tmp_path) -> None:
+    """``experiments.solver_ceiling`` on the tiny model and the sample, two seeds: its dev selection on
+    the paper's grid is the protocol's kernel-sgd record (the same λ, s and test accuracy), its λ -> ∞
+    row is zero-shot's accuracy, each reading is bounded by the per-seed oracle, and the table renders
+    from the JSON alone."""
+    import numpy as np
+
+    from experiments import solver_ceiling
+    from ntk_lab.protocol import (
+        CompareConfig,
+        context,
+        encode_seed,
+        kernel_method,
+        prepare,
+        zero_shot,
+    )
+
+    args = SimpleNamespace(model="tiny", data_dir="sample", k=16, seeds="13,42", solver="ridge", test_cap=32,
+                           out=str(tmp_path / "ceiling"))
+    result = json.loads(json.dumps(solver_ceiling.compute(args)))
+    setup = prepare(CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13, 42), test_cap=32,
+                                  kernels=("sgd",), optimizers=()))
+    ctx = context(setup, tmp_path / "protocol")
+    for i, split in enumerate(setup.splits):
+        data = encode_seed(ctx, split)
+        record, _ = kernel_method(ctx, data, "sgd")
+        assert result["paper"]["chosen"][i] == {"lambda": record["lambda"], "scale": record["scale"]}
+        assert result["paper"]["dev_selected"][i] == record["accuracy"]
+        assert result["zero_shot"][i] == zero_shot(ctx, data)[0]["accuracy"]
+    test = np.asarray(result["test"])
+    assert test.shape == (2, len(solver_ceiling.WIDE["lambdas"]), len(solver_ceiling.WIDE["scales"]))
+    for grid in ("paper", "wide"):
+        oracle = np.asarray(result[grid]["oracle"])
+        assert np.all(np.asarray(result[grid]["dev_selected"]) <= oracle)
+        assert np.all(np.asarray(result[grid]["best_fixed"]) <= oracle)
+    assert np.all(np.asarray(result["wide"]["oracle"]) >= np.asarray(result["paper"]["oracle"]))
+    assert np.asarray(result["wide"]["oracle"]) == pytest.approx(test.reshape(2, -1).max(1))
+    rows = solver_ceiling.rows(result)
+    assert len(rows) == 7 and rows[0][0] == "kernel-sgd, the paper's grid, λ and s chosen on dev"
