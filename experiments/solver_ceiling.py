@@ -1,6 +1,6 @@
 """How much can the SGD-kernel predictor's hyperparameters give? Kernel-sgd over the whole (λ, s) grid.
 
-    python -m experiments.solver_ceiling [--model miniberta-medium] [--data_dir ../shared/data] [--k 16] [--seeds 13,21,42,87,100] [--solver ridge] [--out runs/solver-ceiling]
+    python -m experiments.solver_ceiling [--model miniberta-medium] [--data_dir ../shared/data] [--k 16] [--seeds 13,21,42,87,100] [--solver ridge] [--text raw] [--out runs/solver-ceiling]
 
 ``python -m ntk_lab.compare`` fits kernel ridge regression with the SGD kernel at θ0,
 ``F(x) = f0(x)/s + Σ_i α_i K(x_i, x)``, ``α = (K + λ σ_max(K) I)⁺ (Y - f0/s)``, and picks the
@@ -34,9 +34,10 @@ GOAL = 0.70
 
 
 def grid_accuracy(model: str, data_dir: str, k: int, seeds: tuple[int, ...], solver: str, test_cap: int,
-                  out: str) -> dict[str, Any]:
+                  out: str, text: str = "raw") -> dict[str, Any]:
     """Dev and test accuracy ``[seed, λ, s]`` of ``solver`` with the SGD kernel at every point of ``WIDE``,
-    and each seed's zero-shot accuracy (the protocol's stages: ``ntk_lab.protocol``)."""
+    and each seed's zero-shot accuracy (the protocol's stages: ``ntk_lab.protocol``); ``text``:
+    ``compare --text``."""
     from ntk_lab.protocol import (
         CompareConfig,
         context,
@@ -47,7 +48,7 @@ def grid_accuracy(model: str, data_dir: str, k: int, seeds: tuple[int, ...], sol
     )
 
     setup = prepare(CompareConfig(task="sst2", model=model, data_dir=data_dir, k=k, seeds=seeds, test_cap=test_cap,
-                                  kernels=("sgd",), optimizers=(), solver=solver))
+                                  kernels=("sgd",), optimizers=(), solver=solver, text=text))
     ctx = context(setup, out)
     shape = (len(seeds), len(WIDE["lambdas"]), len(WIDE["scales"]))
     accuracy = {"dev": np.zeros(shape), "test": np.zeros(shape)}
@@ -82,10 +83,10 @@ def summarize(dev: np.ndarray, test: np.ndarray, grid: dict[str, tuple[float, ..
 
 def compute(args: Any) -> dict[str, Any]:
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    found = grid_accuracy(args.model, args.data_dir, args.k, seeds, args.solver, args.test_cap, args.out)
+    found = grid_accuracy(args.model, args.data_dir, args.k, seeds, args.solver, args.test_cap, args.out, args.text)
     dev, test = np.asarray(found["dev"]), np.asarray(found["test"])
     return {"config": {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": list(seeds),
-                       "solver": args.solver, "test_cap": args.test_cap},
+                       "solver": args.solver, "test_cap": args.test_cap, "text": args.text},
             "grid": {name: list(values) for name, values in WIDE.items()}, **found,
             "paper": summarize(dev, test, PAPER), "wide": summarize(dev, test, WIDE), "goal": GOAL}
 
@@ -133,7 +134,7 @@ def figure(result: dict[str, Any]) -> Any:
 def main() -> None:
     report.cli("solver_ceiling", __doc__,
                {"model": "miniberta-medium", "data_dir": "../shared/data", "k": 16, "seeds": "13,21,42,87,100", "solver": "ridge",
-                "test_cap": 1000, "out": "runs/solver-ceiling"}, compute, rows, figure)
+                "test_cap": 1000, "text": "raw", "out": "runs/solver-ceiling"}, compute, rows, figure)
 
 
 if __name__ == "__main__":

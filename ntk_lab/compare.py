@@ -16,6 +16,7 @@ from ntk_lab.protocol import (
     HEADS,
     KIND_NAMES,
     OPTIMIZER_NAMES,
+    TEXTS,
     CompareConfig,
 )
 
@@ -74,6 +75,10 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
     p.add_argument("--batch-size", type=int, default=32, help="batch size for evaluating f")
     p.add_argument("--init-missing-head", action="store_true", help="initialise MLM-head weights the checkpoint lacks")
     p.add_argument("--no-prompt", action="store_true", help="linear head on the first token instead of label-word logits")
+    p.add_argument("--text", default="raw", choices=TEXTS,
+                   help="the data's text as written ('raw'), or 'detokenized': GLUE's and LM-BFF's lowercased, "
+                        "space-split text joined back and capitalized (ntk_lab.detokenize), the format of a model "
+                        "pretrained on raw text such as the MiniBERTas")
     p.add_argument("--head", default="probe", choices=HEADS,
                    help="with --no-prompt, the head's start: 'probe', the logistic regression fitted on the train "
                         "split's features (LM-Kernel-FT's standard fine-tuning); 'random', N(0, 0.02²)")

@@ -263,7 +263,7 @@ def test_solver_ceiling_reproduces_the_protocols_kernel_sgd(tmp_path) -> None:
         zero_shot,
     )
 
-    args = SimpleNamespace(model="tiny", data_dir="sample", k=16, seeds="13,42", solver="ridge", test_cap=32,
+    args = SimpleNamespace(model="tiny", data_dir="sample", k=16, seeds="13,42", solver="ridge", test_cap=32, text="raw",
                            out=str(tmp_path / "ceiling"))
     result = json.loads(json.dumps(solver_ceiling.compute(args)))
     setup = prepare(CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13, 42), test_cap=32,
