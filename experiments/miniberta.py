@@ -1,6 +1,6 @@
 """Does pretraining make the prompt mean something? A MiniBERTa against its random twin on k-shot SST-2.
 
-    python -m experiments.miniberta [--model miniberta-small] [--data_dir ../shared/data] [--seeds 13,21,42,87,100] [--out runs/miniberta]
+    python -m experiments.miniberta [--model miniberta-small] [--data_dir ../shared/data] [--seeds 13,21,42,87,100] [--text raw] [--out runs/miniberta]
 
 The same architecture and tokenizer twice: the pretrained checkpoint (``ntk_lab.pretrain``) and the
 random initialisation it started from (weights drawn as pretraining draws them, seed 0). For each,
@@ -47,20 +47,20 @@ def random_twin(model: str, folder: Path) -> Path:
 
 
 def encoded_test_set(model: str, data_dir: str, n: int | None = None, task_name: str = "sst2",
-                     pad_multiple: int = 1) -> tuple[Any, Any, dict[str, Any]]:
+                     pad_multiple: int = 1, text: str = "raw") -> tuple[Any, Any, dict[str, Any]]:
     """``(loaded model, task, encoded prompts)`` of the first ``n`` test examples (all: None) of
-    ``task_name``, encoded to at most 128 tokens or the model's length."""
+    ``task_name`` (``text``: ``tasks.load_task_data``'s), encoded to at most 128 tokens or the model's length."""
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import encode
     from ntk_lab.tasks import TASKS, load_task_data
 
     task = TASKS[task_name]
     loaded = load_masked_lm(model)
-    test = load_task_data(task, data_dir)[1][:n]
+    test = load_task_data(task, data_dir, text)[1][:n]
     return loaded, task, encode(task, test, loaded.tokenizer, min(128, loaded.config.max_length), pad_multiple=pad_multiple)
 
 
-def zero_shot(model: str, data_dir: str) -> dict[str, Any]:
+def zero_shot(model: str, data_dir: str, text: str = "raw") -> dict[str, Any]:
     """The prompt's zero-shot classifier on the whole test set, beyond argmax: ``zero_shot_auc``, the area
     under the ROC curve of ``f_great - f_terrible`` (does the prompt rank positive above negative
     sentences, whatever threshold argmax implies; 0.5: no), and ``zero_shot_calibrated``, the accuracy
@@ -74,7 +74,7 @@ def zero_shot(model: str, data_dir: str) -> dict[str, Any]:
     from ntk_lab.kernels import binary_margin
     from ntk_lab.prompts import PromptedClassifier
 
-    loaded, task, encoded = encoded_test_set(model, data_dir, pad_multiple=16)
+    loaded, task, encoded = encoded_test_set(model, data_dir, pad_multiple=16, text=text)
     classifier = PromptedClassifier.for_task(loaded, task)
     scores = np.asarray(classifier.logits(loaded.params, encoded, 64), np.float64)
     d, y = binary_margin(scores)[:, 0], encoded["labels"] == 1
@@ -86,12 +86,12 @@ def zero_shot(model: str, data_dir: str) -> dict[str, Any]:
             "calibrated_positive_share": float(np.mean(predicted == 1)), "content_free_log_prior": prior.tolist()}
 
 
-def word_order(model: str, data_dir: str, n: int = 128, task_name: str = "sst2") -> dict[str, Any]:
+def word_order(model: str, data_dir: str, n: int = 128, task_name: str = "sst2", text: str = "raw") -> dict[str, Any]:
     """``ntk_lab.attention.position_use`` on the first ``n`` test prompts of ``task_name``: each layer's
     mean attention to the previous and the next token, against uniform attention's ``1/n``."""
     from ntk_lab.attention import position_use
 
-    loaded, _, encoded = encoded_test_set(model, data_dir, n, task_name)
+    loaded, _, encoded = encoded_test_set(model, data_dir, n, task_name, text=text)
     return position_use(loaded, encoded)
 
 
@@ -105,7 +105,7 @@ def word_order_rows(name: str, found: dict[str, Any]) -> list[tuple[str, str, st
     return out
 
 
-def label_word_mass(model: str, data_dir: str, n: int = 256) -> float:
+def label_word_mass(model: str, data_dir: str, n: int = 256, text: str = "raw") -> float:
     """Mean over the first ``n`` SST-2 test prompts of ``P(great) + P(terrible)`` at the mask, the
     softmax over the whole vocabulary: does the prompt's slot call for the label words at all
     (``2 / V`` for a model that knows nothing)."""
@@ -118,7 +118,7 @@ def label_word_mass(model: str, data_dir: str, n: int = 256) -> float:
     from ntk_lab.tasks import TASKS, load_task_data
 
     task, loaded = TASKS["sst2"], load_masked_lm(model)
-    at_mask = prompt_states(loaded, task, load_task_data(task, data_dir)[1][:n])["mask"]  # [n, d]
+    at_mask = prompt_states(loaded, task, load_task_data(task, data_dir, text)[1][:n])["mask"]  # [n, d]
     vocabulary = jax.nn.softmax(loaded.vocab_logits(loaded.params, jnp.asarray(at_mask, jnp.float32)), axis=-1)  # [n, V]
     return float(np.asarray(vocabulary)[:, label_word_ids(task, loaded.tokenizer)].sum(1).mean())
 
@@ -154,7 +154,8 @@ def probe_accuracy(train: dict[str, Any], test: dict[str, Any], features: str) -
     return float(np.mean(head.logits((test[features] - center) / scale).argmax(1) == test["labels"]))
 
 
-def sentiment_probe(model: str, data_dir: str, seeds: list[int], k: int, labelled: int = 2000) -> dict[str, Any]:
+def sentiment_probe(model: str, data_dir: str, seeds: list[int], k: int, labelled: int = 2000,
+                    text: str = "raw") -> dict[str, Any]:
     """How much sentiment the prompted input's final hidden states carry linearly: ``probe_accuracy`` on
     the SST-2 test set of the mask's state and of the mean state, trained on each seed's k-shot train
     set (``k_shot``: one accuracy per seed) and on ``labelled`` train examples drawn at random (seed 0).
@@ -167,7 +168,7 @@ def sentiment_probe(model: str, data_dir: str, seeds: list[int], k: int, labelle
     from ntk_lab.tasks import TASKS, kshot_split, load_task_data
 
     task, loaded = TASKS["sst2"], load_masked_lm(model)
-    train, test = load_task_data(task, data_dir)
+    train, test = load_task_data(task, data_dir, text)
     splits = [kshot_split(train, test, 2, k, seed) for seed in seeds]
     test_states = prompt_states(loaded, task, splits[0].test)
     drawn = [train[i] for i in np.random.default_rng(0).permutation(len(train))[:labelled]]
@@ -184,7 +185,7 @@ def compute(args: Any) -> dict[str, Any]:
 
     out = Path(args.out)
     models = {"pretrained": args.model, "random": str(random_twin(args.model, out / "random-init"))}
-    results = {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": args.seeds,
+    results = {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": args.seeds, "text": args.text,
                "vocab_size": load_masked_lm(args.model).config.vocab_size, "runs": {}}
     seeds = [int(s) for s in args.seeds.split(",")]
     for name, model in models.items():
@@ -192,15 +193,15 @@ def compute(args: Any) -> dict[str, Any]:
         config = CompareConfig(task="sst2", model=model, data_dir=args.data_dir, k=args.k,
                                seeds=tuple(seeds), kernels=("sgd",),
                                optimizers=tuple(o for o in args.optimizers.split(",") if o), steps=args.steps,
-                               eval_every=args.eval_every, implementation="structured")
+                               eval_every=args.eval_every, implementation="structured", text=args.text)
         compared = run(config, folder)
         compared.write(folder)
         saved = compared.as_json()
         results["runs"][name] = {"summary": saved["summary"], "timing": saved["timing"],
-                                 **zero_shot(model, args.data_dir),
-                                 "word_order": word_order(model, args.data_dir),
-                                 "label_word_mass": label_word_mass(model, args.data_dir),
-                                 "probe": sentiment_probe(model, args.data_dir, seeds, args.k),
+                                 **zero_shot(model, args.data_dir, args.text),
+                                 "word_order": word_order(model, args.data_dir, text=args.text),
+                                 "label_word_mass": label_word_mass(model, args.data_dir, text=args.text),
+                                 "probe": sentiment_probe(model, args.data_dir, seeds, args.k, text=args.text),
                                  "per_seed": {m: [r["accuracy"] for r in saved["runs"] if r["method"] == m]
                                               for m in saved["summary"]}}
     return results
@@ -262,5 +263,5 @@ def figure(result: dict[str, Any]) -> Any:
 if __name__ == "__main__":
     report.cli("miniberta", __doc__,
                {"model": "miniberta-small", "data_dir": "../shared/data", "k": 16, "seeds": "13,21,42,87,100",
-                "optimizers": "", "steps": 1000, "eval_every": 100, "out": "runs/miniberta"},
+                "optimizers": "", "steps": 1000, "eval_every": 100, "text": "raw", "out": "runs/miniberta"},
                compute, rows, figure)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ntk_lab.cli import cli_main
+from ntk_lab.detokenize import TEXTS
 from ntk_lab.errors import NtkLabError
 from ntk_lab.protocol import (
     ASYM_SOLVERS,
@@ -16,7 +17,6 @@ from ntk_lab.protocol import (
     HEADS,
     KIND_NAMES,
     OPTIMIZER_NAMES,
-    TEXTS,
     CompareConfig,
 )
 

@@ -7,12 +7,15 @@ them as they are; a model pretrained here on raw text (the MiniBERTas, on IMDB r
 ``detokenize`` joins what the tokenization split and restores the capitals a rule can know (a
 sentence's first letter, the pronoun I), so such a model reads the sentence in its own format:
 ``It's a charming and often affecting journey.``. Names stay lowercase (no rule knows them).
-``ntk_lab.compare --text detokenized`` applies it to every text field before the template.
+``tasks.load_task_data(..., text="detokenized")`` (``ntk_lab.compare --text detokenized``) applies it
+to every text field before the template.
 """
 
 from __future__ import annotations
 
 import re
+
+TEXTS = ("raw", "detokenized")  # a data set's text as written, or through ``detokenize``
 
 #: (pattern, replacement) applied in order; each undoes one habit of PTB tokenization
 RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), r) for p, r in (

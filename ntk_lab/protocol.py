@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 
-from ntk_lab.detokenize import detokenize
 from ntk_lab.errors import NtkLabError
 from ntk_lab.solvers import LAMBDAS, SCALES
 from ntk_lab.state import State, Timer, code_version, digest
@@ -59,7 +58,6 @@ THEORY = {"kernel-sgd": ("ft-sgd",), "kernel-signgd": ("ft-signgd", "ft-adam"),
           "kernel-asigngd": ("ft-adam", "ft-signgd")}
 COUNTERPART = {kernel: runs[0] for kernel, runs in THEORY.items()}  # the fine-tuning its agreement refers to
 HEADS = ("probe", "random")  # the no-prompt head's initialisation (ntk_lab.probe, or N(0, 0.02²))
-TEXTS = ("raw", "detokenized")  # the text fields as the data write them, or through ntk_lab.detokenize
 ASYM_SOLVERS = ("derivation", "official")  # solvers.asym_lssvm, solvers.asym_official
 FT_PRECISIONS = ("float32", "bfloat16")  # fine-tuning's compute dtype; the parameters stay float32
 ORDER_STREAM = 1  # the random stream (seed, ORDER_STREAM) of the second example order, for the ceiling
@@ -87,7 +85,7 @@ class CompareConfig:
     batch_size: int = 32
     init_missing_head: bool = False
     no_prompt: bool = False
-    text: str = "raw"  # "detokenized": the text fields through ntk_lab.detokenize before the template
+    text: str = "raw"  # "detokenized": the text fields through ntk_lab.detokenize (tasks.load_task_data)
     head: str = "probe"  # without a prompt, the new head's start: the logistic probe on train, or "random"
     subsets: tuple[str, ...] = ("full",)
     kernels: tuple[str, ...] = ("sgd", "asigngd")
@@ -192,14 +190,10 @@ def prepare(config: CompareConfig) -> Setup:
     comes last, so bad data is one line before it)."""
     from ntk_lab.models import load_masked_lm
     from ntk_lab.prompts import HeadClassifier, PromptedClassifier
-    from ntk_lab.tasks import Example, get_task, kshot_split, load_task_data
+    from ntk_lab.tasks import get_task, kshot_split, load_task_data
 
     task = get_task(config.task)
-    if config.text not in TEXTS:
-        raise NtkLabError(f"unknown text '{config.text}': choose one of {', '.join(TEXTS)}")
-    train, test = load_task_data(task, config.data_dir)
-    if config.text == "detokenized":
-        train, test = ([Example({k: detokenize(v) for k, v in e.fields.items()}, e.label) for e in part] for part in (train, test))
+    train, test = load_task_data(task, config.data_dir, config.text)
     binary = config.binary == "on" or (config.binary == "auto" and task.num_classes == 2)
     if binary and task.num_classes != 2:
         raise NtkLabError(f"--binary on needs a two-class task; {task.name} has {task.num_classes} classes")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ntk_lab.detokenize import TEXTS, detokenize
 from ntk_lab.errors import NtkLabError
 
 SEEDS = (13, 21, 42, 87, 100)
@@ -234,12 +235,25 @@ def _from_hub(task: Task) -> tuple[list[Example], list[Example]]:
     return convert("train"), convert(test_split)
 
 
-def load_task_data(task: Task, data_dir: str | Path | None) -> tuple[list[Example], list[Example]]:
+def load_task_data(task: Task, data_dir: str | Path | None, text: str = "raw") -> tuple[list[Example], list[Example]]:
     """``(train, test)`` examples of a task from ``data_dir`` (or the hub for GLUE tasks when None).
 
     ``data_dir`` may be the folder holding the task's files or its parent (``DIR/SST-2/train.tsv``).
     The special value ``"sample"`` is the offline synthetic SST-2 sample (``ntk_lab.sample``).
+    ``text="detokenized"``: every text field through ``ntk_lab.detokenize.detokenize`` (the examples and
+    their order unchanged).
     """
+    if text not in TEXTS:
+        raise NtkLabError(f"unknown text '{text}': choose one of {', '.join(TEXTS)}")
+    train, test = _load(task, data_dir)
+    if text == "detokenized":
+        train, test = ([Example({k: detokenize(v) for k, v in e.fields.items()}, e.label) for e in part]
+                       for part in (train, test))
+    return train, test
+
+
+def _load(task: Task, data_dir: str | Path | None) -> tuple[list[Example], list[Example]]:
+    """``load_task_data``'s examples as the data write them."""
     if data_dir is not None and str(data_dir) == "sample":
         from ntk_lab.sample import write_sample
 

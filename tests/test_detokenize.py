@@ -35,6 +35,14 @@ def test_raw_text_passes_unchanged(raw: str) -> None:
     assert detokenize(raw) == raw
 
 
+def test_load_task_data_detokenized_is_each_field_detokenized() -> None:
+    from ntk_lab.tasks import get_task, load_task_data
+
+    task = get_task("sst2")
+    for raw, detok in zip(load_task_data(task, "sample"), load_task_data(task, "sample", "detokenized")):
+        assert [(e.label, {k: detokenize(v) for k, v in e.fields.items()}) for e in raw] == [(e.label, e.fields) for e in detok]
+
+
 def test_compare_text_detokenized_changes_the_text_and_nothing_else() -> None:
     """The same k-shot splits (the same examples, labels and order), each text field detokenized."""
     from ntk_lab.protocol import CompareConfig, prepare
