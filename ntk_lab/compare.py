@@ -79,6 +79,12 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
                    help="the data's text as written ('raw'), or 'detokenized': GLUE's and LM-BFF's lowercased, "
                         "space-split text joined back and capitalized (ntk_lab.detokenize), the format of a model "
                         "pretrained on raw text such as the MiniBERTas")
+    p.add_argument("--template", default=None,
+                   help="another prompt template: the task's fields in braces and <mask> once, e.g. "
+                        "'{S} Overall, it was <mask>.' for sst2 (unset: LM-BFF's, in ntk_lab/tasks.py)")
+    p.add_argument("--words", default=None,
+                   help="other label words, comma-separated, one per label in the task's order, each one token "
+                        "with its leading space, e.g. 'bad,good' for sst2 (unset: LM-BFF's)")
     p.add_argument("--head", default="probe", choices=HEADS,
                    help="with --no-prompt, the head's start: 'probe', the logistic regression fitted on the train "
                         "split's features (LM-Kernel-FT's standard fine-tuning); 'random', N(0, 0.02²)")
@@ -145,6 +151,7 @@ def parse(argv: list[str] | None) -> tuple[CompareConfig, Path]:
     options.update(seeds=seeds, subsets=_names(args.subsets or args.subset), kernels=_names(args.kernels),
                    optimizers=_names(args.optimizers), lambdas=_floats(args.lambdas, "--lambdas"),
                    f0_scales=_floats(args.f0_scales, "--f0-scales"),
+                   words=None if args.words is None else tuple(args.words.split(",")),
                    **{f"lr_{name}": _floats(getattr(args, f"lr_{name}"), f"--lr-{name}") for name in OPTIMIZER_NAMES})
     return CompareConfig(**options), Path(args.out)
 

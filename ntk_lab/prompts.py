@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -84,6 +84,34 @@ def render(template: str, fields: dict[str, str], mask_token: str = "<mask>") ->
         else:
             out.append(value if kind == "text" else mask_token)
     return "".join(out)
+
+
+def template_fields(template: str) -> set[str]:
+    """The names of the fields a template fills (``{S}``, ``{P:rstrip_punct}`` ...)."""
+    return {value.strip() for kind, value, _ in parse_template(template, require_mask=False) if kind == "field"}
+
+
+def with_prompt(task: Task, template: str | None = None, words: tuple[str, ...] | None = None) -> Task:
+    """``task`` prompted another way: its ``template`` and/or label ``words`` replaced (None: the task's own,
+    LM-BFF's), as LM-BFF compares manual prompts. The template must hold ``<mask>`` once and fill exactly
+    the task's fields; ``words`` gives one word per class, in the order of ``task.labels``."""
+    if template is not None:
+        parse_template(template)
+        expected, found = template_fields(task.template), template_fields(template)
+        if found != expected:
+            raise NtkLabError(f"template {template!r} fills {{{', '.join(sorted(found)) or 'nothing'}}}; task "
+                              f"{task.name}'s prompts fill {', '.join('{' + f + '}' for f in sorted(expected))}, "
+                              f"e.g. {task.template!r}")
+    if words is not None:
+        words = tuple(w.strip() for w in words)
+        if len(words) != task.num_classes or not all(words):
+            raise NtkLabError(f"task {task.name} needs {task.num_classes} label words, one per label "
+                              f"{', '.join(task.labels)} in that order (its own: {','.join(task.words)}); got "
+                              f"{','.join(words) or 'none'}")
+        if len(set(words)) != len(words):
+            raise NtkLabError(f"the label words {','.join(words)} repeat a word: each label needs its own")
+    return replace(task, template=task.template if template is None else template,
+                   words=task.words if words is None else words)
 
 
 def label_word_ids(task: Task, tokenizer: Any) -> np.ndarray:

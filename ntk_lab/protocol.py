@@ -86,6 +86,8 @@ class CompareConfig:
     init_missing_head: bool = False
     no_prompt: bool = False
     text: str = "raw"  # "detokenized": the text fields through ntk_lab.detokenize (tasks.load_task_data)
+    template: str | None = None  # None: the task's (LM-BFF's) prompt template (prompts.with_prompt)
+    words: tuple[str, ...] | None = None  # None: the task's label words, one per label in the task's order
     head: str = "probe"  # without a prompt, the new head's start: the logistic probe on train, or "random"
     subsets: tuple[str, ...] = ("full",)
     kernels: tuple[str, ...] = ("sgd", "asigngd")
@@ -119,6 +121,10 @@ class CompareConfig:
 
         for name in ("seeds", "subsets", "kernels", "optimizers", "lr_sgd", "lr_adam", "lr_signgd", "lambdas", "f0_scales"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.words is not None:
+            object.__setattr__(self, "words", tuple(self.words))
+        if self.no_prompt and (self.template is not None or self.words is not None):
+            raise NtkLabError("--template and --words shape the prompt, and --no-prompt has none: drop one or the other")
         if not self.seeds:
             raise NtkLabError("--seeds names no seed: pass comma-separated integers, e.g. 13,21,42")
         if not self.subsets:
@@ -189,10 +195,10 @@ def prepare(config: CompareConfig) -> Setup:
     """Load and check the task's data and make the k-shot splits, then load the model (the slow part
     comes last, so bad data is one line before it)."""
     from ntk_lab.models import load_masked_lm
-    from ntk_lab.prompts import HeadClassifier, PromptedClassifier
+    from ntk_lab.prompts import HeadClassifier, PromptedClassifier, with_prompt
     from ntk_lab.tasks import get_task, kshot_split, load_task_data
 
-    task = get_task(config.task)
+    task = with_prompt(get_task(config.task), config.template, config.words)
     train, test = load_task_data(task, config.data_dir, config.text)
     binary = config.binary == "on" or (config.binary == "auto" and task.num_classes == 2)
     if binary and task.num_classes != 2:
@@ -778,7 +784,8 @@ def context(setup: Setup, out: str | Path, subset: str = "full", timer: Timer | 
 
 
 #: the options ``prepare`` reads: a ``Setup`` serves every config that agrees with its own on these
-PREPARED = ("task", "model", "data_dir", "k", "seeds", "test_cap", "binary", "no_prompt", "init_missing_head", "text")
+PREPARED = ("task", "model", "data_dir", "k", "seeds", "test_cap", "binary", "no_prompt", "init_missing_head", "text",
+            "template", "words")
 
 
 def run(config: CompareConfig, out: str | Path, setup: Setup | None = None) -> Results:
@@ -801,7 +808,9 @@ def run(config: CompareConfig, out: str | Path, setup: Setup | None = None) -> R
     c = config
     print(f"{task.name}, {c.model}, k={c.k}, train n={len(setup.splits[0].train)}, test n={len(setup.splits[0].test)}, "
           f"{'binary ' if setup.binary else ''}kernels {', '.join(c.kernels)}, fine-tuning {', '.join(c.optimizers)}"
-          f"{', no prompt' if c.no_prompt else ''}{', detokenized text' if c.text == 'detokenized' else ''}, subsets {', '.join(c.subsets)}", flush=True)
+          f"{', no prompt' if c.no_prompt else ''}{', detokenized text' if c.text == 'detokenized' else ''}"
+          f"{f', prompt {task.template!r}, words {task.words}' if c.template or c.words else ''}, "
+          f"subsets {', '.join(c.subsets)}", flush=True)
     timer = Timer(out / "state" / f"timing-{digest(c.as_dict())[:12]}.json")
     runs: list[dict] = []
     seed_outputs: dict[int, dict] = {}

@@ -186,6 +186,12 @@ def test_cli_on_real_sst2(sst2_dir, tmp_path) -> None:
     (["--task", "sst5", "--model", "tiny", "--data-dir", "sample", "--binary", "on"], "error: "),
     (["--task", "sst2", "--model", "tiny", "--subset", "lora"], "error: unknown subset 'lora': choose from"),
     (["--task", "sst2", "--model", "tiny", "--seeds", ","], "error: --seeds names no seed"),
+    (["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--template", "{S1} It was <mask>."],
+     "error: template '{S1} It was <mask>.' fills {S1}; task sst2's prompts fill {S}"),
+    (["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--words", "bad,okay,good"],
+     "error: task sst2 needs 2 label words, one per label 0, 1 in that order (its own: terrible,great)"),
+    (["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--no-prompt", "--words", "bad,good"],
+     "error: --template and --words shape the prompt, and --no-prompt has none"),
 ])
 def test_bad_input_gets_one_line(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as e:
@@ -200,3 +206,23 @@ def test_f1_of_the_positive_class() -> None:
     precision, recall = 2 / 3, 2 / 3
     assert f1_score(pred, labels) == pytest.approx(2 * precision * recall / (precision + recall))
     assert f1_score(np.zeros(3, int), np.ones(3, int)) == 0.0
+
+
+def test_another_prompt_keeps_the_splits_and_needs_its_own_setup(tmp_path) -> None:
+    """``--template`` and ``--words`` change the prompt only: the same k-shot examples, the task's prompt
+    replaced (``prompts.with_prompt``); a setup prepared for the default prompt does not serve them."""
+    import re
+
+    from ntk_lab.compare import parse
+    from ntk_lab.errors import NtkLabError
+    from ntk_lab.protocol import prepare, run
+
+    argv = ["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--seeds", "13", "--test-cap", "8"]
+    default, _ = parse(argv)
+    config, _ = parse([*argv, "--template", "{S} A <mask> movie.", "--words", "bad, good"])
+    assert (config.template, config.words) == ("{S} A <mask> movie.", ("bad", " good"))
+    setup, other = prepare(default), prepare(config)
+    assert (other.task.template, other.task.words) == ("{S} A <mask> movie.", ("bad", "good"))
+    assert [(e.fields, e.label) for e in other.splits[0].train] == [(e.fields, e.label) for e in setup.splits[0].train]
+    with pytest.raises(NtkLabError, match=re.escape("the setup was prepared for other template, words")):
+        run(config, tmp_path, setup)

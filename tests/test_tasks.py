@@ -12,6 +12,7 @@ from ntk_lab.prompts import (
     label_word_ids,
     parse_template,
     render,
+    with_prompt,
 )
 from ntk_lab.tasks import (
     TASKS,
@@ -119,6 +120,44 @@ def test_classifier_picks_the_label_word_rows_at_the_mask(fixture: str, request)
     expected = full[np.arange(3), batch["mask_pos"]][:, words]
     assert got.shape == (3, 5)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_another_prompt_classifies_with_its_own_template_and_words(tiny) -> None:
+    """``with_prompt``: the encoded input is the new template's text, and ``f`` reads the new words' rows
+    of the full MLM logits at its mask."""
+    task = with_prompt(TASKS["sst2"], "{S} A <mask> movie.", ("bad", "good"))
+    assert (task.template, task.words, task.labels) == ("{S} A <mask> movie.", ("bad", "good"), ("0", "1"))
+    assert with_prompt(TASKS["sst2"]) == TASKS["sst2"]
+    examples = [Example({"S": s}, 0) for s in ("the plot was dull .", "a truly superb cast , moving .")]
+    batch = encode(task, examples, tiny.tokenizer)
+    length = int(batch["attention_mask"][0].sum())
+    assert tiny.tokenizer.decode(batch["input_ids"][0][1 : length - 1]) == "the plot was dull . A<mask> movie."
+    got = np.asarray(PromptedClassifier.for_task(tiny, task)(tiny.params, batch))
+    full = np.asarray(tiny.apply(tiny.params, batch["input_ids"], batch["attention_mask"]))
+    words = [tiny.tokenizer.convert_tokens_to_ids(tiny.tokenizer.tokenize(" " + w))[0] for w in ("bad", "good")]
+    np.testing.assert_allclose(got, full[np.arange(2), batch["mask_pos"]][:, words], atol=1e-5)
+
+
+@pytest.mark.parametrize("template, words, message", [
+    ("{X} It was <mask>.", None, r"fills \{X\}; task sst2's prompts fill \{S\}"),
+    ("It was <mask>.", None, r"fills \{nothing\}"),
+    ("{S} It was.", None, "must contain <mask> exactly once"),
+    ("{S} <mask> <mask>", None, "must contain <mask> exactly once"),
+    (None, ("good",), "needs 2 label words, one per label 0, 1 in that order"),
+    (None, ("bad", ""), "needs 2 label words"),
+    (None, ("good", "good"), "repeat a word"),
+])
+def test_another_prompt_that_does_not_fit_the_task_is_one_line(template, words, message) -> None:
+    with pytest.raises(NtkLabError, match=message) as error:
+        with_prompt(TASKS["sst2"], template, words)
+    assert "\n" not in str(error.value)
+
+
+def test_pair_tasks_take_templates_with_both_fields() -> None:
+    task = with_prompt(TASKS["mrpc"], "{S1} ? <mask> : {S2}")
+    assert render(task.template, FIELDS) == "He left. ?<mask> : She stayed."
+    with pytest.raises(NtkLabError, match=r"fills \{S1\}; task mrpc's prompts fill \{S1\}, \{S2\}"):
+        with_prompt(TASKS["mrpc"], "{S1} <mask>")
 
 
 def _examples(labels: list[int]) -> list[Example]:
