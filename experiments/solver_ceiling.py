@@ -1,6 +1,6 @@
 """How much can the SGD-kernel predictor's hyperparameters give? Kernel-sgd over the whole (λ, s) grid.
 
-    python -m experiments.solver_ceiling [--model miniberta-medium] [--data_dir ../shared/data] [--k 16] [--seeds 13,21,42,87,100] [--solver ridge] [--text raw] [--out runs/solver-ceiling]
+    python -m experiments.solver_ceiling [--model miniberta-medium] [--data_dir ../shared/data] [--k 16] [--seeds 13,21,42,87,100] [--solver ridge] [--text raw] [--offset f0] [--out runs/solver-ceiling]
 
 ``python -m ntk_lab.compare`` fits kernel ridge regression with the SGD kernel at θ0,
 ``F(x) = f0(x)/s + Σ_i α_i K(x_i, x)``, ``α = (K + λ σ_max(K) I)⁺ (Y - f0/s)``, and picks the
@@ -16,6 +16,11 @@ linearized model's own output ``f0``) is fitted on the same kernels and scored o
   hyperparameters cannot reach it.
 
 The λ → ∞ limit at s = 1 is the zero-shot classifier (``α -> 0``, ``F -> f0``), reported beside them.
+
+``--offset calibrated`` starts the predictor from the contextually calibrated output instead,
+``f0 - log p̂`` (``ntk_lab.calibration``; in binary mode the margin less ``log p̂_1 - log p̂_0``): the
+model whose label words' decoder biases are shifted by ``-log p̂``, no label used. The shift moves no
+gradient, so the kernels are the same; the λ → ∞ limit is then the calibrated zero-shot classifier.
 """
 
 from __future__ import annotations
@@ -33,11 +38,16 @@ WIDE = {"lambdas": (0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0), "scales": (1.0, 3.0,
 GOAL = 0.70
 
 
+OFFSETS = ("f0", "calibrated")
+
+
 def grid_accuracy(model: str, data_dir: str, k: int, seeds: tuple[int, ...], solver: str, test_cap: int,
-                  out: str, text: str = "raw") -> dict[str, Any]:
+                  out: str, text: str = "raw", offset: str = "f0") -> dict[str, Any]:
     """Dev and test accuracy ``[seed, λ, s]`` of ``solver`` with the SGD kernel at every point of ``WIDE``,
     and each seed's zero-shot accuracy (the protocol's stages: ``ntk_lab.protocol``); ``text``:
-    ``compare --text``."""
+    ``compare --text``; ``offset``: ``"f0"``, or ``"calibrated"`` (``f0 - log p̂``, and the calibrated
+    zero-shot accuracy)."""
+    from ntk_lab.errors import NtkLabError
     from ntk_lab.protocol import (
         CompareConfig,
         context,
@@ -45,7 +55,11 @@ def grid_accuracy(model: str, data_dir: str, k: int, seeds: tuple[int, ...], sol
         kernel_matrix,
         prepare,
         zero_shot,
+        zero_shot_calibrated,
     )
+
+    if offset not in OFFSETS:
+        raise NtkLabError(f"unknown offset '{offset}': choose one of {', '.join(OFFSETS)}")
 
     setup = prepare(CompareConfig(task="sst2", model=model, data_dir=data_dir, k=k, seeds=seeds, test_cap=test_cap,
                                   kernels=("sgd",), optimizers=(), solver=solver, text=text))
@@ -56,11 +70,19 @@ def grid_accuracy(model: str, data_dir: str, k: int, seeds: tuple[int, ...], sol
     for i, split in enumerate(setup.splits):
         data = encode_seed(ctx, split)
         k_all, p = kernel_matrix(ctx, data, "sgd"), data.parts
-        zero.append(zero_shot(ctx, data)[0]["accuracy"])
+        f0 = data.f0b
+        if offset == "calibrated":
+            record, _ = zero_shot_calibrated(ctx, data)
+            prior = np.asarray(record["content_free_log_prior"])
+            shift = prior[1:] - prior[:1] if setup.binary else prior  # the margin's, in binary mode
+            f0 = {part: values - shift for part, values in f0.items()}
+        else:
+            record, _ = zero_shot(ctx, data)
+        zero.append(record["accuracy"])
         for (a, lam), (b, scale) in itertools.product(enumerate(WIDE["lambdas"]), enumerate(WIDE["scales"])):
-            fit = solvers.SOLVERS[solver](k_all[:, :, p["train"]], data.y["train"], data.f0b["train"], lam, scale)
+            fit = solvers.SOLVERS[solver](k_all[:, :, p["train"]], data.y["train"], f0["train"], lam, scale)
             for part in ("dev", "test"):
-                scores = fit.decision(k_all[:, :, p[part]], data.f0b[part])
+                scores = fit.decision(k_all[:, :, p[part]], f0[part])
                 accuracy[part][i, a, b] = np.mean(solvers.predict_labels(scores) == data.y[part])
     return {"dev": accuracy["dev"].tolist(), "test": accuracy["test"].tolist(), "zero_shot": zero}
 
@@ -83,10 +105,11 @@ def summarize(dev: np.ndarray, test: np.ndarray, grid: dict[str, tuple[float, ..
 
 def compute(args: Any) -> dict[str, Any]:
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    found = grid_accuracy(args.model, args.data_dir, args.k, seeds, args.solver, args.test_cap, args.out, args.text)
+    found = grid_accuracy(args.model, args.data_dir, args.k, seeds, args.solver, args.test_cap, args.out, args.text,
+                          args.offset)
     dev, test = np.asarray(found["dev"]), np.asarray(found["test"])
     return {"config": {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": list(seeds),
-                       "solver": args.solver, "test_cap": args.test_cap, "text": args.text},
+                       "solver": args.solver, "test_cap": args.test_cap, "text": args.text, "offset": args.offset},
             "grid": {name: list(values) for name, values in WIDE.items()}, **found,
             "paper": summarize(dev, test, PAPER), "wide": summarize(dev, test, WIDE), "goal": GOAL}
 
@@ -107,7 +130,9 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                  _stat(found["best_fixed"]), "≥ any fixed choice"),
                 (f"kernel-sgd, {label}, test oracle (each seed's best point)", _stat(found["oracle"]),
                  f"≥ any selection rule; goal {result['goal']:.2f}")]
-    return out + [("zero-shot (λ -> ∞ at s = 1)", _stat(result["zero_shot"]), "the prompt alone")]
+    calibrated = result["config"].get("offset") == "calibrated"
+    return out + [(f"zero-shot{', calibrated' if calibrated else ''} (λ -> ∞ at s = 1)", _stat(result["zero_shot"]),
+                   "the prompt alone")]
 
 
 def figure(result: dict[str, Any]) -> Any:
@@ -125,7 +150,8 @@ def figure(result: dict[str, Any]) -> Any:
     ax.set_yticks(range(len(lambdas)), [f"{v:g}" for v in lambdas])
     ax.set(xlabel="f0 scaling s (offset f0/s)", ylabel="λ (relative to σ_max)",
            title=f"kernel-sgd test accuracy, mean of {len(result['config']['seeds'])} seeds\n"
-                 f"{result['config']['model']}, k = {result['config']['k']} (bold: the paper's grid)")
+                 f"{result['config']['model']}, k = {result['config']['k']}"
+                 f"{', calibrated offset' if result['config'].get('offset') == 'calibrated' else ''} (bold: the paper's grid)")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     return fig
@@ -134,7 +160,7 @@ def figure(result: dict[str, Any]) -> Any:
 def main() -> None:
     report.cli("solver_ceiling", __doc__,
                {"model": "miniberta-medium", "data_dir": "../shared/data", "k": 16, "seeds": "13,21,42,87,100", "solver": "ridge",
-                "test_cap": 1000, "text": "raw", "out": "runs/solver-ceiling"}, compute, rows, figure)
+                "test_cap": 1000, "text": "raw", "offset": "f0", "out": "runs/solver-ceiling"}, compute, rows, figure)
 
 
 if __name__ == "__main__":

@@ -264,7 +264,7 @@ def test_solver_ceiling_reproduces_the_protocols_kernel_sgd(tmp_path) -> None:
     )
 
     args = SimpleNamespace(model="tiny", data_dir="sample", k=16, seeds="13,42", solver="ridge", test_cap=32, text="raw",
-                           out=str(tmp_path / "ceiling"))
+                           offset="f0", out=str(tmp_path / "ceiling"))
     result = json.loads(json.dumps(solver_ceiling.compute(args)))
     setup = prepare(CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13, 42), test_cap=32,
                                   kernels=("sgd",), optimizers=()))
@@ -285,3 +285,46 @@ def test_solver_ceiling_reproduces_the_protocols_kernel_sgd(tmp_path) -> None:
     assert np.asarray(result["wide"]["oracle"]) == pytest.approx(test.reshape(2, -1).max(1))
     rows = solver_ceiling.rows(result)
     assert len(rows) == 7 and rows[0][0] == "kernel-sgd, the paper's grid, λ and s chosen on dev"
+
+
+def test_solver_ceiling_calibrated_offset_moves_only_the_start(tmp_path) -> None:
+    """``--offset calibrated``: the same kernels, the predictor started from ``f0 - log p̂``. Without an
+    offset (s = ∞) every point scores as with ``f0``; the zero-shot row is the protocol's calibrated one;
+    at s = 1 and a λ far past σ_max the predictor is that classifier; a bad offset is one line."""
+    import numpy as np
+
+    from experiments import solver_ceiling
+    from ntk_lab import solvers
+    from ntk_lab.errors import NtkLabError
+    from ntk_lab.protocol import (
+        CompareConfig,
+        context,
+        encode_seed,
+        kernel_matrix,
+        prepare,
+        zero_shot_calibrated,
+    )
+
+    base = dict(model="tiny", data_dir="sample", k=16, seeds="13,42", solver="ridge", test_cap=32, text="raw",
+                out=str(tmp_path / "ceiling"))
+    plain = solver_ceiling.compute(SimpleNamespace(**base, offset="f0"))
+    calibrated = solver_ceiling.compute(SimpleNamespace(**base, offset="calibrated"))
+    no_offset = solver_ceiling.WIDE["scales"].index(float("inf"))
+    for part in ("dev", "test"):
+        assert np.asarray(calibrated[part])[:, :, no_offset].tolist() == np.asarray(plain[part])[:, :, no_offset].tolist()
+    setup = prepare(CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13, 42), test_cap=32,
+                                  kernels=("sgd",), optimizers=()))
+    ctx = context(setup, tmp_path / "protocol")
+    for i, split in enumerate(setup.splits):
+        data = encode_seed(ctx, split)
+        record, outputs = zero_shot_calibrated(ctx, data)
+        assert calibrated["zero_shot"][i] == record["accuracy"]
+        prior = np.asarray(record["content_free_log_prior"])
+        f0 = {part: data.f0b[part] - (prior[1] - prior[0]) for part in ("train", "test")}
+        k_all, p = kernel_matrix(ctx, data, "sgd"), data.parts
+        fit = solvers.ridge(k_all[:, :, p["train"]], data.y["train"], f0["train"], 1e8, 1.0)
+        predicted = solvers.predict_labels(fit.decision(k_all[:, :, p["test"]], f0["test"]))
+        assert predicted.tolist() == outputs["test"].argmax(1).tolist()
+    assert solver_ceiling.rows(calibrated)[-1][0] == "zero-shot, calibrated (λ -> ∞ at s = 1)"
+    with pytest.raises(NtkLabError, match="unknown offset 'bias': choose one of f0, calibrated"):
+        solver_ceiling.compute(SimpleNamespace(**base, offset="bias"))
