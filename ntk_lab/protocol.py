@@ -122,7 +122,7 @@ class CompareConfig:
         for name in ("seeds", "subsets", "kernels", "optimizers", "lr_sgd", "lr_adam", "lr_signgd", "lambdas", "f0_scales"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.words is not None:
-            object.__setattr__(self, "words", tuple(self.words))
+            object.__setattr__(self, "words", tuple(word.strip() for word in self.words))
         if self.no_prompt and (self.template is not None or self.words is not None):
             raise NtkLabError("--template and --words shape the prompt, and --no-prompt has none: drop one or the other")
         if not self.seeds:
@@ -384,9 +384,10 @@ def _kernel(ctx: Context, kind: str, params0: Any, x_train: dict, x_all: dict, s
     kernel = ctx.entk(kind, config.implementation, base)
     subset = "full" if base else ctx.subset_text
     exact = {} if config.kernel_precision == "float32" else {"precision": config.kernel_precision}
+    label_ids = np.asarray(getattr(ctx.base_f, "label_ids", ()), np.int64).tolist()  # the outputs f reads
     key = kernel_key(model=config.model, kind=kind, subset=subset + ("-noprompt" if config.no_prompt else ""),
                      x1=x_train, x2=x_all, binary=ctx.binary, params=_params_fingerprint(ctx, seed, subset, params0),
-                     **exact)
+                     label_ids=label_ids, **exact)
     return compute_kernel(kernel, params0, x_train, x_all, cache_dir("kernels", key), block=config.kernel_block,
                           column_block=config.column_block, column_width=column_width, desc=f"kernel {kind} seed {seed}")
 

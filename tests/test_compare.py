@@ -220,9 +220,29 @@ def test_another_prompt_keeps_the_splits_and_needs_its_own_setup(tmp_path) -> No
     argv = ["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--seeds", "13", "--test-cap", "8"]
     default, _ = parse(argv)
     config, _ = parse([*argv, "--template", "{S} A <mask> movie.", "--words", "bad, good"])
-    assert (config.template, config.words) == ("{S} A <mask> movie.", ("bad", " good"))
+    assert (config.template, config.words) == ("{S} A <mask> movie.", ("bad", "good"))
     setup, other = prepare(default), prepare(config)
     assert (other.task.template, other.task.words) == ("{S} A <mask> movie.", ("bad", "good"))
     assert [(e.fields, e.label) for e in other.splits[0].train] == [(e.fields, e.label) for e in setup.splits[0].train]
     with pytest.raises(NtkLabError, match=re.escape("the setup was prepared for other template, words")):
         run(config, tmp_path, setup)
+
+
+def test_other_label_words_get_their_own_kernel(tmp_path, monkeypatch) -> None:
+    """Same inputs, other label words: the binary kernel of ``f_good - f_bad`` is not the cached kernel
+    of ``f_great - f_terrible`` (the cache key holds the label words' ids), and equals the one a fresh
+    cache computes."""
+    from ntk_lab.compare import parse
+    from ntk_lab.protocol import context, encode_seed, kernel_matrix, prepare
+
+    argv = ["--task", "sst2", "--model", "tiny", "--data-dir", "sample", "--seeds", "13", "--test-cap", "8"]
+    kernels = {}
+    for words in ("terrible,great", "bad,good"):
+        setup = prepare(parse([*argv, "--words", words])[0])
+        ctx = context(setup, tmp_path / words)
+        kernels[words] = kernel_matrix(ctx, encode_seed(ctx, setup.splits[0]), "sgd")
+    assert not np.allclose(kernels["terrible,great"], kernels["bad,good"], rtol=1e-3)
+    monkeypatch.setenv("NTK_LAB_CACHE", str(tmp_path / "fresh-cache"))
+    ctx = context(setup, tmp_path / "fresh")
+    fresh = kernel_matrix(ctx, encode_seed(ctx, setup.splits[0]), "sgd")
+    np.testing.assert_allclose(kernels["bad,good"], fresh, rtol=1e-6, atol=1e-9)
