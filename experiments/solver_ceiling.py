@@ -1,6 +1,6 @@
 """How much can the SGD-kernel predictor's hyperparameters give? Kernel-sgd over the whole (λ, s) grid.
 
-    python -m experiments.solver_ceiling [--model miniberta-medium] [--data_dir ../shared/data] [--k 16] [--seeds 13,21,42,87,100] [--solver ridge] [--text raw] [--offset f0] [--out runs/solver-ceiling]
+    python -m experiments.solver_ceiling [--model miniberta-medium] [--data_dir ../shared/data] [--k 16] [--seeds 13,21,42,87,100] [--solver ridge] [--text raw] [--offset f0] [--template T] [--words W0,W1] [--out runs/solver-ceiling]
 
 ``python -m ntk_lab.compare`` fits kernel ridge regression with the SGD kernel at θ0,
 ``F(x) = f0(x)/s + Σ_i α_i K(x_i, x)``, ``α = (K + λ σ_max(K) I)⁺ (Y - f0/s)``, and picks the
@@ -21,6 +21,7 @@ The λ → ∞ limit at s = 1 is the zero-shot classifier (``α -> 0``, ``F -> f
 ``f0 - log p̂`` (``ntk_lab.calibration``; in binary mode the margin less ``log p̂_1 - log p̂_0``): the
 model whose label words' decoder biases are shifted by ``-log p̂``, no label used. The shift moves no
 gradient, so the kernels are the same; the λ → ∞ limit is then the calibrated zero-shot classifier.
+``--template`` and ``--words`` prompt SST-2 another way (``compare``'s options; empty: LM-BFF's).
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ OFFSETS = ("f0", "calibrated")
 
 
 def grid_accuracy(model: str, data_dir: str, k: int, seeds: tuple[int, ...], solver: str, test_cap: int,
-                  out: str, text: str = "raw", offset: str = "f0") -> dict[str, Any]:
+                  out: str, text: str = "raw", offset: str = "f0", template: str | None = None,
+                  words: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Dev and test accuracy ``[seed, λ, s]`` of ``solver`` with the SGD kernel at every point of ``WIDE``,
     and each seed's zero-shot accuracy (the protocol's stages: ``ntk_lab.protocol``); ``text``:
     ``compare --text``; ``offset``: ``"f0"``, or ``"calibrated"`` (``f0 - log p̂``, and the calibrated
-    zero-shot accuracy)."""
+    zero-shot accuracy); ``template``, ``words``: ``compare``'s (None: the task's)."""
     from ntk_lab.errors import NtkLabError
     from ntk_lab.protocol import (
         CompareConfig,
@@ -62,7 +64,8 @@ def grid_accuracy(model: str, data_dir: str, k: int, seeds: tuple[int, ...], sol
         raise NtkLabError(f"unknown offset '{offset}': choose one of {', '.join(OFFSETS)}")
 
     setup = prepare(CompareConfig(task="sst2", model=model, data_dir=data_dir, k=k, seeds=seeds, test_cap=test_cap,
-                                  kernels=("sgd",), optimizers=(), solver=solver, text=text))
+                                  kernels=("sgd",), optimizers=(), solver=solver, text=text, template=template,
+                                  words=words))
     ctx = context(setup, out)
     shape = (len(seeds), len(WIDE["lambdas"]), len(WIDE["scales"]))
     accuracy = {"dev": np.zeros(shape), "test": np.zeros(shape)}
@@ -105,11 +108,13 @@ def summarize(dev: np.ndarray, test: np.ndarray, grid: dict[str, tuple[float, ..
 
 def compute(args: Any) -> dict[str, Any]:
     seeds = tuple(int(s) for s in args.seeds.split(","))
+    template, words = args.template or None, tuple(args.words.split(",")) if args.words else None
     found = grid_accuracy(args.model, args.data_dir, args.k, seeds, args.solver, args.test_cap, args.out, args.text,
-                          args.offset)
+                          args.offset, template, words)
     dev, test = np.asarray(found["dev"]), np.asarray(found["test"])
     return {"config": {"model": args.model, "data_dir": args.data_dir, "k": args.k, "seeds": list(seeds),
-                       "solver": args.solver, "test_cap": args.test_cap, "text": args.text, "offset": args.offset},
+                       "solver": args.solver, "test_cap": args.test_cap, "text": args.text, "offset": args.offset,
+                       "template": template, "words": words},
             "grid": {name: list(values) for name, values in WIDE.items()}, **found,
             "paper": summarize(dev, test, PAPER), "wide": summarize(dev, test, WIDE), "goal": GOAL}
 
@@ -160,7 +165,7 @@ def figure(result: dict[str, Any]) -> Any:
 def main() -> None:
     report.cli("solver_ceiling", __doc__,
                {"model": "miniberta-medium", "data_dir": "../shared/data", "k": 16, "seeds": "13,21,42,87,100", "solver": "ridge",
-                "test_cap": 1000, "text": "raw", "offset": "f0", "out": "runs/solver-ceiling"}, compute, rows, figure)
+                "test_cap": 1000, "text": "raw", "offset": "f0", "template": "", "words": "", "out": "runs/solver-ceiling"}, compute, rows, figure)
 
 
 if __name__ == "__main__":

@@ -247,10 +247,10 @@ def test_miniberta_zero_shot_thresholds_the_margin_at_the_content_free_prior() -
 
 
 def test_solver_ceiling_reproduces_the_protocols_kernel_sgd(tmp_path) -> None:
-    """``experiments.solver_ceiling`` on the tiny model and the sample, two seeds: its dev selection on
-    the paper's grid is the protocol's kernel-sgd record (the same λ, s and test accuracy), its λ -> ∞
-    row is zero-shot's accuracy, each reading is bounded by the per-seed oracle, and the table renders
-    from the JSON alone."""
+    """``experiments.solver_ceiling`` on the tiny model and the sample, two seeds, prompted another way
+    (``--template``, ``--words``): its dev selection on the paper's grid is the protocol's kernel-sgd
+    record with that prompt (the same λ, s and test accuracy), its λ -> ∞ row is zero-shot's accuracy,
+    each reading is bounded by the per-seed oracle, and the table renders from the JSON alone."""
     import numpy as np
 
     from experiments import solver_ceiling
@@ -264,10 +264,11 @@ def test_solver_ceiling_reproduces_the_protocols_kernel_sgd(tmp_path) -> None:
     )
 
     args = SimpleNamespace(model="tiny", data_dir="sample", k=16, seeds="13,42", solver="ridge", test_cap=32, text="raw",
-                           offset="f0", out=str(tmp_path / "ceiling"))
+                           offset="f0", template="{S} A <mask> movie.", words="bad,good", out=str(tmp_path / "ceiling"))
     result = json.loads(json.dumps(solver_ceiling.compute(args)))
+    assert (result["config"]["template"], result["config"]["words"]) == ("{S} A <mask> movie.", ["bad", "good"])
     setup = prepare(CompareConfig(task="sst2", model="tiny", data_dir="sample", seeds=(13, 42), test_cap=32,
-                                  kernels=("sgd",), optimizers=()))
+                                  kernels=("sgd",), optimizers=(), template="{S} A <mask> movie.", words=("bad", "good")))
     ctx = context(setup, tmp_path / "protocol")
     for i, split in enumerate(setup.splits):
         data = encode_seed(ctx, split)
@@ -306,7 +307,7 @@ def test_solver_ceiling_calibrated_offset_moves_only_the_start(tmp_path) -> None
     )
 
     base = dict(model="tiny", data_dir="sample", k=16, seeds="13,42", solver="ridge", test_cap=32, text="raw",
-                out=str(tmp_path / "ceiling"))
+                template="", words="", out=str(tmp_path / "ceiling"))
     plain = solver_ceiling.compute(SimpleNamespace(**base, offset="f0"))
     calibrated = solver_ceiling.compute(SimpleNamespace(**base, offset="calibrated"))
     no_offset = solver_ceiling.WIDE["scales"].index(float("inf"))
