@@ -131,6 +131,24 @@ def test_a_template_parses_or_says_one_line(template: str) -> None:
     assert "<mask>" in render(template, fields)
 
 
+@SETTINGS
+@given(template=st.one_of(st.none(), templates),
+       words=st.one_of(st.none(), st.lists(st.one_of(st.sampled_from(["bad", "good", " good", ""]), st.text(max_size=3)),
+                                            max_size=3).map(tuple)))
+def test_another_prompt_fits_the_task_or_says_one_line(template: str | None, words: tuple[str, ...] | None) -> None:
+    from ntk_lab.prompts import template_fields, with_prompt
+    from ntk_lab.tasks import TASKS
+
+    try:
+        task = with_prompt(TASKS["sst2"], template, words)
+    except NtkLabError as e:
+        one_line(e)
+        return
+    assert [kind for kind, _, _ in parse_template(task.template)].count("mask") == 1
+    assert template_fields(task.template) == {"S"} and task.labels == TASKS["sst2"].labels
+    assert len(task.words) == 2 and len(set(task.words)) == 2 and all(w and w == w.strip() for w in task.words)
+
+
 cli_value = st.one_of(st.sampled_from(["", ",", "0", "-1", "1", "16", "13,21", "1e-3", "nan", "inf", "-inf", "1e400",
                                        "full", "lora:4", "lora:0", "prompt:2", "sgd", "adam,sgd", "x", "--k", "-"]),
                       st.text(max_size=6))
