@@ -50,6 +50,7 @@ def grid_accuracy(model: str, data_dir: str, k: int, seeds: tuple[int, ...], sol
     ``compare --text``; ``offset``: ``"f0"``, or ``"calibrated"`` (``f0 - log p̂``, and the calibrated
     zero-shot accuracy); ``template``, ``words``: ``compare``'s (None: the task's)."""
     from ntk_lab.errors import NtkLabError
+    from ntk_lab.kernels import binary_margin
     from ntk_lab.protocol import (
         CompareConfig,
         context,
@@ -77,7 +78,7 @@ def grid_accuracy(model: str, data_dir: str, k: int, seeds: tuple[int, ...], sol
         if offset == "calibrated":
             record, _ = zero_shot_calibrated(ctx, data)
             prior = np.asarray(record["content_free_log_prior"])
-            shift = prior[1:] - prior[:1] if setup.binary else prior  # the margin's, in binary mode
+            shift = binary_margin(prior[None, :])[0] if setup.binary else prior  # the margin's, in binary mode
             f0 = {part: values - shift for part, values in f0.items()}
         else:
             record, _ = zero_shot(ctx, data)

@@ -26,10 +26,9 @@ CONTENT_FREE = ("N/A", "")
 
 def content_free_examples(task: Task, tokens: tuple[str, ...] = CONTENT_FREE) -> list[Example]:
     """One example per content-free string, every field of ``task``'s template set to it (label 0, unused)."""
-    from ntk_lab.prompts import parse_template
+    from ntk_lab.prompts import template_fields
 
-    fields = [value.strip() for kind, value, _ in parse_template(task.template) if kind == "field"]
-    return [Example({name: text for name in fields}, 0) for text in tokens]
+    return [Example({name: text for name in template_fields(task.template)}, 0) for text in tokens]
 
 
 def log_prior(content_free_logits: np.ndarray) -> np.ndarray:

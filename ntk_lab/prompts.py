@@ -86,9 +86,9 @@ def render(template: str, fields: dict[str, str], mask_token: str = "<mask>") ->
     return "".join(out)
 
 
-def template_fields(template: str) -> set[str]:
-    """The names of the fields a template fills (``{S}``, ``{P:rstrip_punct}`` ...)."""
-    return {value.strip() for kind, value, _ in parse_template(template, require_mask=False) if kind == "field"}
+def template_fields(template: str) -> list[str]:
+    """The names of the fields a template fills (``{S}``, ``{P:rstrip_punct}`` ...), in template order."""
+    return [value.strip() for kind, value, _ in parse_template(template, require_mask=False) if kind == "field"]
 
 
 def with_prompt(task: Task, template: str | None = None, words: tuple[str, ...] | None = None) -> Task:
@@ -97,7 +97,7 @@ def with_prompt(task: Task, template: str | None = None, words: tuple[str, ...] 
     the task's fields; ``words`` gives one word per class, in the order of ``task.labels``."""
     if template is not None:
         parse_template(template)
-        expected, found = template_fields(task.template), template_fields(template)
+        expected, found = set(template_fields(task.template)), set(template_fields(template))
         if found != expected:
             raise NtkLabError(f"template {template!r} fills {{{', '.join(sorted(found)) or 'nothing'}}}; task "
                               f"{task.name}'s prompts fill {', '.join('{' + f + '}' for f in sorted(expected))}, "
@@ -144,8 +144,7 @@ def _truncate(pieces: list[list[int]], is_field: list[bool], budget: int) -> lis
 
 def plain_template(task: Task, tokenizer: Any) -> str:
     """The no-prompt input: the task's fields in template order, separated by the separator token."""
-    fields = [value.strip() for kind, value, _ in parse_template(task.template) if kind == "field"]
-    return f" {tokenizer.sep_token} ".join("{" + name + "}" for name in fields)
+    return f" {tokenizer.sep_token} ".join("{" + name + "}" for name in template_fields(task.template))
 
 
 def encode(

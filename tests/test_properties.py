@@ -145,7 +145,7 @@ def test_another_prompt_fits_the_task_or_says_one_line(template: str | None, wor
         one_line(e)
         return
     assert [kind for kind, _, _ in parse_template(task.template)].count("mask") == 1
-    assert template_fields(task.template) == {"S"} and task.labels == TASKS["sst2"].labels
+    assert template_fields(task.template) == ["S"] and task.labels == TASKS["sst2"].labels
     assert len(task.words) == 2 and len(set(task.words)) == 2 and all(w and w == w.strip() for w in task.words)
 
 
